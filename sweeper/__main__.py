@@ -1,0 +1,62 @@
+"""Command line: ``python -m sweeper [overrides]`` (one trial) or ``-m`` (a multirun).
+
+The Hydra task function only calls :func:`sweeper.run.run`. A trial that fails is logged
+(FAILED in MLflow, one line here) and the multirun goes on, unless ``fail_fast=true``.
+Input errors print one line and exit with status 2; ``HYDRA_FULL_ERROR=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+log = logging.getLogger("sweeper")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _task(cfg: DictConfig) -> dict[str, float] | None:
+    from sweeper.errors import ConfigError
+    from sweeper.run import run
+
+    try:
+        return run(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        if cfg.get("fail_fast", False):
+            raise
+        log.error("trial failed: %s: %s", type(exc).__name__, exc)
+        return None  # the sweep goes on; the MLflow run says FAILED and why
+
+
+def main() -> None:
+    """Console entry point (``sweeper`` and ``python -m sweeper``)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from sweeper.errors import ConfigError, one_line
+
+    show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print them in one line
+    try:
+        _task()
+    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+        if show_traceback:
+            raise
+        print(f"sweeper: error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:
+        if show_traceback:
+            raise
+        print(f"sweeper: error: {type(exc).__name__}: {one_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

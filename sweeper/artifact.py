@@ -1,0 +1,94 @@
+"""The deployable artifact: one file that rebuilds the compressed network without running code.
+
+An artifact is a ``torch.save`` of plain containers and tensors::
+
+    {"format": "sweeper-artifact/1", "kind": "dense", "model": <ModelSpec dict>, "payload": {...}}
+
+``kind`` names the loader that turns the payload back into a module (dense weights,
+sparse weights, packed low-bit integers, ...). Loading uses ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import get_object
+from torch import nn
+
+__all__ = ["ModelSpec", "load_artifact", "register_loader", "save_artifact", "serialized_size"]
+
+FORMAT = "sweeper-artifact/1"
+Loader = Callable[["ModelSpec", dict[str, Any]], nn.Module]
+_LOADERS: dict[str, Loader] = {}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Enough to rebuild the architecture: the builder's path and its keyword arguments."""
+
+    target: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, **overrides: Any) -> nn.Module:
+        """Call the builder (a model plug-in or a built-in) with the stored arguments."""
+        return get_object(self.target)(**{**self.kwargs, **overrides})
+
+
+def register_loader(kind: str) -> Callable[[Loader], Loader]:
+    """Decorator: register the function that rebuilds artifacts of ``kind``."""
+
+    def decorate(loader: Loader) -> Loader:
+        _LOADERS[kind] = loader
+        return loader
+
+    return decorate
+
+
+def _document(kind: str, spec: ModelSpec, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"format": FORMAT, "kind": kind, "model": asdict(spec), "payload": payload}
+
+
+def save_artifact(path: Path, kind: str, spec: ModelSpec, payload: dict[str, Any]) -> int:
+    """Write the artifact; return its size in bytes."""
+    if kind not in _LOADERS:
+        raise ValueError(f"artifact kind {kind!r} has no loader; known: {', '.join(sorted(_LOADERS))}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(_document(kind, spec, payload), path)
+    return path.stat().st_size
+
+
+def serialized_size(kind: str, spec: ModelSpec, payload: dict[str, Any], *, name: str = "model.pt") -> int:
+    """Bytes the artifact would take on disk as a file called ``name`` (a scratch copy is written)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        return save_artifact(Path(scratch) / name, kind, spec, payload)
+
+
+def load_artifact(path: Path) -> nn.Module:
+    """Rebuild the module from an artifact file, in eval mode on the CPU."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"artifact not found: {path}")
+    document = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file")
+    kind = document["kind"]
+    if kind not in _LOADERS:
+        raise ValueError(f"{path}: unknown artifact kind {kind!r}; known: {', '.join(sorted(_LOADERS))}")
+    module = _LOADERS[kind](ModelSpec(**document["model"]), document["payload"])
+    return module.eval()
+
+
+@register_loader("dense")
+def _load_dense(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
+    model = spec.build()
+    model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def dense_payload(model: nn.Module) -> dict[str, Any]:
+    """Payload of a ``dense`` artifact: the fp32 state dict, detached, on the CPU."""
+    return {"state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}

@@ -1,0 +1,19 @@
+"""Model-structure optimization: the `compression` config group.
+
+A compression method is a small object with one method, ``compress(model, ctx)``, that
+takes the trained network and returns a :class:`Compressed`: the module that runs, the
+artifact to write (kind + payload, see :mod:`sweeper.artifact`) and its own metrics.
+Methods that act during training (gradual pruning, distillation) also expose
+``training_hooks(ctx)``.
+"""
+
+from sweeper.compression._base import CompressionContext, CompressionMethod, Compressed, TrainingHooks
+from sweeper.compression._none import NoCompression
+
+__all__ = [
+    "CompressionContext",
+    "CompressionMethod",
+    "Compressed",
+    "NoCompression",
+    "TrainingHooks",
+]

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from torch import nn
+
+from sweeper.artifact import dense_payload
+from sweeper.compression._base import CompressionContext, Compressed
+
+
+class NoCompression:
+    """The baseline: the trained network saved as dense fp32 weights."""
+
+    def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed:
+        return Compressed(module=model, kind="dense", payload=dense_payload(model))

@@ -1,0 +1,1 @@
+"""Hydra configs of sweeper (a package so that `pkg://sweeper.conf` resolves when installed)."""

@@ -1,0 +1,141 @@
+"""Built-in tasks and the `Task` contract that every dataset plug-in returns.
+
+A dataset plug-in is any callable named by `data._target_`. It receives the keyword
+arguments of its config plus ``seed`` and returns a :class:`Task`::
+
+    def make_task(*, seed: int, n: int = 500) -> Task:
+        x, y = ...                      # numpy arrays or tensors
+        return Task.from_arrays(x, y, seed=seed, name="mine")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["Task", "load_digits", "make_synthetic"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A classification task split into train, validation and test tensors.
+
+    Inputs are float32 with any per-sample shape (``input_shape``); labels are int64
+    class indices in ``[0, num_classes)``. Validation drives early stopping and search;
+    test is only used for the final numbers.
+    """
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+                raise TypeError(f"Task.x_{split}/y_{split} must be torch tensors")
+            if len(x) != len(y) or len(x) == 0:
+                raise ValueError(f"Task split '{split}' has {len(x)} inputs and {len(y)} labels; need equal and > 0")
+        if self.num_classes < 2:
+            raise ValueError(f"Task.num_classes={self.num_classes}: need at least 2 classes")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @classmethod
+    def from_arrays(
+        cls,
+        x: np.ndarray | Tensor,
+        y: np.ndarray | Tensor,
+        *,
+        seed: int,
+        name: str = "custom",
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.2,
+    ) -> Task:
+        """Split arrays into stratified train/val/test parts, reproducibly from ``seed``.
+
+        Example:
+            >>> import numpy as np
+            >>> x, y = np.random.rand(100, 4), np.arange(100) % 2
+            >>> task = Task.from_arrays(x, y, seed=0)
+            >>> len(task.x_train), len(task.x_val), len(task.x_test)
+            (65, 15, 20)
+        """
+        from sklearn.model_selection import train_test_split
+
+        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 < value < 1:
+                raise ValueError(f"data.{key}={value}: must be in (0, 1)")
+        if val_fraction + test_fraction >= 1:
+            raise ValueError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: must be < 1")
+        x_np = np.asarray(x, dtype=np.float32)
+        y_np = np.asarray(y, dtype=np.int64)
+        idx = np.arange(len(y_np))
+        rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=y_np)
+        val_share = val_fraction / (1 - test_fraction)
+        train, val = train_test_split(rest, test_size=val_share, random_state=seed, stratify=y_np[rest])
+
+        def part(ids: np.ndarray) -> tuple[Tensor, Tensor]:
+            return torch.from_numpy(x_np[ids]), torch.from_numpy(y_np[ids])
+
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = part(train), part(val), part(test)
+        return cls(name, x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes=int(y_np.max()) + 1)
+
+
+def load_digits(*, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.2) -> Task:
+    """The 1,797 8x8 handwritten digits that scikit-learn ships, as 1x8x8 images in [0, 1]."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = bunch.images.astype(np.float32)[:, None, :, :] / 16.0
+    return Task.from_arrays(
+        images, bunch.target, seed=seed, name="digits", val_fraction=val_fraction, test_fraction=test_fraction
+    )
+
+
+def make_synthetic(
+    *,
+    seed: int,
+    n_samples: int = 2000,
+    n_features: int = 20,
+    n_informative: int = 10,
+    n_classes: int = 4,
+    noise: float = 0.01,
+    class_sep: float = 1.0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+) -> Task:
+    """Generated classification data (scikit-learn's ``make_classification``), standardized.
+
+    ``noise`` is the fraction of labels flipped at random.
+    """
+    from sklearn.datasets import make_classification
+
+    if n_informative > n_features:
+        raise ValueError(f"data.n_informative={n_informative}: must be <= data.n_features={n_features}")
+    if not 0 <= noise < 1:
+        raise ValueError(f"data.noise={noise}: must be in [0, 1)")
+    x, y = make_classification(
+        n_samples=n_samples,
+        n_features=n_features,
+        n_informative=n_informative,
+        n_redundant=0,
+        n_classes=n_classes,
+        flip_y=noise,
+        class_sep=class_sep,
+        random_state=seed,
+    )
+    x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-8)
+    return Task.from_arrays(
+        x, y, seed=seed, name="synthetic", val_fraction=val_fraction, test_fraction=test_fraction
+    )

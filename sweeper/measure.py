@@ -1,0 +1,52 @@
+"""Measurement of the deployable artifact: accuracy after reloading, size on disk, latency.
+
+Latency is the median of repeated timings (``torch.utils.benchmark``, which warms up
+first) on one CPU thread, at batch 1 and per sample at a larger batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.utils.benchmark as benchmark
+from torch import Tensor, nn
+
+__all__ = ["Latency", "count_params", "measure_latency"]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Milliseconds per sample: median and inter-quartile range of the timed blocks."""
+
+    median_ms: float
+    iqr_ms: float
+
+
+def measure_latency(model: nn.Module, example: Tensor, *, min_run_time: float = 0.2) -> Latency:
+    """Per-sample latency of ``model(example)`` on the CPU with one thread.
+
+    Args:
+        model: the module that actually runs (eval mode is set here).
+        example: a batch of inputs; its first dimension is the batch size.
+        min_run_time: seconds of timing after warm-up; more gives a steadier median.
+    """
+    model = model.eval().cpu()
+    example = example.cpu()
+    timer = benchmark.Timer(
+        stmt="with torch.inference_mode(): model(x)",
+        globals={"model": model, "x": example, "torch": torch},
+        num_threads=1,
+    )
+    result = timer.blocked_autorange(min_run_time=min_run_time)
+    per_sample = 1000.0 / len(example)
+    return Latency(median_ms=result.median * per_sample, iqr_ms=result.iqr * per_sample)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(all parameter elements, non-zero parameter elements), buffers excluded."""
+    total = nonzero = 0
+    for p in model.parameters():
+        total += p.numel()
+        nonzero += int(torch.count_nonzero(p.detach()))
+    return total, nonzero

@@ -1,0 +1,45 @@
+"""Progress of trials on the console: a live line on a terminal, one line per trial otherwise."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import TextIO
+
+__all__ = ["TrialProgress"]
+
+
+def _interactive(stream: TextIO) -> bool:
+    return stream.isatty() and not os.environ.get("CI")
+
+
+class TrialProgress:
+    """Prints ``trial i/N <label> epoch e/E loss val`` as training goes, then a summary line."""
+
+    def __init__(self, label: str, epochs: int, *, index: int | None = None, total: int | None = None,
+                 stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.live = _interactive(self.stream)
+        position = f"{index}/{total}" if index is not None and total else (str(index) if index else "")
+        self.prefix = f"trial {position} {label}".replace("  ", " ").strip()
+        self.epochs = epochs
+
+    def epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        if not self.live:
+            return
+        line = (f"{self.prefix}: epoch {epoch + 1}/{self.epochs} "
+                f"loss {metrics['train_loss']:.4f} val_accuracy {metrics['val_accuracy']:.4f}")
+        self.stream.write("\r\033[K" + line)
+        self.stream.flush()
+
+    def done(self, metrics: Mapping[str, float]) -> None:
+        line = (f"{self.prefix}: test_accuracy {metrics['test_accuracy']:.4f} "
+                f"size {metrics['size_bytes'] / 1024:.1f} KiB latency {metrics['latency_ms']:.3f} ms "
+                f"epochs {int(metrics['epochs_run'])} ({metrics['train_seconds']:.1f} s)")
+        self.stream.write(("\r\033[K" if self.live else "") + line + "\n")
+        self.stream.flush()
+
+    def failed(self, reason: str) -> None:
+        self.stream.write(("\r\033[K" if self.live else "") + f"{self.prefix}: FAILED {reason}\n")
+        self.stream.flush()

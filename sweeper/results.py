@@ -1,0 +1,156 @@
+"""Reading results back: MLflow runs as pandas DataFrames, one row per trial.
+
+Example:
+    >>> from sweeper.results import load_runs                     # doctest: +SKIP
+    >>> runs = load_runs("sweeper", sweep_id="latest")            # doctest: +SKIP
+    >>> runs.groupby("optimizer")["test_accuracy"].agg(["mean", "std"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from sweeper.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
+
+__all__ = ["FINAL_METRICS", "list_sweeps", "load_history", "load_runs"]
+
+GROUP_COLUMNS = ["data", "model", "optimizer", "strategy", "compression"]
+FINAL_METRICS = [
+    "test_accuracy",
+    "val_accuracy",
+    "best_val_accuracy",
+    "size_bytes",
+    "compression_ratio",
+    "latency_ms",
+    "latency_iqr_ms",
+    "latency_ms_batch",
+    "params",
+    "nonzero_params",
+    "train_seconds",
+    "compress_seconds",
+    "epochs_run",
+    "steps",
+]
+_TAG_COLUMNS = ["sweep_id", "job", "latency_kind", "failure_reason", "device"]
+_SEARCHED = {"lr": "optimizer.lr", "batch_size": "strategy.batch_size", "epochs": "strategy.epochs"}
+
+
+def _numeric(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    return value
+
+
+def _search(experiment: str, tracking_uri: str | None, filter_string: str = "") -> pd.DataFrame:
+    import mlflow
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    if mlflow.get_experiment_by_name(experiment) is None:
+        names = sorted(e.name for e in mlflow.search_experiments())
+        raise ValueError(f"experiment {experiment!r} not found; existing: {', '.join(names) or 'none'}")
+    found = mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string, output_format="pandas")
+    assert isinstance(found, pd.DataFrame)
+    return found
+
+
+def list_sweeps(experiment: str = DEFAULT_EXPERIMENT, *, tracking_uri: str | None = None) -> list[str]:
+    """Sweep ids of an experiment, the most recent first."""
+    runs = _search(experiment, tracking_uri)
+    if runs.empty or "tags.sweep_id" not in runs:
+        return []
+    runs = runs[runs["tags.sweep_id"].fillna("") != ""]
+    latest = runs.groupby("tags.sweep_id")["start_time"].max().sort_values(ascending=False)
+    return [str(s) for s in latest.index]
+
+
+def load_runs(
+    experiment: str = DEFAULT_EXPERIMENT,
+    *,
+    sweep_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> pd.DataFrame:
+    """All trials of an experiment (or of one sweep) as a DataFrame, one row per trial.
+
+    Args:
+        experiment: MLflow experiment name (``tracking.experiment`` of the runs).
+        sweep_id: only the runs of this sweep; ``"latest"`` for the most recent sweep.
+        tracking_uri: defaults as for the runs themselves (``$MLFLOW_TRACKING_URI``, else
+            ``sqlite:///mlflow.db`` in the working directory).
+
+    Returns:
+        Columns: ``run_id``, ``run_name``, ``status``, ``start_time``, the config-group
+        choices (``data``, ``model``, ``optimizer``, ``strategy``, ``compression``),
+        ``seed``, ``lr``, ``batch_size``, ``epochs``, the tags ``sweep_id``, ``job``,
+        ``latency_kind``, ``failure_reason``, every final metric (``test_accuracy``,
+        ``size_bytes``, ``latency_ms``, ...; NaN where a run has none) and every config
+        value under its dotted key (``optimizer.lr``, ``compression.amount``, ...).
+
+    Raises:
+        ValueError: the experiment or the sweep does not exist (the message lists those that do).
+    """
+    if sweep_id == "latest":
+        sweeps = list_sweeps(experiment, tracking_uri=tracking_uri)
+        if not sweeps:
+            raise ValueError(f"experiment {experiment!r} has no sweeps (runs of a multirun)")
+        sweep_id = sweeps[0]
+    filter_string = f"tags.sweep_id = '{sweep_id}'" if sweep_id else ""
+    raw = _search(experiment, tracking_uri, filter_string)
+    if raw.empty and sweep_id:
+        known = list_sweeps(experiment, tracking_uri=tracking_uri)
+        raise ValueError(f"sweep {sweep_id!r} not found in {experiment!r}; existing: {', '.join(known) or 'none'}")
+    return _tidy(raw)
+
+
+def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
+    frame = pd.DataFrame(index=raw.index)
+    frame["run_id"] = raw.get("run_id")
+    frame["run_name"] = raw.get("tags.mlflow.runName")
+    frame["status"] = raw.get("status")
+    frame["start_time"] = raw.get("start_time")
+    for column in GROUP_COLUMNS + _TAG_COLUMNS:
+        frame[column] = raw.get(f"tags.{column}")
+    frame["seed"] = raw.get("params.seed", pd.Series(index=raw.index, dtype=object)).map(_numeric)
+    for column, key in _SEARCHED.items():
+        frame[column] = raw.get(f"params.{key}", pd.Series(index=raw.index, dtype=object)).map(_numeric)
+    metric_names = FINAL_METRICS + sorted(
+        c.removeprefix("metrics.") for c in raw.columns if c.startswith("metrics.") and c[8:] not in FINAL_METRICS
+    )
+    for name in metric_names:
+        frame[name] = pd.to_numeric(raw.get(f"metrics.{name}"), errors="coerce") if f"metrics.{name}" in raw else float("nan")
+    params = {c.removeprefix("params."): raw[c].map(_numeric) for c in raw.columns if c.startswith("params.")}
+    params = {k: v for k, v in params.items() if k not in frame.columns}
+    frame = pd.concat([frame, pd.DataFrame(params, index=raw.index)], axis=1)
+    return frame.sort_values("start_time").reset_index(drop=True)
+
+
+def load_history(
+    run_ids: Iterable[str],
+    metrics: Iterable[str] = ("train_loss", "val_accuracy", "lr"),
+    *,
+    tracking_uri: str | None = None,
+) -> pd.DataFrame:
+    """Per-epoch metrics of runs, long format: ``run_id``, ``metric``, ``epoch``, ``value``.
+
+    The final summary point (logged one step after the last epoch) is left out.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    rows = []
+    for run_id in run_ids:
+        run = client.get_run(run_id)
+        epochs_run = run.data.metrics.get("epochs_run")
+        for metric in metrics:
+            for point in client.get_metric_history(run_id, metric):
+                if epochs_run is None or point.step < epochs_run:
+                    rows.append({"run_id": run_id, "metric": metric, "epoch": point.step, "value": point.value})
+    return pd.DataFrame(rows, columns=["run_id", "metric", "epoch", "value"])

@@ -1,0 +1,285 @@
+"""One trial, stage by stage: data -> model -> train -> compress -> export -> measure -> track.
+
+`run(cfg)` is a plain function: the Hydra entry point calls it, and so do tests. Every
+component is built and checked (:func:`plan_trial`) before any training, so bad input
+fails in a second with a one-line :class:`~sweeper.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from sweeper.artifact import ModelSpec, dense_payload, load_artifact, save_artifact, serialized_size
+from sweeper.compression import CompressionContext, CompressionMethod
+from sweeper.data import Task
+from sweeper.errors import ConfigError
+from sweeper.measure import count_params, measure_latency
+from sweeper.progress import TrialProgress
+from sweeper.tracking import TrialRun, flatten, resolve_tracking_uri
+from sweeper.training import Strategy, build_optimizers, evaluate_accuracy, train
+from sweeper.training.optimizers import OptimizerFactory
+
+__all__ = ["GROUPS", "TrialPlan", "group_choices", "plan_trial", "run"]
+
+GROUPS = ("data", "model", "optimizer", "strategy", "compression")
+_BUILTIN_PREFIXES = ("sweeper.", "torch.optim.")
+
+
+@dataclass
+class TrialPlan:
+    """Every component of a trial, built and checked, nothing trained yet."""
+
+    cfg: DictConfig
+    task: Task
+    model: nn.Module
+    spec: ModelSpec
+    optimizer_factory: OptimizerFactory
+    strategy: Strategy
+    compressor: CompressionMethod
+    device: torch.device
+    seed: int
+    choices: dict[str, str]
+
+
+def _hydra_config() -> DictConfig | None:
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def group_choices(cfg: DictConfig) -> dict[str, str]:
+    """The option chosen in each config group: the preset name, or the `_target_` of a plug-in."""
+    hydra_cfg = _hydra_config()
+    chosen = dict(hydra_cfg.runtime.choices) if hydra_cfg is not None else {}
+    result = {}
+    for group in GROUPS:
+        node = cfg.get(group)
+        target = str(node.get("_target_", "")) if isinstance(node, DictConfig) else ""
+        is_plugin = bool(target) and not target.startswith(_BUILTIN_PREFIXES)
+        result[group] = target if is_plugin or group not in chosen else str(chosen[group])
+    return result
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"device={name!r}: unknown device; allowed: auto, cpu, cuda, cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r}: CUDA is not available here; allowed: auto, cpu")
+    return device
+
+
+def _instantiate(group: str, node: DictConfig, **runtime: Any) -> Any:
+    """``instantiate`` with errors that name the group and its `_target_`."""
+    target = node.get("_target_", "?")
+    try:
+        return instantiate(node, **runtime)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+            key = str(cause).rsplit("'", 2)[-2]
+            raise ConfigError(f"{group}.{key}: unknown key for {target}") from exc
+        if isinstance(cause, ValueError | ConfigError):
+            raise ConfigError(" ".join(str(cause).split())) from exc
+        raise ConfigError(f"{group}._target_={target}: {' '.join(str(cause).split())}") from exc
+
+
+def _build_model(cfg: DictConfig, task: Task) -> tuple[nn.Module, ModelSpec]:
+    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(kwargs, dict)
+    target = str(kwargs.pop("_target_", ""))
+    kwargs.update(input_shape=list(task.input_shape), num_classes=task.num_classes)
+    model = _instantiate("model", cfg.model, input_shape=list(task.input_shape), num_classes=task.num_classes)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model._target_={target}: returned {type(model).__name__}, expected a torch.nn.Module")
+    with torch.no_grad():
+        out = model(task.x_train[:2])
+    if tuple(out.shape) != (2, task.num_classes):
+        raise ConfigError(
+            f"model._target_={target}: output shape {tuple(out.shape)} for a batch of 2; expected (2, {task.num_classes})"
+        )
+    return model, ModelSpec(target=target, kwargs=kwargs)
+
+
+def plan_trial(cfg: DictConfig) -> TrialPlan:
+    """Build and check every component of the trial described by ``cfg``; train nothing.
+
+    Raises:
+        ConfigError: a value, key or plug-in is wrong (the message names it).
+    """
+    seed = int(cfg.seed)
+    device = _resolve_device(str(cfg.device))
+    try:
+        strategy = Strategy.from_dict(OmegaConf.to_container(cfg.strategy, resolve=True))  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from exc
+    lr = cfg.optimizer.get("lr")
+    if lr is not None and not (isinstance(lr, int | float) and lr > 0):
+        raise ConfigError(f"optimizer.lr={lr}: must be a number > 0")
+    if cfg.optimizer.get("_target_") == "torch.optim.SGD" and group_choices(cfg)["optimizer"] == "gd":
+        if strategy.batch_size != "full":
+            raise ConfigError(f"strategy.batch_size={strategy.batch_size}: optimizer=gd needs 'full'")
+
+    task = _instantiate("data", cfg.data, seed=seed)
+    if not isinstance(task, Task):
+        raise ConfigError(f"data._target_={cfg.data.get('_target_')}: returned {type(task).__name__}, expected sweeper.data.Task")
+    torch.manual_seed(seed)  # the initialisation of the weights derives from the seed
+    model, spec = _build_model(cfg, task)
+    optimizer_factory = _instantiate("optimizer", cfg.optimizer)
+    try:  # torch checks its own hyper-parameters when an optimizer is built
+        build_optimizers(optimizer_factory, model)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"optimizer: {exc}") from exc
+    compressor = _instantiate("compression", cfg.compression)
+    if not isinstance(compressor, CompressionMethod):
+        raise ConfigError(f"compression._target_={cfg.compression.get('_target_')}: has no compress(model, ctx) method")
+    return TrialPlan(cfg, task, model, spec, optimizer_factory, strategy, compressor, device, seed, group_choices(cfg))
+
+
+def _output_dir() -> Path:
+    hydra_cfg = _hydra_config()
+    if hydra_cfg is not None:
+        return Path(hydra_cfg.runtime.output_dir)
+    return Path(tempfile.mkdtemp(prefix="sweeper-"))
+
+
+def _sweep_id(cfg: DictConfig) -> str:
+    if cfg.tracking.get("sweep_id"):
+        return str(cfg.tracking.sweep_id)
+    hydra_cfg = _hydra_config()
+    if hydra_cfg is not None and str(hydra_cfg.mode) == "RunMode.MULTIRUN":
+        return str(hydra_cfg.sweep.dir)
+    return ""
+
+
+def _trial_position() -> tuple[int | None, int | None]:
+    """(1-based index of this job in the multirun, number of jobs) where Hydra tells them."""
+    hydra_cfg = _hydra_config()
+    if hydra_cfg is None or str(hydra_cfg.mode) != "RunMode.MULTIRUN":
+        return None, None
+    return int(hydra_cfg.job.num) + 1, _grid_size(sys.argv[1:])
+
+
+def _grid_size(argv: list[str]) -> int | None:
+    """Number of jobs of a basic grid sweep given on the command line, if it can be told."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+        size = 1
+        for override in overrides:
+            if override.is_sweep_override():
+                size *= len(list(override.sweep_string_iterator()))
+        return size
+    except Exception:  # an override we cannot expand (glob, custom sweeper): unknown size
+        return None
+
+
+def _run_label(choices: dict[str, str], cfg: DictConfig) -> str:
+    hydra_cfg = _hydra_config()
+    overrides = list(hydra_cfg.overrides.task) if hydra_cfg is not None else []
+    if overrides:
+        return " ".join(overrides)
+    return f"{choices['model']}-{choices['optimizer']}-{choices['strategy']}-{choices['compression']}-seed{cfg.seed}"
+
+
+def execute(plan: TrialPlan, tracker: TrialRun | None, progress: TrialProgress) -> dict[str, float]:
+    """Train, compress, export, reload and measure; log to ``tracker``; return the final metrics."""
+    cfg, task = plan.cfg, plan.task
+    ctx = CompressionContext(task, plan.spec, plan.optimizer_factory, plan.strategy, plan.seed, plan.device)
+    hooks = plan.compressor.training_hooks(ctx) if hasattr(plan.compressor, "training_hooks") else None
+    result = train(
+        plan.model,
+        task,
+        plan.optimizer_factory,
+        plan.strategy,
+        seed=plan.seed,
+        device=plan.device,
+        loss_fn=hooks.loss_fn if hooks else None,
+        step_hook=hooks.step_hook if hooks else None,
+        epoch_hook=progress.epoch,
+    )
+    trained = plan.model.cpu().eval()
+    dense_bytes = serialized_size("dense", plan.spec, dense_payload(trained))  # the fp32 baseline
+
+    start = time.perf_counter()
+    compressed = plan.compressor.compress(trained, ctx)
+    compress_seconds = time.perf_counter() - start
+    artifact_path = _output_dir() / "model.pt"
+    size_bytes = save_artifact(artifact_path, compressed.kind, plan.spec, compressed.payload)
+
+    deployed = load_artifact(artifact_path)  # every number below is of the reloaded artifact
+    params, nonzero = count_params(deployed)
+    batch = min(int(cfg.measure.latency_batch), len(task.x_test))
+    seconds = float(cfg.measure.latency_seconds)
+    latency = measure_latency(deployed, task.x_test[:1], min_run_time=seconds)
+    latency_batch = measure_latency(deployed, task.x_test[:batch], min_run_time=seconds)
+    metrics: dict[str, float] = {
+        "test_accuracy": evaluate_accuracy(deployed, task.x_test, task.y_test),
+        "val_accuracy": evaluate_accuracy(deployed, task.x_val, task.y_val),
+        "best_val_accuracy": result.best_val_accuracy,
+        "size_bytes": size_bytes,
+        "compression_ratio": dense_bytes / size_bytes,
+        "latency_ms": latency.median_ms,
+        "latency_iqr_ms": latency.iqr_ms,
+        "latency_ms_batch": latency_batch.median_ms,
+        "params": params,
+        "nonzero_params": nonzero,
+        "train_seconds": result.train_seconds,
+        "compress_seconds": compress_seconds,
+        "epochs_run": result.epochs_run,
+        "steps": result.steps,
+        **compressed.metrics,
+    }
+    if tracker is not None:
+        tracker.set_tags({"latency_kind": compressed.latency_kind, "device": str(plan.device)})
+        tracker.log_results(metrics, result.history)
+        config_path = artifact_path.with_name("config.yaml")
+        OmegaConf.save(cfg, config_path, resolve=True)
+        tracker.log_artifacts([config_path, artifact_path])
+    return metrics
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Run one trial described by a composed config; return its final metrics.
+
+    Raises:
+        ConfigError: bad input, before any training or tracking.
+        TrainingDiverged: the loss became NaN/inf (the MLflow run is marked FAILED first).
+    """
+    plan = plan_trial(cfg)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    index, total = _trial_position()
+    label = _run_label(plan.choices, cfg)
+    progress = TrialProgress(label, plan.strategy.epochs, index=index, total=total)
+    if not cfg.tracking.enabled:
+        metrics = execute(plan, None, progress)
+        progress.done(metrics)
+        return metrics
+
+    tags = {**plan.choices, "seed": str(plan.seed), "sweep_id": _sweep_id(cfg)}
+    if index is not None:
+        tags["job"] = str(index - 1)
+    tracker = TrialRun(resolve_tracking_uri(cfg.tracking.uri), str(cfg.tracking.experiment), run_name=label, tags=tags)
+    try:
+        with tracker:
+            tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
+            metrics = execute(plan, tracker, progress)
+    except Exception as exc:
+        progress.failed(f"{type(exc).__name__}: {exc}")
+        raise
+    progress.done(metrics)
+    return metrics
