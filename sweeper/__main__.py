@@ -25,8 +25,11 @@ def _task(cfg: DictConfig) -> dict[str, float] | None:
 
     try:
         return run(cfg)
-    except ConfigError:
-        raise
+    except ConfigError as exc:  # bad input: one line, exit status 2, stop the sweep
+        if os.environ.get("SWEEPER_SHOW_TRACEBACK") == "1":
+            raise
+        print(f"sweeper: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except Exception as exc:
         if cfg.get("fail_fast", False):
             raise
@@ -42,6 +45,7 @@ def main() -> None:
     from sweeper.errors import ConfigError, one_line
 
     show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["SWEEPER_SHOW_TRACEBACK"] = "1" if show_traceback else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print them in one line
     try:
         _task()

@@ -120,7 +120,14 @@ def plan_trial(cfg: DictConfig) -> TrialPlan:
     Raises:
         ConfigError: a value, key or plug-in is wrong (the message names it).
     """
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed!r}: must be an integer >= 0")
     seed = int(cfg.seed)
+    if not cfg.measure.latency_seconds > 0 or not int(cfg.measure.latency_batch) >= 1:
+        raise ConfigError(
+            f"measure.latency_seconds={cfg.measure.latency_seconds}, measure.latency_batch="
+            f"{cfg.measure.latency_batch}: need seconds > 0 and batch >= 1"
+        )
     device = _resolve_device(str(cfg.device))
     try:
         strategy = Strategy.from_dict(OmegaConf.to_container(cfg.strategy, resolve=True))  # type: ignore[arg-type]
