@@ -33,8 +33,8 @@ def _task(cfg: DictConfig) -> dict[str, float] | None:
     except Exception as exc:
         if cfg.get("fail_fast", False):
             raise
-        log.error("trial failed: %s: %s", type(exc).__name__, exc)
-        return None  # the sweep goes on; the MLflow run says FAILED and why
+        log.debug("trial failed", exc_info=exc)  # the console line and the MLflow run already say why
+        return None  # the sweep goes on
 
 
 def main() -> None:

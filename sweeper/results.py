@@ -34,6 +34,7 @@ FINAL_METRICS = [
     "epochs_run",
     "steps",
 ]
+_PER_EPOCH_ONLY = {"train_loss", "lr", "batch_size"}  # curves: see load_history
 _TAG_COLUMNS = ["sweep_id", "job", "latency_kind", "failure_reason", "device"]
 _SEARCHED = {"lr": "optimizer.lr", "batch_size": "strategy.batch_size", "epochs": "strategy.epochs"}
 
@@ -121,9 +122,8 @@ def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
     frame["seed"] = raw.get("params.seed", pd.Series(index=raw.index, dtype=object)).map(_numeric)
     for column, key in _SEARCHED.items():
         frame[column] = raw.get(f"params.{key}", pd.Series(index=raw.index, dtype=object)).map(_numeric)
-    metric_names = FINAL_METRICS + sorted(
-        c.removeprefix("metrics.") for c in raw.columns if c.startswith("metrics.") and c[8:] not in FINAL_METRICS
-    )
+    extra = {c.removeprefix("metrics.") for c in raw.columns if c.startswith("metrics.")}
+    metric_names = FINAL_METRICS + sorted(extra - set(FINAL_METRICS) - _PER_EPOCH_ONLY)
     for name in metric_names:
         frame[name] = pd.to_numeric(raw.get(f"metrics.{name}"), errors="coerce") if f"metrics.{name}" in raw else float("nan")
     params = {c.removeprefix("params."): raw[c].map(_numeric) for c in raw.columns if c.startswith("params.")}

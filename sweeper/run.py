@@ -7,6 +7,7 @@ fails in a second with a one-line :class:`~sweeper.errors.ConfigError`.
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 import time
@@ -177,29 +178,36 @@ def _trial_position() -> tuple[int | None, int | None]:
     hydra_cfg = _hydra_config()
     if hydra_cfg is None or str(hydra_cfg.mode) != "RunMode.MULTIRUN":
         return None, None
-    return int(hydra_cfg.job.num) + 1, _grid_size(sys.argv[1:])
+    return int(hydra_cfg.job.num) + 1, _command_line_sweep(tuple(sys.argv[1:]))[1]
 
 
-def _grid_size(argv: list[str]) -> int | None:
-    """Number of jobs of a basic grid sweep given on the command line, if it can be told."""
+@functools.cache
+def _command_line_sweep(argv: tuple[str, ...]) -> tuple[frozenset[str], int | None]:
+    """Keys swept on the command line (``optimizer=adam,sgd``) and the grid's size, if it can be told."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
         overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
-        size = 1
-        for override in overrides:
-            if override.is_sweep_override():
-                size *= len(list(override.sweep_string_iterator()))
-        return size
-    except Exception:  # an override we cannot expand (glob, custom sweeper): unknown size
-        return None
+    except Exception:  # not ours to report: Hydra has already accepted these overrides
+        return frozenset(), None
+    swept = [o for o in overrides if o.is_sweep_override()]
+    size: int | None = 1
+    for override in swept:
+        try:
+            size *= len(list(override.sweep_string_iterator()))  # type: ignore[operator]
+        except Exception:  # a sweep Hydra expands itself (glob, interval for a custom sweeper)
+            size = None
+    return frozenset(o.get_key_element() for o in swept), size
 
 
 def _run_label(choices: dict[str, str], cfg: DictConfig) -> str:
+    """Run name from what varies: the swept overrides of a multirun, else the task's overrides."""
     hydra_cfg = _hydra_config()
     overrides = list(hydra_cfg.overrides.task) if hydra_cfg is not None else []
-    if overrides:
-        return " ".join(overrides)
+    swept, _ = _command_line_sweep(tuple(sys.argv[1:]))
+    varying = [o for o in overrides if o.split("=", 1)[0] in swept] or overrides
+    if varying:
+        return " ".join(varying)
     return f"{choices['model']}-{choices['optimizer']}-{choices['strategy']}-{choices['compression']}-seed{cfg.seed}"
 
 

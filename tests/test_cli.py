@@ -24,3 +24,45 @@ def test_multirun_writes_one_finished_run_per_trial_with_every_metric(run_cli, t
     assert accuracy["adam"] > 0.8 and accuracy["sgd"] > 0.3, accuracy  # chance is 0.1
     assert (runs["epochs_run"] == 5).all()
     assert runs.loc[runs.optimizer == "adam", "lr"].item() == pytest.approx(0.003)
+
+
+def test_a_diverging_trial_is_failed_with_its_reason_and_the_sweep_goes_on(run_cli, tmp_path):
+    proc = run_cli("-m", "optimizer=sgd", "optimizer.lr=1e6,0.1", "model=mlp", "strategy.epochs=3",
+                   "measure.latency_seconds=0.01")
+    assert proc.returncode == 0, proc.stderr
+    assert "trial 1/2 optimizer.lr=1000000.0: FAILED TrainingDiverged" in proc.stdout
+
+    runs = load_runs(sweep_id="latest", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").set_index("lr")
+    assert runs.loc[1e6, "status"] == "FAILED"
+    assert "train_loss=nan at epoch 0" in runs.loc[1e6, "failure_reason"]
+    assert runs.loc[0.1, "status"] == "FINISHED" and runs.loc[0.1, "test_accuracy"] > 0.2
+
+
+def test_plugins_by_target_from_a_users_config_dir(run_cli, tmp_path):
+    """A user's dataset and network, defined outside the package, selected like built-in options."""
+    (tmp_path / "my_plugins.py").write_text(
+        "import numpy as np\n"
+        "from torch import nn\n"
+        "from sweeper.data import Task\n\n"
+        "def make_blobs(*, seed, n=400):\n"
+        "    rng = np.random.default_rng(seed)\n"
+        "    y = np.arange(n) % 3\n"
+        "    x = rng.normal(size=(n, 5)) + 3.0 * np.eye(3, 5)[y]\n"
+        "    return Task.from_arrays(x, y, seed=seed, name='blobs')\n\n"
+        "def make_linear(*, input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0], num_classes))\n"
+    )
+    (tmp_path / "conf" / "data").mkdir(parents=True)
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "data" / "blobs.yaml").write_text("_target_: my_plugins.make_blobs\nn: 300\n")
+    (tmp_path / "conf" / "model" / "linear.yaml").write_text("_target_: my_plugins.make_linear\n")
+
+    proc = run_cli("--config-dir", "conf", "data=blobs", "model=linear", "strategy.epochs=30", "optimizer.lr=0.05",
+                   "measure.latency_seconds=0.01")
+    assert proc.returncode == 0, proc.stderr
+    runs = load_runs(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = runs.iloc[0]
+    assert (run["data"], run["model"]) == ("my_plugins.make_blobs", "my_plugins.make_linear")
+    assert run["params"] == 5 * 3 + 3
+    assert run["test_accuracy"] > 0.8  # well-separated blobs
+    assert run["data.n"] == 300
