@@ -10,13 +10,15 @@ arguments of its config plus ``seed`` and returns a :class:`Task`::
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Task", "load_digits", "make_synthetic"]
+__all__ = ["Task", "load_digits", "make_synthetic", "stratified_split"]
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,8 @@ class Task:
             >>> x, y = np.random.rand(100, 4), np.arange(100) % 2
             >>> task = Task.from_arrays(x, y, seed=0)
             >>> len(task.x_train), len(task.x_val), len(task.x_test)
-            (65, 15, 20)
+            (64, 16, 20)
         """
-        from sklearn.model_selection import train_test_split
-
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0 < value < 1:
                 raise ValueError(f"data.{key}={value}: must be in (0, 1)")
@@ -80,10 +80,9 @@ class Task:
             raise ValueError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: must be < 1")
         x_np = np.asarray(x, dtype=np.float32)
         y_np = np.asarray(y, dtype=np.int64)
-        idx = np.arange(len(y_np))
-        rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=y_np)
-        val_share = val_fraction / (1 - test_fraction)
-        train, val = train_test_split(rest, test_size=val_share, random_state=seed, stratify=y_np[rest])
+        if x_np.ndim < 2 or y_np.ndim != 1 or len(x_np) != len(y_np):
+            raise ValueError(f"Task.from_arrays needs x of shape (n, ...) and y of shape (n,); got {x_np.shape}, {y_np.shape}")
+        train, val, test = stratified_split(y_np, val_fraction, test_fraction, seed=seed)
 
         def part(ids: np.ndarray) -> tuple[Tensor, Tensor]:
             return torch.from_numpy(x_np[ids]), torch.from_numpy(y_np[ids])
@@ -92,14 +91,40 @@ class Task:
         return cls(name, x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes=int(y_np.max()) + 1)
 
 
-def load_digits(*, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.2) -> Task:
-    """The 1,797 8x8 handwritten digits that scikit-learn ships, as 1x8x8 images in [0, 1]."""
-    from sklearn.datasets import load_digits as sklearn_digits
+def stratified_split(
+    y: np.ndarray, val_fraction: float, test_fraction: float, *, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of train / val / test with each class in the same proportions, shuffled by ``seed``."""
+    rng = np.random.default_rng(seed)
+    parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        n_test = round(len(members) * test_fraction)
+        n_val = round(len(members) * val_fraction)
+        parts[2].append(members[:n_test])
+        parts[1].append(members[n_test : n_test + n_val])
+        parts[0].append(members[n_test + n_val :])
+    train, val, test = (rng.permutation(np.concatenate(p)) for p in parts)
+    if min(len(train), len(val), len(test)) == 0:
+        raise ValueError(f"data: {len(y)} samples are too few for val_fraction={val_fraction}, test_fraction={test_fraction}")
+    return train, val, test
 
-    bunch = sklearn_digits()
-    images = bunch.images.astype(np.float32)[:, None, :, :] / 16.0
+
+def load_digits(*, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.2) -> Task:
+    """The 1,797 8x8 handwritten digits that scikit-learn ships, as 1x8x8 images in [0, 1].
+
+    The CSV file bundled with scikit-learn is read directly: importing scikit-learn costs
+    seconds of start-up that a trial does not need.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("data=digits needs scikit-learn installed (it ships the digits file)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    images = table[:, :-1].reshape(-1, 1, 8, 8) / 16.0
     return Task.from_arrays(
-        images, bunch.target, seed=seed, name="digits", val_fraction=val_fraction, test_fraction=test_fraction
+        images, table[:, -1].astype(np.int64), seed=seed, name="digits",
+        val_fraction=val_fraction, test_fraction=test_fraction,
     )
 
 

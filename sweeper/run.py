@@ -130,6 +130,9 @@ def plan_trial(cfg: DictConfig) -> TrialPlan:
             f"{cfg.measure.latency_batch}: need seconds > 0 and batch >= 1"
         )
     device = _resolve_device(str(cfg.device))
+    threads = cfg.get("threads")
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise ConfigError(f"threads={threads!r}: must be an integer >= 1 or null (torch's default)")
     try:
         strategy = Strategy.from_dict(OmegaConf.to_container(cfg.strategy, resolve=True))  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
@@ -277,6 +280,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """
     plan = plan_trial(cfg)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.get("threads") is not None:
+        torch.set_num_threads(int(cfg.threads))
     index, total = _trial_position()
     label = _run_label(plan.choices, cfg)
     progress = TrialProgress(label, plan.strategy.epochs, index=index, total=total)
