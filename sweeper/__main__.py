@@ -8,9 +8,10 @@ Input errors print one line and exit with status 2; ``HYDRA_FULL_ERROR=1`` shows
 from __future__ import annotations
 
 import logging
-import math
 import os
+import signal
 import sys
+from types import FrameType
 
 import hydra
 from omegaconf import DictConfig
@@ -37,6 +38,11 @@ def _task(cfg: DictConfig) -> dict[str, float] | None:
         return None  # the sweep goes on
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM ends the process like Ctrl-C: the running trial is closed as KILLED."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> None:
     """Console entry point (``sweeper`` and ``python -m sweeper``)."""
     from hydra.errors import HydraException
@@ -44,11 +50,15 @@ def main() -> None:
 
     from sweeper.errors import ConfigError, one_line
 
+    signal.signal(signal.SIGTERM, _terminate)
     show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["SWEEPER_SHOW_TRACEBACK"] = "1" if show_traceback else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print them in one line
     try:
         _task()
+    except KeyboardInterrupt:
+        print("sweeper: interrupted; the current trial is marked KILLED, finished trials are kept", file=sys.stderr)
+        sys.exit(130)
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
         if show_traceback:
             raise

@@ -40,6 +40,10 @@ class TrialProgress:
         self.stream.write(("\r\033[K" if self.live else "") + line + "\n")
         self.stream.flush()
 
+    def skipped(self, run_id: str) -> None:
+        self.stream.write(("\r\033[K" if self.live else "") + f"{self.prefix}: already finished (run {run_id}), skipped\n")
+        self.stream.flush()
+
     def failed(self, reason: str) -> None:
         self.stream.write(("\r\033[K" if self.live else "") + f"{self.prefix}: FAILED {reason}\n")
         self.stream.flush()

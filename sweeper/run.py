@@ -28,7 +28,7 @@ from sweeper.data import Task
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params, measure_latency
 from sweeper.progress import TrialProgress
-from sweeper.tracking import TrialRun, flatten, resolve_tracking_uri
+from sweeper.tracking import TrialRun, finished_trial, flatten, resolve_tracking_uri, trial_key
 from sweeper.training import Strategy, build_optimizers, evaluate_accuracy, train
 from sweeper.training.optimizers import OptimizerFactory
 
@@ -219,6 +219,12 @@ def execute(plan: TrialPlan, tracker: TrialRun | None, progress: TrialProgress) 
     cfg, task = plan.cfg, plan.task
     ctx = CompressionContext(task, plan.spec, plan.optimizer_factory, plan.strategy, plan.seed, plan.device)
     hooks = plan.compressor.training_hooks(ctx) if hasattr(plan.compressor, "training_hooks") else None
+    epoch_hooks = [progress.epoch] + ([tracker.record_epoch] if tracker is not None else [])
+
+    def after_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        for hook in epoch_hooks:
+            hook(epoch, metrics)
+
     result = train(
         plan.model,
         task,
@@ -228,7 +234,7 @@ def execute(plan: TrialPlan, tracker: TrialRun | None, progress: TrialProgress) 
         device=plan.device,
         loss_fn=hooks.loss_fn if hooks else None,
         step_hook=hooks.step_hook if hooks else None,
-        epoch_hook=progress.epoch,
+        epoch_hook=after_epoch,
     )
     trained = plan.model.cpu().eval()
     dense_bytes = serialized_size("dense", plan.spec, dense_payload(trained))  # the fp32 baseline
@@ -264,7 +270,7 @@ def execute(plan: TrialPlan, tracker: TrialRun | None, progress: TrialProgress) 
     }
     if tracker is not None:
         tracker.set_tags({"latency_kind": compressed.latency_kind, "device": str(plan.device)})
-        tracker.log_results(metrics, result.history)
+        tracker.log_results(metrics)
         config_path = artifact_path.with_name("config.yaml")
         OmegaConf.save(cfg, config_path, resolve=True)
         tracker.log_artifacts([config_path, artifact_path])
@@ -290,13 +296,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
         progress.done(metrics)
         return metrics
 
-    tags = {**plan.choices, "seed": str(plan.seed), "sweep_id": _sweep_id(cfg)}
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(config, dict)
+    uri, experiment, sweep_id = resolve_tracking_uri(cfg.tracking.uri), str(cfg.tracking.experiment), _sweep_id(cfg)
+    tags = {**plan.choices, "seed": str(plan.seed), "sweep_id": sweep_id, "trial_key": trial_key(config)}
     if index is not None:
         tags["job"] = str(index - 1)
-    tracker = TrialRun(resolve_tracking_uri(cfg.tracking.uri), str(cfg.tracking.experiment), run_name=label, tags=tags)
+    if sweep_id and cfg.get("resume", True):
+        previous = finished_trial(uri, experiment, sweep_id, tags["trial_key"])
+        if previous is not None:
+            progress.skipped(previous[0])
+            return previous[1]
+    tracker = TrialRun(uri, experiment, run_name=label, tags=tags)
     try:
         with tracker:
-            tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
+            tracker.log_params(flatten(config))
             metrics = execute(plan, tracker, progress)
     except Exception as exc:
         progress.failed(f"{type(exc).__name__}: {exc}")

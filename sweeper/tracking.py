@@ -7,6 +7,8 @@ one batch at the end. A failure marks the run FAILED with the reason as a tag.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 import traceback
@@ -18,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["DEFAULT_EXPERIMENT", "TrialRun", "flatten", "resolve_tracking_uri"]
+__all__ = ["DEFAULT_EXPERIMENT", "TrialRun", "finished_trial", "flatten", "resolve_tracking_uri", "trial_key"]
+
+# Config keys that do not change what a trial computes (left out of its identity).
+_NOT_IDENTITY = ("tracking", "fail_fast", "resume")
 
 DEFAULT_EXPERIMENT = "sweeper"
 
@@ -47,7 +52,33 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _client(uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
+    _create_sqlite_store_atomically(uri)
     return MlflowClient(tracking_uri=uri)
+
+
+def _create_sqlite_store_atomically(uri: str) -> None:
+    """Create a new SQLite store's schema in a scratch file, then link it into place.
+
+    MLflow builds the schema in about twenty migrations; a process killed in the middle
+    would leave a store that no later run can open. The link fails if another process
+    created the store meanwhile, and then that one is used.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    from mlflow import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{scratch}").search_experiments(max_results=1)
+        os.link(scratch, path)
+    except FileExistsError:
+        pass
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -84,6 +115,7 @@ class TrialRun:
         self.run_id: str = self.client.create_run(
             exp_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()}
         ).info.run_id
+        self._epochs: list[Mapping[str, float]] = []  # per-epoch metrics, written in one batch
 
     def __enter__(self) -> TrialRun:
         return self
@@ -95,8 +127,9 @@ class TrialRun:
             self.client.set_terminated(self.run_id, "FINISHED")
             return
         status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED"
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         try:
+            self.log_results({})  # keep the curves of the epochs that did finish
             self.set_tags({"failure_reason": reason[:5000]})
             self.client.log_text(
                 self.run_id, "".join(traceback.format_exception(exc_type, exc, tb)), "traceback.txt"
@@ -115,16 +148,20 @@ class TrialRun:
 
         self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
 
-    def log_results(self, final: Mapping[str, float], history: Iterable[Mapping[str, float]] = ()) -> None:
-        """Log per-epoch metrics (step = epoch) and the final metrics in one batch.
+    def record_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        """Keep one epoch's metrics for the batch written by `log_results` (an epoch hook)."""
+        self._epochs.append(dict(metrics))
+
+    def log_results(self, final: Mapping[str, float]) -> None:
+        """Log the recorded per-epoch metrics (step = epoch) and the final metrics in one batch.
 
         The final metrics are logged at the step after the last epoch, so that a name used
-        for both (``val_accuracy``: per epoch, and the best as final) reads as the final one.
+        for both (``val_accuracy``: per epoch, and of the artifact as final) reads as the final one.
         """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        rows = list(history)
+        rows, self._epochs = self._epochs, []
         metrics = [
             Metric(key, float(value), now, epoch) for epoch, row in enumerate(rows) for key, value in row.items()
         ]
@@ -134,3 +171,31 @@ class TrialRun:
     def log_artifacts(self, paths: Iterable[Path]) -> None:
         for path in paths:
             self.client.log_artifact(self.run_id, str(path))
+
+
+def trial_key(config: Mapping[str, Any]) -> str:
+    """A short hash of everything in a resolved config that determines the trial's result."""
+    identity = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_trial(uri: str, experiment: str, sweep_id: str, key: str) -> tuple[str, dict[str, float]] | None:
+    """(run id, final metrics) of a FINISHED run of this trial in this sweep, if there is one.
+
+    Runs of the same trial left RUNNING (their process was killed without a chance to
+    close them) are closed as KILLED on the way.
+    """
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.sweep_id = '{sweep_id}' and tags.trial_key = '{key}'"
+    )
+    for stale in (r for r in runs if r.info.status == "RUNNING"):
+        client.set_tag(stale.info.run_id, "failure_reason", "the process ended without closing the run")
+        client.set_terminated(stale.info.run_id, "KILLED")
+    done = [r for r in runs if r.info.status == "FINISHED"]
+    if not done:
+        return None
+    return done[0].info.run_id, dict(done[0].data.metrics)

@@ -1,0 +1,84 @@
+"""Faults of real processes: interrupts and kill -9 lose no finished trial, and a re-run resumes."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import cli_env
+
+from sweeper.results import load_history, load_runs
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SWEEP = ["-m", "optimizer=adam,sgd,momentum", "hydra.sweep.dir=multirun/fixed", "model=mlp",
+         "strategy.epochs=60", "measure.latency_seconds=0.01"]
+
+
+def start(tmp_path: Path, template: Path, *args: str) -> subprocess.Popen[str]:
+    if not (tmp_path / "mlflow.db").exists():
+        shutil.copy(template, tmp_path / "mlflow.db")
+    return subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=tmp_path, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_running_trial(uri: str, finished_before: int, timeout: float = 120) -> str:
+    """Block until a trial is RUNNING after ``finished_before`` finished ones; return its optimizer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            runs = load_runs(tracking_uri=uri)
+        except ValueError:  # experiment not created yet
+            runs = None
+        if runs is not None:
+            running = runs[runs.status == "RUNNING"]
+            if len(running) and (runs.status == "FINISHED").sum() >= finished_before:
+                time.sleep(1.0)  # let it train a few epochs
+                return str(running.optimizer.iloc[0])
+        time.sleep(0.3)
+    raise AssertionError("no trial started running in time")
+
+
+def test_sigint_kills_the_running_trial_keeps_its_curves_and_exits_non_zero(tmp_path, _mlflow_template):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = start(tmp_path, _mlflow_template, *SWEEP[:-2], "strategy.epochs=2000", SWEEP[-1])
+    interrupted = wait_for_running_trial(uri, finished_before=0)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+
+    runs = load_runs(tracking_uri=uri)
+    assert list(runs.status) == ["KILLED"] and runs.optimizer[0] == interrupted
+    assert "KeyboardInterrupt" in runs.failure_reason[0]
+    curves = load_history(runs.run_id, tracking_uri=uri)
+    assert len(curves[curves.metric == "train_loss"]) >= 1  # epochs that finished were flushed
+
+
+def test_kill_9_then_rerun_closes_the_stale_run_and_runs_only_the_missing_trials(tmp_path, _mlflow_template):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = start(tmp_path, _mlflow_template, *SWEEP)
+    killed = wait_for_running_trial(uri, finished_before=1)
+    proc.kill()  # SIGKILL: no handler runs, the MLflow run stays RUNNING
+    proc.wait(timeout=30)
+    before = load_runs(tracking_uri=uri)
+    finished_before = set(before[before.status == "FINISHED"].optimizer)
+    assert (before.status == "RUNNING").sum() == 1 and killed not in finished_before
+
+    rerun = start(tmp_path, _mlflow_template, *SWEEP)
+    out, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, out
+    for optimizer in finished_before:
+        assert f"optimizer={optimizer}: already finished" in out
+
+    runs = load_runs(tracking_uri=uri)
+    finished = runs[runs.status == "FINISHED"]
+    assert sorted(finished.optimizer) == ["adam", "momentum", "sgd"]  # each exactly once: no duplicates
+    assert list(runs[runs.status == "KILLED"].optimizer) == [killed]  # the stale run, closed on resume
+    assert not (runs.status == "RUNNING").any()
+    assert runs.sweep_id.nunique() == 1
