@@ -1,0 +1,197 @@
+"""Benchmarks that hold the framework to the hardware, each against a baseline measured in the same run.
+
+    python scripts/bench.py overhead|startup|latency|all [--repeats N]
+
+Each subcommand prints its measurements, then as its last line
+``<id> <value> goal <target> PASS|MISS``. Repetitions of the measured thing and of its
+baseline are interleaved and summarised by their median. Peak memory (RSS) is printed too.
+Run it on an otherwise idle machine: other load changes the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return usage.ru_maxrss / 1024
+
+
+def verdict(bench_id: str, value: float, goal: str, ok: bool) -> str:
+    return f"{bench_id} {value:.3f} goal {goal} {'PASS' if ok else 'MISS'}"
+
+
+def interleave(repeats: int, **candidates: Callable[[], float]) -> dict[str, list[float]]:
+    """Call each candidate once per round, in turn, ``repeats`` rounds; collect the seconds each returns."""
+    seconds: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            seconds[name].append(fn())
+    return seconds
+
+
+# --- P1: per-trial overhead against a raw PyTorch loop ---------------------------------------
+
+def raw_loop(seed: int = 0, epochs: int = 20, batch_size: int = 64, lr: float = 3e-3) -> float:
+    """The default trial's training written as a plain PyTorch loop; returns its wall seconds."""
+    import torch
+
+    from sweeper.data import load_digits
+    from sweeper.models import make_cnn
+
+    start = time.perf_counter()
+    torch.set_num_threads(1)
+    task = load_digits(seed=seed)
+    torch.manual_seed(seed)
+    model = make_cnn(input_shape=task.input_shape, num_classes=task.num_classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed + 1)
+    n = len(task.x_train)
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        for begin in range(0, n, batch_size):
+            idx = order[begin : begin + batch_size]
+            loss = torch.nn.functional.cross_entropy(model(task.x_train[idx]), task.y_train[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            (model(task.x_val).argmax(1) == task.y_val).float().mean().item()
+    with torch.no_grad():
+        (model(task.x_test).argmax(1) == task.y_test).float().mean().item()
+    return time.perf_counter() - start
+
+
+def sweeper_trial(overrides: list[str]) -> tuple[float, dict[str, float]]:
+    """One in-process trial through `sweeper.run.run` (composition included); wall seconds and metrics."""
+    from hydra import compose, initialize_config_module
+
+    from sweeper.run import run
+
+    start = time.perf_counter()
+    with initialize_config_module("sweeper.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    metrics = run(cfg)
+    return time.perf_counter() - start, metrics
+
+
+def bench_overhead(repeats: int) -> str:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    tracked = [f"tracking.uri={uri}", "tracking.experiment=bench"]
+    untracked = ["tracking.enabled=false"]
+    sweeper_trial([*tracked, "strategy.epochs=1"])  # warm-up: imports, store creation
+    raw_loop(epochs=1)
+    extras: dict[str, list[float]] = {"train_seconds": []}
+    phases: dict[str, list[float]] = {"tracked": [], "untracked": []}
+
+    def trial(overrides: list[str], key: str) -> Callable[[], float]:
+        def call() -> float:
+            seconds, metrics = sweeper_trial(overrides)
+            extras["train_seconds"].append(metrics["train_seconds"])
+            phases[key].append(seconds)
+            return seconds
+
+        return call
+
+    seconds = interleave(repeats, raw=raw_loop, sweeper=trial(tracked, "tracked"),
+                         untracked=trial(untracked, "untracked"))
+    raw, full, bare = (statistics.median(seconds[k]) for k in ("raw", "sweeper", "untracked"))
+    print(f"raw PyTorch loop        {raw:.3f} s")
+    print(f"sweeper trial           {full:.3f} s  (+{full - raw:.3f} s)")
+    print(f"  without MLflow        {bare:.3f} s  (tracking costs {full - bare:.3f} s)")
+    print(f"  of which training     {statistics.median(extras['train_seconds']):.3f} s")
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
+    ratio = full / raw
+    return verdict("P1", ratio, "<= 1.05", ratio <= 1.05)
+
+
+# --- P2: start-up ---------------------------------------------------------------------------
+
+def timed_process(args: list[str], cwd: Path) -> float:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CI": "true"}
+    start = time.perf_counter()
+    subprocess.run(args, cwd=cwd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def bench_startup(repeats: int) -> str:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    trial = [sys.executable, "-m", "sweeper", "data=synthetic", "data.n_samples=200", "model=mlp",
+             "strategy.epochs=1", "measure.latency_seconds=0.01"]
+    timed_process(trial, workdir)  # creates the MLflow store once, as a user's first run does
+    baseline = [sys.executable, "-c", "import torch, mlflow"]
+    seconds = interleave(repeats, baseline=lambda: timed_process(baseline, workdir),
+                         sweeper=lambda: timed_process(trial, workdir))
+    base, full = statistics.median(seconds["baseline"]), statistics.median(seconds["sweeper"])
+    print(f"python -c 'import torch, mlflow'   {base:.3f} s")
+    print(f"python -m sweeper (1-epoch trial)   {full:.3f} s")
+    print(f"peak RSS of a child {peak_rss_mb(children=True):.0f} MB")
+    ratio = full / base
+    return verdict("P2", ratio, "<= 1.5", ratio <= 1.5)
+
+
+# --- P7: latency repeatability --------------------------------------------------------------
+
+def bench_latency(repeats: int) -> str:
+    import torch
+
+    from sweeper.data import load_digits
+    from sweeper.measure import measure_latency
+    from sweeper.models import make_cnn
+
+    task = load_digits(seed=0)
+    torch.manual_seed(0)
+    model = make_cnn(input_shape=task.input_shape, num_classes=task.num_classes).eval()
+    example = task.x_test[:1]
+    values = [measure_latency(model, example).median_ms for _ in range(repeats)]
+    mean = statistics.fmean(values)
+    cv = statistics.stdev(values) / mean
+    print("latency_ms over repeats: " + ", ".join(f"{v:.4f}" for v in values))
+    print(f"mean {mean:.4f} ms, coefficient of variation {100 * cv:.2f}%")
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
+    return verdict("P7", 100 * cv, "<= 5 (%)", cv <= 0.05)
+
+
+BENCHES: dict[str, tuple[Callable[[int], str], int]] = {
+    "overhead": (bench_overhead, 5),
+    "startup": (bench_startup, 5),
+    "latency": (bench_latency, 5),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bench", choices=[*BENCHES, "all"])
+    parser.add_argument("--repeats", type=int, default=None, help="rounds per benchmark (default: its own)")
+    args = parser.parse_args()
+    if args.repeats is not None and args.repeats < 2:
+        parser.error(f"--repeats={args.repeats}: must be >= 2")
+    names = list(BENCHES) if args.bench == "all" else [args.bench]
+    verdicts = []
+    for name in names:
+        fn, default_repeats = BENCHES[name]
+        print(f"== {name}")
+        verdicts.append(fn(args.repeats or default_repeats))
+        print(verdicts[-1], flush=True)
+    if len(verdicts) > 1:
+        print("== summary")
+        print("\n".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()
