@@ -14,7 +14,9 @@ import pandas as pd
 
 from sweeper.report.grouping import baseline_for, tied
 
-__all__ = ["Budget", "Recommendation", "compare", "recommend"]
+__all__ = ["LATENCY_NOISE", "Budget", "Recommendation", "compare", "recommend"]
+
+LATENCY_NOISE = 1.25  # latency ratios below this are within timing noise on a shared CPU: no advantage
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,8 @@ class Budget:
             number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
             ok = math.isfinite(number) and (0 <= number <= 1 if flag == "--min-accuracy" else number > 0)
             if not ok:
-                raise ValueError(f"{flag}={value}: must be {allowed}")
+                shown = f"{value:g}" if isinstance(value, float) else value
+                raise ValueError(f"{flag}={shown}: must be {allowed}")
 
     def describe(self) -> str:
         """The budgets in words, e.g. ``size <= 100 KiB, latency <= 0.5 ms``."""
@@ -123,8 +126,10 @@ def _why(table: pd.DataFrame, best: str, runner_up: str | None) -> tuple[str, bo
     other = table.loc[runner_up]
     tie = tied(row["acc_mean"], row["acc_std"], other["acc_mean"], other["acc_std"])
     text += f" Runner-up **{runner_up}**: {compare(table, runner_up, best)}."
-    reasons = [name for name, better in (("size", other["size_bytes"] < 0.95 * row["size_bytes"]),
-                                         ("latency", other["latency_ms"] < 0.95 * row["latency_ms"])) if better]
+    reasons = [name for name, better in (
+        ("size", other["size_bytes"] * 1.05 <= row["size_bytes"]),
+        ("latency", other["latency_ms"] * LATENCY_NOISE <= row["latency_ms"]),
+    ) if better]
     if tie:
         text += f" The two are tied on accuracy, so {best} wins only on the mean"
         text += f"; choose {runner_up} if {' or '.join(reasons)} matters." if reasons else "."
