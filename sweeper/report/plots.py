@@ -10,13 +10,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from sweeper.report.pareto import pareto_mask
 
 __all__ = ["plot_curves", "plot_lr_sensitivity", "plot_tradeoff"]
 
 _DPI = 110
+
+
+def _log_x(ax: Axes) -> None:
+    """Log x axis labelled at 1, 2, 5 x 10^k in plain numbers (no crowded minor labels)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -40,9 +50,11 @@ def plot_tradeoff(table: pd.DataFrame, x: str, xlabel: str, path: Path) -> Path:
         front = ranked[pareto_mask(np.column_stack([-ranked["acc_mean"], ranked[x]]))].sort_values(x)
         ax.step(front[x], 100 * front["acc_mean"], where="post", color="black", lw=1.2, ls="--",
                 label="Pareto front")
-        for rank, (xv, yv) in zip(front["rank"], zip(front[x], 100 * front["acc_mean"])):
-            ax.annotate(f"#{int(rank)}", (xv, yv), xytext=(6, 6), textcoords="offset points", fontsize=9)
-    ax.set_xscale("log")
+        for i, (rank, xv, yv) in enumerate(zip(front["rank"], front[x], 100 * front["acc_mean"])):
+            offset = (7, 5) if i % 2 == 0 else (7, -13)  # alternate sides: neighbours' labels do not collide
+            ax.annotate(f"#{int(rank)}", (xv, yv), xytext=offset, textcoords="offset points", fontsize=9, zorder=5,
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+    _log_x(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"Test accuracy vs {xlabel.split(' (')[0]}")
@@ -58,7 +70,7 @@ def plot_lr_sensitivity(sensitivity: pd.DataFrame, path: Path) -> Path:
     for optimizer, curve in sensitivity.sort_values("lr").groupby("optimizer", sort=True):
         ax.errorbar(curve["lr"], 100 * curve["mean"], yerr=100 * curve["std"].fillna(0.0),
                     marker="o", capsize=3, label=str(optimizer))
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Learning-rate sensitivity (mean ± std over seeds)")

@@ -80,19 +80,28 @@ body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; max-
        margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .88em; }
-th, td { border: 1px solid #ccc; padding: .3em .55em; text-align: right; }
-th { background: #f3f3f3; } td:nth-child(-n+2) { text-align: left; }
+th, td { border: 1px solid #ccc; padding: .3em .55em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.num { text-align: right; white-space: nowrap; }
 caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: .3em; }
 figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-style: italic; color: #555; } code { background: #f5f5f5; padding: 0 .2em; }
 """
 
 
+_NUMBER = re.compile(r"^[-+#]?[\d.,]+(x| %)?( ± [\d.,]+)?( \(.*\))?$|^—$")
+
+
 def _html_table(table: Table) -> str:
-    body = table.frame.to_html(index=False, escape=True, border=0)
-    if table.caption:
-        body = body.replace(">\n", f">\n<caption>{html.escape(table.caption)}</caption>\n", 1)
-    return body
+    """A plain HTML table; cells that read as numbers are right-aligned."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.frame.columns)
+    rows = []
+    for row in table.frame.itertuples(index=False):
+        cells = [str(v) for v in row]
+        rows.append("<tr>" + "".join(
+            f'<td class="num">{html.escape(v)}</td>' if _NUMBER.match(v) else f"<td>{html.escape(v)}</td>"
+            for v in cells) + "</tr>")
+    caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _html_image(image: Image) -> str:
