@@ -239,3 +239,26 @@ def test_callback_can_be_switched_off_and_never_fails_the_sweep(tmp_path, tracki
     assert "report not written" in caplog.text and "missing" in caplog.text
     ReportCallback(max_size_kb=-5).on_multirun_end(config)
     assert "--max-size-kb=-5" in caplog.text
+
+
+def test_callback_finds_an_optuna_sweep_by_its_study_name(tmp_path, tracking_uri):
+    from sweeper.results import load_runs
+    from sweeper.tracking import TrialRun
+
+    for seed in (0, 1):
+        tags = {"sweep_id": "optuna/study-a", "optuna_study": "study-a", "optimizer": "adam", "compression": "none"}
+        with TrialRun(tracking_uri, "sweeper", run_name=f"trial {seed}", tags=tags) as run:
+            run.log_params({"seed": seed, "optimizer.lr": 0.01})
+            run.log_results({"test_accuracy": 0.8 + 0.01 * seed, "size_bytes": 1000, "latency_ms": 0.1})
+    config = OmegaConf.create({"tracking": {"enabled": True, "uri": tracking_uri, "experiment": "sweeper"},
+                               "hydra": {"sweep": {"dir": str(tmp_path / "sweep")},
+                                         "sweeper": {"study_name": "study-a"}}})
+    ReportCallback().on_multirun_end(config)
+    assert "Choose" in (tmp_path / "sweep" / "report" / "report.md").read_text()
+    assert len(load_runs("sweeper", sweep_id="optuna/study-a", tracking_uri=tracking_uri)) == 2  # report run left out
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name("sweeper").experiment_id
+    (report,) = client.search_runs([experiment_id], filter_string="tags.sweeper_role = 'report'")
+    assert report.data.tags["sweep_id"] == "optuna/study-a"
