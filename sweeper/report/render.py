@@ -107,7 +107,8 @@ def _html_table(table: Table) -> str:
 def _html_image(image: Image) -> str:
     data = base64.b64encode(image.path.read_bytes()).decode("ascii")
     caption = html.escape(image.caption)
-    return f'<figure><img alt="{caption}" src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
+    image_tag = f'<img alt="{caption}" src="data:image/png;base64,{data}">'
+    return f"<figure>{image_tag}<figcaption>{caption}</figcaption></figure>"
 
 
 def render_html(title: str, sections: list[Section]) -> str:
