@@ -15,7 +15,7 @@ import pandas as pd
 
 from sweeper.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
 
-__all__ = ["FINAL_METRICS", "list_sweeps", "load_history", "load_runs"]
+__all__ = ["FINAL_METRICS", "ROLE_TAG", "list_sweeps", "load_history", "load_runs"]
 
 GROUP_COLUMNS = ["data", "model", "optimizer", "strategy", "compression"]
 FINAL_METRICS = [
@@ -35,7 +35,10 @@ FINAL_METRICS = [
     "steps",
 ]
 _PER_EPOCH_ONLY = {"train_loss", "lr", "batch_size"}  # curves: see load_history
-_TAG_COLUMNS = ["sweep_id", "job", "latency_kind", "failure_reason", "device"]
+_TAG_COLUMNS = [
+    "sweep_id", "job", "latency_kind", "failure_reason", "device", "optuna_study", "optuna_trial", "optuna_state",
+]
+ROLE_TAG = "sweeper_role"  # set on runs that are not trials (e.g. ``report``); load_runs leaves them out
 _SEARCHED = {"lr": "optimizer.lr", "batch_size": "strategy.batch_size", "epochs": "strategy.epochs"}
 
 
@@ -60,6 +63,9 @@ def _search(experiment: str, tracking_uri: str | None, filter_string: str = "") 
         raise ValueError(f"experiment {experiment!r} not found; existing: {', '.join(names) or 'none'}")
     found = mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string, output_format="pandas")
     assert isinstance(found, pd.DataFrame)
+    role = f"tags.{ROLE_TAG}"
+    if role in found:  # only trials count: a sweep's report run is not one
+        found = found[found[role].isna()].reset_index(drop=True)
     return found
 
 
@@ -91,7 +97,8 @@ def load_runs(
         Columns: ``run_id``, ``run_name``, ``status``, ``start_time``, the config-group
         choices (``data``, ``model``, ``optimizer``, ``strategy``, ``compression``),
         ``seed``, ``lr``, ``batch_size``, ``epochs``, the tags ``sweep_id``, ``job``,
-        ``latency_kind``, ``failure_reason``, every final metric (``test_accuracy``,
+        ``latency_kind``, ``failure_reason`` (and ``optuna_study``, ``optuna_trial``,
+        ``optuna_state`` for trials of an Optuna search), every final metric (``test_accuracy``,
         ``size_bytes``, ``latency_ms``, ...; NaN where a run has none) and every config
         value under its dotted key (``optimizer.lr``, ``compression.amount``, ...).
 

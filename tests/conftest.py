@@ -8,10 +8,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,3 +78,57 @@ def run_cli(tmp_path: Path, _mlflow_template: Path) -> Callable[..., subprocess.
         )
 
     return run
+
+
+# --- the report: synthetic runs shaped like load_runs output, and one tiny real sweep ---
+
+_METRIC_DEFAULTS = {
+    "test_accuracy": 0.9, "val_accuracy": 0.9, "best_val_accuracy": 0.9, "size_bytes": 40_000.0,
+    "compression_ratio": 1.0, "latency_ms": 0.2, "latency_iqr_ms": 0.01, "latency_ms_batch": 0.01,
+    "params": 10_000.0, "nonzero_params": 10_000.0, "train_seconds": 1.0, "compress_seconds": 0.0,
+    "epochs_run": 10.0, "steps": 100.0,
+}
+
+
+@pytest.fixture
+def make_runs() -> Callable[..., pd.DataFrame]:
+    """``make_runs(dict(optimizer="sgd", seed=1, test_accuracy=0.8), ...)`` -> a ``load_runs``-shaped frame.
+
+    Each dict overrides the defaults of one run (adam, none, default strategy, lr 0.003,
+    FINISHED, every metric present); ``None`` for a metric leaves it missing (NaN).
+    """
+    import pandas as pd
+
+    def make(*specs: dict) -> pd.DataFrame:
+        rows = []
+        for i, spec in enumerate(specs):
+            row = {
+                "run_id": f"run{i}", "run_name": f"trial {i}", "status": "FINISHED", "start_time": i,
+                "data": "synthetic", "model": "mlp", "optimizer": "adam", "strategy": "default",
+                "compression": "none", "seed": 0, "lr": 0.003, "batch_size": 64, "epochs": 10,
+                "sweep_id": "multirun/test", "job": str(i), "latency_kind": "real", "failure_reason": None,
+                "optuna_state": None, **_METRIC_DEFAULTS, **spec,
+            }
+            row["optimizer.lr"] = row["lr"]
+            row["strategy.epochs"] = row["epochs"]
+            row["compression._target_"] = f"sweeper.compression.{row['compression']}"
+            row["measure.latency_batch"] = 256
+            row["tracking.uri"] = "None"
+            rows.append(row)
+        return pd.DataFrame(rows).astype({m: float for m in _METRIC_DEFAULTS})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> tuple[Path, str]:
+    """One real grid multirun (2 optimizers x 2 seeds, tiny budgets), run once: (its cwd, tracking URI)."""
+    cwd = tmp_path_factory.mktemp("tiny-sweep")
+    shutil.copy(_mlflow_template, cwd / "mlflow.db")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper", "-m", "optimizer=adam,sgd", "seed=0,1", "data=synthetic",
+         "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01"],
+        cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd, f"sqlite:///{cwd / 'mlflow.db'}"

@@ -1,0 +1,309 @@
+"""Assemble the report of one sweep: load, classify, group, rank, recommend, plot, write.
+
+:func:`generate` is what the command line and the Hydra callback call; :func:`write_report`
+does the work on DataFrames already loaded (tests and notebooks call it directly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sweeper.report import analysis, plots
+from sweeper.report.families import family_of
+from sweeper.report.grouping import classify, config_labels, group_configs
+from sweeper.report.pareto import dominators, hypervolume, pareto_mask
+from sweeper.report.recommend import Budget, Recommendation, recommend
+from sweeper.report.render import Image, Section, Table, render_html, render_markdown
+
+__all__ = ["ReportResult", "generate", "load_sweep", "plain", "prepare_runs", "write_report"]
+
+TIES_RULE = ("Ties: two configurations are tied when their intervals mean ± 1 std of test accuracy over seeds "
+             "overlap; a configuration with one seed has no measured spread (its interval is a point).")
+
+
+@dataclass
+class ReportResult:
+    """What a report run produced."""
+
+    out_dir: Path
+    files: list[Path]
+    recommendation: Recommendation
+    table: pd.DataFrame
+    runs: pd.DataFrame
+
+    @property
+    def finished(self) -> int:
+        return int((self.runs["outcome"] == "ok").sum())
+
+
+def prepare_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """``load_runs`` output with ``outcome``, ``reason``, ``config`` (label) and ``family`` added."""
+    prepared = pd.concat([runs.reset_index(drop=True), classify(runs.reset_index(drop=True))], axis=1)
+    prepared["config"] = config_labels(prepared)
+    prepared["family"] = prepared["compression"].map(family_of) if "compression" in prepared else "other"
+    return prepared
+
+
+def load_sweep(experiment: str, sweep_id: str | None, tracking_uri: str | None) -> tuple[pd.DataFrame, str]:
+    """The runs of a sweep (the latest when ``sweep_id`` is None) and the sweep's id.
+
+    Raises:
+        ValueError: unknown experiment or sweep, or no sweep at all (the message lists those that exist).
+    """
+    from sweeper.results import list_sweeps, load_runs
+
+    sweeps = list_sweeps(experiment, tracking_uri=tracking_uri)
+    if sweep_id is None:
+        if not sweeps:
+            raise ValueError(f"--experiment={experiment}: has no sweeps (runs of a multirun); run one with -m")
+        sweep_id = sweeps[0]
+    elif sweep_id not in sweeps:
+        raise ValueError(f"--sweep={sweep_id}: not found in {experiment!r}; existing: {', '.join(sweeps) or 'none'}")
+    return load_runs(experiment, sweep_id=sweep_id, tracking_uri=tracking_uri), sweep_id
+
+
+def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
+    if pd.isna(mean):
+        return "—"
+    return f"{scale * mean:.{digits}f}" + ("" if pd.isna(std) else f" ± {scale * std:.{digits}f}")
+
+
+def _num(value: float, fmt: str) -> str:
+    return "—" if pd.isna(value) else format(value, fmt)
+
+
+def _ranking(table: pd.DataFrame, batch: str) -> Table:
+    rows = [{
+        "#": "—" if pd.isna(r["rank"]) else int(r["rank"]),
+        "configuration": config,
+        "test accuracy (%)": _pm(r["acc_mean"], r["acc_std"]),
+        "size (KiB)": _num(r["size_bytes"] / 1024, ".1f"),
+        "compression ratio": _num(r["compression_ratio"], ".2f") + ("x" if pd.notna(r["compression_ratio"]) else ""),
+        "latency batch 1 (ms)": _num(r["latency_ms"], ".3f"),
+        f"latency/sample batch {batch} (ms)": _num(r["latency_ms_batch"], ".4f"),
+        "latency kind": r["latency_kind"] or "—",
+        "train time (s)": _num(r["train_seconds"], ".1f"),
+        "seeds": int(r["n_seeds"]),
+        "failed": int(r["n_failed"]),
+        "pruned": int(r["n_pruned"]),
+    } for config, r in table.iterrows()]
+    return Table(pd.DataFrame(rows), "One row per configuration; mean ± std over seeds (sample std).")
+
+
+def _objectives(ranked: pd.DataFrame) -> np.ndarray:
+    """Minimized objectives per configuration: (-accuracy, size KiB, latency ms)."""
+    return np.column_stack([-ranked["acc_mean"], ranked["size_bytes"] / 1024, ranked["latency_ms"]])
+
+
+def _pareto_section(ranked: pd.DataFrame, size_plot: Path | None, latency_plot: Path | None) -> Section:
+    section = Section("Pareto front")
+    values = _objectives(ranked)
+    on_front = pareto_mask(values)
+    front = ranked[on_front]
+    section.blocks.append("Objectives: test accuracy ↑ (mean over seeds), size ↓, latency at batch 1 ↓. "
+                          f"{int(on_front.sum())} of {len(ranked)} configurations are on the front: "
+                          + "; ".join(f"#{int(r)} {c}" for c, r in front["rank"].items()) + ".")
+    ref = np.array([0.0, 1.1 * values[:, 1].max(), 1.1 * values[:, 2].max()])
+    volume = hypervolume(values, ref)
+    box = 1.0 * ref[1] * ref[2]
+    section.blocks.append(
+        f"Hypervolume: {volume:.4g} (accuracy fraction × KiB × ms), {100 * volume / box:.1f} % of the box up to "
+        f"the reference point (accuracy 0, size {ref[1]:.4g} KiB, latency {ref[2]:.4g} ms), i.e. 1.1 × the "
+        "largest size and latency in this sweep. Larger is better; it compares sweeps with the same reference."
+    )
+    doms = dominators(values)
+    labels = list(ranked.index)
+    dominated = [{"#": int(ranked.iloc[i]["rank"]), "configuration": labels[i],
+                  "dominated by": "; ".join(f"#{int(ranked.iloc[j]['rank'])} {labels[j]}" for j in d)}
+                 for i, d in enumerate(doms) if d]
+    if dominated:
+        section.blocks.append(Table(pd.DataFrame(dominated), "Dominated configurations and what dominates them"))
+    else:
+        section.blocks.append("No configuration is dominated.")
+    for path, caption in ((size_plot, "Test accuracy vs artifact size; dashed: the accuracy-size front"),
+                          (latency_plot, "Test accuracy vs latency at batch 1; dashed: the accuracy-latency front")):
+        if path is not None:
+            section.blocks.append(Image(path, caption))
+    return section
+
+
+def _recommendation_section(rec: Recommendation) -> Section:
+    section = Section("Recommendation")
+    section.blocks.append(f"Budget: {rec.budget.describe()} (applied to means over seeds).")
+    section.blocks.append(rec.sentence)
+    if rec.best is not None:
+        section.blocks.append(f"{len(rec.feasible)} configuration(s) within the budget.")
+    section.blocks.append(TIES_RULE)
+    return section
+
+
+def _family_section(table: pd.DataFrame) -> Section:
+    section = Section("Per-family summary against none")
+    summary = analysis.family_summary(table)
+    if summary.empty:
+        section.blocks.append("Nothing to compare: the sweep needs `compression=none` and at least one other "
+                              "method (e.g. `-m compression=none,quantize`).")
+        return section
+    rows = [{
+        "family": r["family"], "methods": r["methods"], "configs": r["configs"], "best configuration": r["best"],
+        "baseline": r["baseline"], "size ratio (x smaller)": f"{r['size_ratio']:.2f}",
+        "latency ratio batch 1 (x, >1 slower)": f"{r['latency_ratio']:.2f}" + (
+            " (simulated)" if r["latency_kind"] == "simulated" else ""),
+        "accuracy Δ (pp)": f"{r['accuracy_delta_pp']:+.1f}" + (" (tie)" if r["tie"] else ""),
+    } for _, r in summary.iterrows()]
+    section.blocks.append(Table(pd.DataFrame(rows), "Each family's most accurate configuration against its "
+                                                    "`none` baseline trained the same way"))
+    return section
+
+
+def _optimizer_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataFrame,
+                       out_dir: Path) -> Section:
+    section = Section("Optimizer comparison")
+    chosen, which = analysis.baseline_runs(runs)
+    target = analysis.target_accuracy(chosen)
+    summary = analysis.optimizer_summary(chosen, table, history, target)
+    section.blocks.append(
+        f"From {which}. Best: the optimizer's most accurate configuration. Speed: epochs until validation "
+        f"accuracy first reaches {100 * target:.1f} % (90 % of the best validation accuracy in the sweep), median "
+        "over its seeds. Tunability: share of the learning rates tried whose mean test accuracy is within 1 pp "
+        "of the optimizer's best learning rate.")
+    rows = [{
+        "optimizer": r["optimizer"], "best configuration": r["best"], "lr": _num(r["lr"], ".3g"),
+        "test accuracy (%)": _pm(r["acc_mean"], r["acc_std"]), "seeds": int(r["n_seeds"]),
+        "epochs to target": _num(r["epochs_to_target"], ".0f") + f" ({r['reached']} seeds reached)",
+        "tunability": f"{100 * r['tunability']:.0f} % of {r['lrs_tried']} lr" if r["lrs_tried"] else "—",
+    } for _, r in summary.iterrows()]
+    if rows:
+        section.blocks.append(Table(pd.DataFrame(rows), "Optimizers, DeepOBS-style"))
+    sensitivity = analysis.lr_sensitivity(chosen)
+    if len(sensitivity):
+        section.blocks.append(Image(plots.plot_lr_sensitivity(sensitivity, out_dir / "lr_sensitivity.png"),
+                                    "Test accuracy against learning rate, one curve per optimizer"))
+    curves = analysis.learning_curves(chosen, history, dict(zip(summary.get("optimizer", []),
+                                                                 summary.get("best", []))))
+    if len(curves):
+        section.blocks.append(Image(plots.plot_curves(curves, "Learning curves: each optimizer's best configuration",
+                                                      "optimizer", out_dir / "optimizer_curves.png"),
+                                    "Learning curves per optimizer (mean ± std over seeds)"))
+    return section
+
+
+def _strategy_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataFrame, out_dir: Path) -> Section:
+    section = Section("Training strategies")
+    chosen, which = analysis.baseline_runs(runs)
+    summary = analysis.strategy_summary(chosen, table)
+    section.blocks.append(f"From {which}; each strategy's most accurate configuration. Saving: the share of "
+                          "planned epochs not run (early stopping).")
+    rows = [{
+        "strategy": r["strategy"], "best configuration": r["best"],
+        "test accuracy (%)": _pm(r["acc_mean"], r["acc_std"]), "seeds": int(r["n_seeds"]),
+        "epochs run": _num(r["epochs_run"], ".1f"), "epochs planned": _num(r["epochs_planned"], ".0f"),
+        "saving": "—" if pd.isna(r["saving"]) else f"{100 * r['saving']:.0f} %",
+        "train time (s)": _num(r["train_seconds"], ".1f"),
+    } for _, r in summary.iterrows()]
+    if rows:
+        section.blocks.append(Table(pd.DataFrame(rows), "Training strategies"))
+    curves = analysis.learning_curves(chosen, history, dict(zip(summary.get("strategy", []),
+                                                                 summary.get("best", []))))
+    if len(curves):
+        section.blocks.append(Image(plots.plot_curves(curves, "Learning curves: each strategy's best configuration",
+                                                      "strategy", out_dir / "learning_curves.png"),
+                                    "Learning curves per strategy (mean ± std over seeds)"))
+    return section
+
+
+def _failures_section(runs: pd.DataFrame) -> Section:
+    section = Section("Failed and pruned runs")
+    bad = runs[runs["outcome"] != "ok"]
+    if bad.empty:
+        section.blocks.append(f"None: all {len(runs)} runs finished with every metric.")
+        return section
+    section.blocks.append(f"{len(bad)} of {len(runs)} runs are left out of the ranking.")
+    frame = pd.DataFrame({"run": bad["run_name"], "configuration": bad["config"],
+                          "seed": bad["seed"], "status": bad["status"], "outcome": bad["outcome"],
+                          "reason": bad["reason"].str.slice(0, 200)})
+    section.blocks.append(Table(frame))
+    return section
+
+
+def _batch_label(runs: pd.DataFrame) -> str:
+    values = runs["measure.latency_batch"].dropna().unique() if "measure.latency_batch" in runs else []
+    return "≤" + "/".join(str(int(v)) for v in sorted(values)) if len(values) else "N"
+
+
+def write_report(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out_dir: Path | str, *,
+                 sweep_id: str = "", experiment: str = "") -> ReportResult:
+    """Write ``report.md``, ``report.html``, PNG plots and ``runs.csv`` for the runs of one sweep.
+
+    Args:
+        runs: :func:`sweeper.results.load_runs` output (one sweep).
+        history: :func:`sweeper.results.load_history` output for those runs (may be empty).
+        budget: the limits of the recommendation.
+        out_dir: created if missing.
+        sweep_id: experiment: shown in the title.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = prepare_runs(runs)
+    runs.to_csv(out / "runs.csv", index=False)
+    table = group_configs(runs)
+    rec = recommend(table, budget)
+    ranked = table[table["acc_mean"].notna()]
+    counts = runs["outcome"].value_counts()
+    title = f"Which method to choose: sweep {sweep_id}" if sweep_id else "Which method to choose"
+    header = Section("Sweep", [
+        f"Experiment `{experiment or '?'}`, sweep `{sweep_id or '?'}`: {len(runs)} runs, "
+        f"{counts.get('ok', 0)} finished, {counts.get('failed', 0)} failed, {counts.get('pruned', 0)} pruned; "
+        f"{len(table)} configurations. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+    ])
+    if ranked.empty:
+        header.blocks.append("**No run finished**: nothing to rank or recommend. The failures are listed below.")
+        sections = [header, _failures_section(runs)]
+    else:
+        ranked_kib = ranked.assign(size_kib=ranked["size_bytes"] / 1024)
+        size_plot = plots.plot_tradeoff(ranked_kib, "size_kib", "artifact size (KiB, log scale)",
+                                        out / "accuracy_vs_size.png")
+        latency_plot = plots.plot_tradeoff(ranked, "latency_ms", "latency per sample at batch 1 (ms, log scale)",
+                                           out / "accuracy_vs_latency.png")
+        sections = [
+            header,
+            _recommendation_section(rec),
+            Section("Ranking", [_ranking(table, _batch_label(runs))]),
+            _pareto_section(ranked, size_plot, latency_plot),
+            _family_section(table),
+            _optimizer_section(runs, table, history, out),
+            _strategy_section(runs, table, history, out),
+            _failures_section(runs),
+        ]
+    (out / "report.md").write_text(render_markdown(title, sections), encoding="utf-8")
+    (out / "report.html").write_text(render_html(title, sections), encoding="utf-8")
+    files = sorted(p for p in out.iterdir() if p.suffix in (".md", ".html", ".png", ".csv"))
+    return ReportResult(out, files, rec, table, runs)
+
+
+def generate(budget: Budget, out_dir: Path | str, *, experiment: str = "sweeper", sweep_id: str | None = None,
+             tracking_uri: str | None = None) -> ReportResult:
+    """Load a sweep from MLflow (the latest when ``sweep_id`` is None) and write its report.
+
+    Raises:
+        ValueError: unknown experiment or sweep (the message lists those that exist).
+    """
+    from sweeper.results import load_history
+
+    runs, sweep_id = load_sweep(experiment, sweep_id, tracking_uri)
+    finished = prepare_runs(runs)
+    ids = finished.loc[finished["outcome"] == "ok", "run_id"].astype(str).tolist()
+    history = load_history(ids, metrics=("val_accuracy", "train_loss"), tracking_uri=tracking_uri) if ids else (
+        pd.DataFrame(columns=["run_id", "metric", "epoch", "value"]))
+    return write_report(runs, history, budget, out_dir, sweep_id=sweep_id, experiment=experiment)
+
+
+def plain(text: str) -> str:
+    """Report text without its Markdown emphasis, for the console."""
+    return text.replace("**", "").replace("`", "")
+

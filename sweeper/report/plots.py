@@ -1,0 +1,98 @@
+"""The report's figures (matplotlib, Agg): each function writes one PNG and returns its path.
+
+Figures are built with :class:`matplotlib.figure.Figure` (no pyplot state), so they are
+safe to draw inside a sweep's process. Labels carry units; front points carry their rank.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from sweeper.report.pareto import pareto_mask
+
+__all__ = ["plot_curves", "plot_lr_sensitivity", "plot_tradeoff"]
+
+_DPI = 110
+
+
+def _log_x(ax: Axes) -> None:
+    """Log x axis labelled at 1, 2, 5 x 10^k in plain numbers (no crowded minor labels)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    return path
+
+
+def plot_tradeoff(table: pd.DataFrame, x: str, xlabel: str, path: Path) -> Path:
+    """Test accuracy (mean ± std over seeds) against ``x`` (log scale), the 2-D front drawn.
+
+    Points are coloured by compression family; points on the accuracy-vs-``x`` front are
+    joined by a step line and marked with their rank in the ranking table.
+    """
+    ranked = table[table["acc_mean"].notna() & table[x].notna()]
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot()
+    for family, group in ranked.groupby("family", sort=True):
+        ax.errorbar(group[x], 100 * group["acc_mean"], yerr=100 * group["acc_std"].fillna(0.0),
+                    fmt="o", ms=7, capsize=3, alpha=0.85, label=family)
+    if len(ranked):
+        front = ranked[pareto_mask(np.column_stack([-ranked["acc_mean"], ranked[x]]))].sort_values(x)
+        ax.step(front[x], 100 * front["acc_mean"], where="post", color="black", lw=1.2, ls="--",
+                label="Pareto front")
+        for i, (rank, xv, yv) in enumerate(zip(front["rank"], front[x], 100 * front["acc_mean"])):
+            offset = (7, 5) if i % 2 == 0 else (7, -13)  # alternate sides: neighbours' labels do not collide
+            ax.annotate(f"#{int(rank)}", (xv, yv), xytext=offset, textcoords="offset points", fontsize=9, zorder=5,
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+    _log_x(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Test accuracy vs {xlabel.split(' (')[0]}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="compression family", fontsize=9, loc="best")
+    return _save(fig, path)
+
+
+def plot_lr_sensitivity(sensitivity: pd.DataFrame, path: Path) -> Path:
+    """Test accuracy against learning rate (log scale), one curve per optimizer, ± std bars."""
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot()
+    for optimizer, curve in sensitivity.sort_values("lr").groupby("optimizer", sort=True):
+        ax.errorbar(curve["lr"], 100 * curve["mean"], yerr=100 * curve["std"].fillna(0.0),
+                    marker="o", capsize=3, label=str(optimizer))
+    _log_x(ax)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Learning-rate sensitivity (mean ± std over seeds)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="optimizer", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_curves(curves: pd.DataFrame, title: str, legend_title: str, path: Path) -> Path:
+    """Validation accuracy and training loss per epoch, one line per curve name (mean ± std band)."""
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
+    for ax, metric, label, scale in ((axes[0], "val_accuracy", "validation accuracy (%)", 100.0),
+                                     (axes[1], "train_loss", "training loss (cross-entropy)", 1.0)):
+        for name, curve in curves[curves["metric"] == metric].groupby("name", sort=True):
+            epoch = curve["epoch"] + 1
+            mean, std = scale * curve["mean"], scale * curve["std"].fillna(0.0)
+            ax.plot(epoch, mean, marker=".", label=str(name))
+            ax.fill_between(epoch, mean - std, mean + std, alpha=0.15)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(title=legend_title, fontsize=9)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,176 @@
+"""The decision: the most accurate configuration within the budgets, the runner-up, and why.
+
+Budgets apply to the means over seeds: ``size_bytes`` (KiB = 1024 bytes), ``latency_ms``
+(per sample at batch 1) and ``test_accuracy``. Accuracy differences within the seeds'
+spread are ties (:func:`sweeper.report.grouping.tied`), never wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from sweeper.report.grouping import baseline_for, tied
+
+__all__ = ["LATENCY_NOISE", "Budget", "Recommendation", "compare", "recommend"]
+
+LATENCY_NOISE = 1.25  # latency ratios below this are within timing noise on a shared CPU: no advantage
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits a recommended configuration must meet; ``None`` means no limit."""
+
+    max_size_kb: float | None = None
+    max_latency_ms: float | None = None
+    min_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        for flag, value, allowed in (
+            ("--max-size-kb", self.max_size_kb, "a number > 0 (KiB)"),
+            ("--max-latency-ms", self.max_latency_ms, "a number > 0 (ms per sample at batch 1)"),
+            ("--min-accuracy", self.min_accuracy, "a number in [0, 1] (a fraction: 0.9 for 90 %)"),
+        ):
+            if value is None:
+                continue
+            number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+            ok = math.isfinite(number) and (0 <= number <= 1 if flag == "--min-accuracy" else number > 0)
+            if not ok:
+                shown = f"{value:g}" if isinstance(value, float) else value
+                raise ValueError(f"{flag}={shown}: must be {allowed}")
+
+    def describe(self) -> str:
+        """The budgets in words, e.g. ``size <= 100 KiB, latency <= 0.5 ms``."""
+        parts = []
+        if self.max_size_kb is not None:
+            parts.append(f"size <= {self.max_size_kb:g} KiB")
+        if self.max_latency_ms is not None:
+            parts.append(f"latency at batch 1 <= {self.max_latency_ms:g} ms")
+        if self.min_accuracy is not None:
+            parts.append(f"test accuracy >= {100 * self.min_accuracy:g} %")
+        return ", ".join(parts) or "no budget"
+
+    def excess(self, row: pd.Series) -> dict[str, tuple[float, float]]:
+        """Budgets ``row`` violates: ``{flag: (limit, value needed)}``."""
+        over = {}
+        size_kb = row["size_bytes"] / 1024
+        if self.max_size_kb is not None and size_kb > self.max_size_kb:
+            over["--max-size-kb"] = (self.max_size_kb, size_kb)
+        if self.max_latency_ms is not None and row["latency_ms"] > self.max_latency_ms:
+            over["--max-latency-ms"] = (self.max_latency_ms, row["latency_ms"])
+        if self.min_accuracy is not None and row["acc_mean"] < self.min_accuracy:
+            over["--min-accuracy"] = (self.min_accuracy, row["acc_mean"])
+        return over
+
+
+@dataclass
+class Recommendation:
+    """What to choose under a budget and why; ``best`` is None when nothing is feasible."""
+
+    budget: Budget
+    best: str | None
+    runner_up: str | None
+    tie: bool
+    feasible: list[str]
+    sentence: str
+    closest: str | None = None
+    relax: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def _ratio(value: float, reference: float, *, above: str, below: str, same: str) -> str:
+    """``1.7x slower``-style wording of ``value / reference``; within 5 % reads as ``same``."""
+    if not (reference > 0 and value > 0):
+        return ""
+    ratio = value / reference
+    if ratio >= 1.05:
+        return f"{ratio:.1f}x {above}"
+    if ratio <= 1 / 1.05:
+        return f"{1 / ratio:.1f}x {below}"
+    return same
+
+
+def compare(table: pd.DataFrame, config: str, other: str) -> str:
+    """``config`` against ``other`` in words: size, accuracy (tie or not), latency at batch 1.
+
+    Example: ``3.9x smaller, -0.2 pp accuracy (a tie), 1.7x slower at batch 1``.
+    """
+    a, b = table.loc[config], table.loc[other]
+    delta = 100 * (a["acc_mean"] - b["acc_mean"])
+    tie = tied(a["acc_mean"], a["acc_std"], b["acc_mean"], b["acc_std"])
+    parts = [
+        _ratio(a["size_bytes"], b["size_bytes"], above="larger", below="smaller", same="same size"),
+        f"{delta:+.1f} pp accuracy" + (" (a tie: within the seeds' spread)" if tie else ""),
+        _ratio(a["latency_ms"], b["latency_ms"], above="slower", below="faster", same="as fast")
+        + " at batch 1" + (" (simulated)" if a["latency_kind"] == "simulated" else ""),
+    ]
+    return ", ".join(p for p in parts if p)
+
+
+def _describe(row: pd.Series) -> str:
+    spread = "" if math.isnan(row["acc_std"]) else f" ± {100 * row['acc_std']:.1f}"
+    seeds = f"{int(row['n_seeds'])} seed" + ("s" if row["n_seeds"] != 1 else "")
+    return (f"test accuracy {100 * row['acc_mean']:.1f}{spread} % ({seeds}), {row['size_bytes'] / 1024:.1f} KiB, "
+            f"{row['latency_ms']:.3f} ms per sample at batch 1 ({row['latency_kind']})")
+
+
+def _why(table: pd.DataFrame, best: str, runner_up: str | None) -> tuple[str, bool]:
+    row = table.loc[best]
+    text = f"Choose **{best}**: {_describe(row)}."
+    baseline = baseline_for(table, best)
+    if baseline is not None and baseline != best:
+        text += f" Against {baseline}: {compare(table, best, baseline)}."
+    if runner_up is None:
+        return text + " It is the only configuration within the budget.", False
+    other = table.loc[runner_up]
+    tie = tied(row["acc_mean"], row["acc_std"], other["acc_mean"], other["acc_std"])
+    text += f" Runner-up **{runner_up}**: {compare(table, runner_up, best)}."
+    reasons = [name for name, better in (
+        ("size", other["size_bytes"] * 1.05 <= row["size_bytes"]),
+        ("latency", other["latency_ms"] * LATENCY_NOISE <= row["latency_ms"]),
+    ) if better]
+    if tie:
+        text += f" The two are tied on accuracy, so {best} wins only on the mean"
+        text += f"; choose {runner_up} if {' or '.join(reasons)} matters." if reasons else "."
+    elif reasons:
+        text += f" Choose {runner_up} if {' or '.join(reasons)} matters more than accuracy."
+    return text, tie
+
+
+def recommend(table: pd.DataFrame, budget: Budget) -> Recommendation:
+    """The most accurate configuration within ``budget``, the runner-up and a sentence on why.
+
+    When nothing is feasible: the closest configuration (smallest total relative excess)
+    and, for each budget it breaks, the value that would admit it.
+
+    Args:
+        table: :func:`sweeper.report.grouping.group_configs` output.
+        budget: the limits.
+    """
+    ranked = table[table["acc_mean"].notna()].sort_values(["acc_mean", "size_bytes"], ascending=[False, True])
+    if ranked.empty:
+        return Recommendation(budget, None, None, False, [], "No configuration finished; nothing to recommend.")
+    feasible = [str(c) for c in ranked.index if not budget.excess(ranked.loc[c])]
+    if feasible:
+        best, runner_up = feasible[0], (feasible[1] if len(feasible) > 1 else None)
+        sentence, tie = _why(ranked, best, runner_up)
+        return Recommendation(budget, best, runner_up, tie, feasible, sentence)
+
+    def distance(config: str) -> float:
+        return sum(abs(need - limit) / limit if limit else abs(need)
+                   for limit, need in budget.excess(ranked.loc[config]).values())
+
+    closest = min(ranked.index, key=distance)
+    relax = budget.excess(ranked.loc[closest])
+    changes = "; ".join(f"{flag} from {limit:g} to {_needed(flag, value)}" for flag, (limit, value) in relax.items())
+    sentence = (f"No configuration meets the budget ({budget.describe()}). The closest is **{closest}** "
+                f"({_describe(ranked.loc[closest])}); to admit it, relax {changes}.")
+    return Recommendation(budget, None, None, False, [], sentence, closest=str(closest), relax=relax)
+
+
+def _needed(flag: str, value: float) -> str:
+    """The budget value that admits ``value``, rounded outward so it really does."""
+    if flag == "--min-accuracy":
+        return f"{math.floor(value * 1000) / 1000:g}"
+    return f"{math.ceil(value * 1000) / 1000:g}"

@@ -1,0 +1,264 @@
+"""The report's logic on synthetic runs: Pareto, hypervolume, grouping, ties, recommendation, files."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from sweeper.report.analysis import family_summary, optimizer_summary
+from sweeper.report.build import prepare_runs, write_report
+from sweeper.report.callback import ReportCallback
+from sweeper.report.families import family_of
+from sweeper.report.grouping import group_configs, tied
+from sweeper.report.pareto import hypervolume, pareto_mask
+from sweeper.report.recommend import Budget, recommend
+
+EMPTY_HISTORY = pd.DataFrame(columns=["run_id", "metric", "epoch", "value"])
+SECTIONS = ["Sweep", "Recommendation", "Ranking", "Pareto front", "Per-family summary against none",
+            "Optimizer comparison", "Training strategies", "Failed and pruned runs"]
+
+
+def brute_force_front(points: np.ndarray) -> np.ndarray:
+    """Non-dominated mask by broadcasting every pair (minimization)."""
+    no_worse = np.all(points[:, None, :] <= points[None, :, :], axis=2)  # [j, i]: j no worse than i
+    better = np.any(points[:, None, :] < points[None, :, :], axis=2)
+    return ~np.any(no_worse & better, axis=0)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("seed", range(5))
+def test_pareto_front_matches_brute_force_on_random_points(dims, seed):
+    rng = np.random.default_rng(seed)
+    points = rng.integers(0, 6, size=(40, dims)).astype(float)  # small integers: many ties and duplicates
+    mask = pareto_mask(points)
+    assert mask.tolist() == brute_force_front(points).tolist()
+    assert mask.any() and not mask.all()
+
+
+def test_hypervolume_of_hand_computed_cases():
+    assert hypervolume([[1, 3], [2, 2], [3, 1]], [4, 4]) == pytest.approx(3 + 2 + 1)
+    # 3-D: boxes 2x2x1 and 1x1x2 overlapping in a unit cube -> 4 + 2 - 1
+    assert hypervolume([[1, 1, 2], [2, 2, 1]], [3, 3, 3]) == pytest.approx(5.0)
+    # a dominated point and one beyond the reference add nothing
+    assert hypervolume([[1, 1, 2], [2, 2, 1], [2, 2, 2], [0, 0, 5]], [3, 3, 3]) == pytest.approx(5.0)
+    assert hypervolume(np.empty((0, 3)), [1, 1, 1]) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hypervolume_3d_matches_inclusion_exclusion(seed):
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(0, 1, size=(6, 3))
+    ref = np.ones(3)
+    total = 0.0
+    for k in range(1, len(points) + 1):  # union of boxes [p, ref] by inclusion-exclusion
+        for subset in itertools.combinations(points, k):
+            corner = np.max(subset, axis=0)
+            total += (-1) ** (k + 1) * float(np.prod(ref - corner))
+    assert hypervolume(points, ref) == pytest.approx(total)
+
+
+def test_grouping_over_seeds_gives_mean_std_and_counts(make_runs):
+    accuracies = [0.80, 0.90, 0.85]
+    runs = prepare_runs(make_runs(
+        *[dict(seed=s, test_accuracy=a) for s, a in enumerate(accuracies)],
+        dict(seed=3, status="FAILED", test_accuracy=None, failure_reason="TrainingDiverged: loss nan"),
+        dict(seed=4, test_accuracy=0.99, latency_ms=None),  # finished but a metric is missing
+        dict(seed=5, status="KILLED", optuna_state="PRUNED", test_accuracy=None),
+        dict(optimizer="sgd", lr=0.1, seed=0, test_accuracy=0.5),
+    ))
+    table = group_configs(runs)
+    assert list(table.index) == ["optimizer=adam", "optimizer=sgd"]  # lr follows the optimizer: not named
+    adam = table.iloc[0]
+    assert adam["acc_mean"] == pytest.approx(np.mean(accuracies))
+    assert adam["acc_std"] == pytest.approx(np.std(accuracies, ddof=1))
+    assert (adam["n_seeds"], adam["n_failed"], adam["n_pruned"]) == (3, 2, 1)
+    assert math.isnan(table.iloc[1]["acc_std"]) and table.iloc[1]["rank"] == 2
+    reasons = runs.set_index("seed").loc[[3, 4], "reason"].tolist()
+    assert reasons[0].startswith("TrainingDiverged") and reasons[1] == "missing metric(s): latency_ms"
+
+
+def test_labels_name_what_varies_besides_the_seed(make_runs):
+    runs = prepare_runs(make_runs(dict(seed=0), dict(seed=1), dict(compression="quantize", seed=0)))
+    assert runs["config"].tolist() == ["compression=none", "compression=none", "compression=quantize"]
+    assert family_of("quantize") == "quantization" and family_of("prune_structured") == "pruning"
+
+
+def test_ties_are_detected_when_seeds_overlap(make_runs):
+    overlapping = make_runs(*[dict(compression="none", seed=s, test_accuracy=a) for s, a in enumerate([0.90, 0.94])],
+                            *[dict(compression="quantize", seed=s, test_accuracy=a, size_bytes=10_000)
+                              for s, a in enumerate([0.89, 0.93])])
+    table = group_configs(prepare_runs(overlapping))
+    rec = recommend(table, Budget())
+    assert rec.best == "compression=none" and rec.runner_up == "compression=quantize"
+    assert rec.tie and "tied" in rec.sentence and "choose compression=quantize if size matters" in rec.sentence
+
+    apart = overlapping.assign(test_accuracy=[0.90, 0.91, 0.80, 0.81])
+    rec = recommend(group_configs(prepare_runs(apart)), Budget())
+    assert not rec.tie and "tie" not in rec.sentence
+    assert tied(0.9, float("nan"), 0.9, float("nan")) and not tied(0.9, float("nan"), 0.91, float("nan"))
+
+
+def _random_table(make_runs, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    specs = [dict(compression=f"method{i}", seed=s, test_accuracy=float(rng.uniform(0.5, 1)),
+                  size_bytes=float(rng.uniform(5e3, 2e5)), latency_ms=float(rng.uniform(0.05, 2)))
+             for i in range(8) for s in range(2)]
+    for i in range(8):  # size and latency are properties of the method, not of the seed
+        specs[2 * i + 1].update(size_bytes=specs[2 * i]["size_bytes"], latency_ms=specs[2 * i]["latency_ms"])
+    return group_configs(prepare_runs(make_runs(*specs)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_recommendation_respects_every_budget(make_runs, seed):
+    table = _random_table(make_runs, seed)
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(20):
+        budget = Budget(max_size_kb=float(rng.uniform(5, 200)), max_latency_ms=float(rng.uniform(0.05, 2)),
+                        min_accuracy=float(rng.uniform(0.4, 0.9)))
+        ok = ((table["size_bytes"] / 1024 <= budget.max_size_kb) & (table["latency_ms"] <= budget.max_latency_ms)
+              & (table["acc_mean"] >= budget.min_accuracy))
+        rec = recommend(table, budget)
+        if ok.any():
+            assert rec.best == table[ok]["acc_mean"].idxmax()
+            assert set(rec.feasible) == set(table.index[ok])
+            if ok.sum() > 1:
+                assert rec.runner_up == table[ok]["acc_mean"].drop(rec.best).idxmax()
+        else:
+            assert rec.best is None and rec.closest in table.index and rec.relax
+            relaxed = Budget(**{name: _relaxed(flag, getattr(budget, name), rec.relax)
+                                for flag, name in _FLAGS.items()})
+            assert rec.closest in recommend(table, relaxed).feasible
+
+
+_FLAGS = {"--max-size-kb": "max_size_kb", "--max-latency-ms": "max_latency_ms", "--min-accuracy": "min_accuracy"}
+
+
+def _relaxed(flag: str, value: float | None, relax: dict[str, tuple[float, float]]) -> float | None:
+    if flag not in relax:
+        return value
+    needed = relax[flag][1]
+    return math.floor(needed * 1000) / 1000 if flag == "--min-accuracy" else math.ceil(needed * 1000) / 1000
+
+
+def test_recommendation_flips_when_a_budget_changes(make_runs):
+    runs = make_runs(*[dict(compression="none", seed=s, test_accuracy=0.95 + 0.001 * s, size_bytes=200_000)
+                       for s in range(2)],
+                     *[dict(compression="quantize", seed=s, test_accuracy=0.90 + 0.001 * s, size_bytes=50_000,
+                            latency_ms=0.5) for s in range(2)])
+    table = group_configs(prepare_runs(runs))
+    assert recommend(table, Budget()).best == "compression=none"
+    assert recommend(table, Budget(max_size_kb=100)).best == "compression=quantize"
+    rec = recommend(table, Budget(max_size_kb=100, max_latency_ms=0.3))
+    assert rec.best is None and rec.closest == "compression=quantize"
+    assert "relax --max-latency-ms from 0.3 to 0.5" in rec.sentence
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_size_kb=-1.0), "--max-size-kb=-1: must be a number > 0"),
+    (dict(max_latency_ms="fast"), "--max-latency-ms=fast: must be a number > 0"),
+    (dict(max_latency_ms=float("nan")), "--max-latency-ms=nan"),
+    (dict(min_accuracy=90.0), "--min-accuracy=90: must be a number in [0, 1]"),
+])
+def test_bad_budgets_are_one_line_errors_naming_the_flag(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        Budget(**kwargs)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_family_summary_against_none(make_runs):
+    runs = make_runs(dict(compression="none", size_bytes=40_000, latency_ms=0.2, test_accuracy=0.90),
+                     dict(compression="quantize", size_bytes=10_000, latency_ms=0.3, test_accuracy=0.88,
+                          latency_kind="simulated"),
+                     dict(compression="prune", size_bytes=20_000, latency_ms=0.1, test_accuracy=0.91))
+    summary = family_summary(group_configs(prepare_runs(runs))).set_index("family")
+    assert summary.loc["quantization", "size_ratio"] == pytest.approx(4.0)
+    assert summary.loc["quantization", "latency_ratio"] == pytest.approx(1.5)
+    assert summary.loc["quantization", "accuracy_delta_pp"] == pytest.approx(-2.0)
+    assert summary.loc["pruning", "size_ratio"] == pytest.approx(2.0)
+    assert "baseline" not in summary.index
+
+
+def test_optimizer_speed_and_tunability(make_runs):
+    runs = prepare_runs(make_runs(
+        dict(optimizer="adam", lr=0.001, test_accuracy=0.900), dict(optimizer="adam", lr=0.01, test_accuracy=0.895),
+        dict(optimizer="adam", lr=0.1, test_accuracy=0.5), dict(optimizer="sgd", lr=0.1, test_accuracy=0.7),
+    ))
+    curve = [0.3, 0.6, 0.85, 0.9]
+    history = pd.DataFrame([{"run_id": "run0", "metric": "val_accuracy", "epoch": e, "value": v}
+                            for e, v in enumerate(curve)])
+    summary = optimizer_summary(runs, group_configs(runs), history, target=0.8).set_index("optimizer")
+    assert summary.loc["adam", "tunability"] == pytest.approx(2 / 3)  # 0.001 and 0.01 within 1 pp of the best
+    assert summary.loc["adam", "epochs_to_target"] == 3 and summary.loc["adam", "lr"] == 0.001
+    assert summary.loc["sgd", "tunability"] == 1.0 and math.isnan(summary.loc["sgd", "epochs_to_target"])
+
+
+def test_report_files_have_every_section(make_runs, tmp_path):
+    runs = make_runs(*[dict(optimizer=o, strategy=s, compression=c, seed=seed,
+                            test_accuracy=0.8 + 0.05 * seed + (0.05 if o == "adam" else 0),
+                            size_bytes=40_000 if c == "none" else 11_000)
+                       for o in ("adam", "sgd") for s in ("default", "early_stopping") for c in ("none", "quantize")
+                       for seed in (0, 1)])
+    history = pd.DataFrame([{"run_id": rid, "metric": m, "epoch": e, "value": 0.5 + 0.1 * e}
+                            for rid in runs["run_id"] for m in ("val_accuracy", "train_loss") for e in range(4)])
+    result = write_report(runs, history, Budget(max_size_kb=20), tmp_path, sweep_id="multirun/x", experiment="e")
+    markdown = (tmp_path / "report.md").read_text()
+    page = (tmp_path / "report.html").read_text()
+    for title in SECTIONS:
+        assert f"## {title}" in markdown and f"<h2>{title}</h2>" in page
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["accuracy_vs_latency.png", "accuracy_vs_size.png", "learning_curves.png",
+                    "lr_sensitivity.png", "optimizer_curves.png"]
+    assert page.count("data:image/png;base64,") == len(pngs) and "src=\"http" not in page
+    assert len(pd.read_csv(tmp_path / "runs.csv")) == len(runs)
+    assert result.recommendation.best is not None and "compression=quantize" in result.recommendation.best
+    assert "quantization" in markdown and "x smaller" in markdown
+
+
+def test_sweep_without_finished_runs_lists_the_failures(make_runs, tmp_path):
+    runs = make_runs(dict(status="FAILED", test_accuracy=None, failure_reason="ValueError: boom"),
+                     dict(seed=1, status="FAILED", test_accuracy=None, failure_reason="ValueError: boom"))
+    result = write_report(runs, EMPTY_HISTORY, Budget(), tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert result.finished == 0 and result.recommendation.best is None
+    assert "No run finished" in markdown and "## Failed and pruned runs" in markdown
+    assert markdown.count("ValueError: boom") == 2
+
+
+def test_callback_can_be_switched_off_and_never_fails_the_sweep(tmp_path, tracking_uri, caplog):
+    config = OmegaConf.create({"tracking": {"enabled": True, "uri": tracking_uri,
+                                            "experiment": "missing", "sweep_id": None},
+                               "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    ReportCallback(enabled=False).on_multirun_end(config)
+    assert not (tmp_path / "sweep").exists()
+    ReportCallback().on_multirun_end(config)  # unknown experiment: a warning, no exception
+    assert "report not written" in caplog.text and "missing" in caplog.text
+    ReportCallback(max_size_kb=-5).on_multirun_end(config)
+    assert "--max-size-kb=-5" in caplog.text
+
+
+def test_callback_finds_an_optuna_sweep_by_its_study_name(tmp_path, tracking_uri):
+    from sweeper.results import load_runs
+    from sweeper.tracking import TrialRun
+
+    for seed in (0, 1):
+        tags = {"sweep_id": "optuna/study-a", "optuna_study": "study-a", "optimizer": "adam", "compression": "none"}
+        with TrialRun(tracking_uri, "sweeper", run_name=f"trial {seed}", tags=tags) as run:
+            run.log_params({"seed": seed, "optimizer.lr": 0.01})
+            run.log_results({"test_accuracy": 0.8 + 0.01 * seed, "size_bytes": 1000, "latency_ms": 0.1})
+    config = OmegaConf.create({"tracking": {"enabled": True, "uri": tracking_uri, "experiment": "sweeper"},
+                               "hydra": {"sweep": {"dir": str(tmp_path / "sweep")},
+                                         "sweeper": {"study_name": "study-a"}}})
+    ReportCallback().on_multirun_end(config)
+    assert "Choose" in (tmp_path / "sweep" / "report" / "report.md").read_text()
+    assert len(load_runs("sweeper", sweep_id="optuna/study-a", tracking_uri=tracking_uri)) == 2  # report run left out
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name("sweeper").experiment_id
+    (report,) = client.search_runs([experiment_id], filter_string="tags.sweeper_role = 'report'")
+    assert report.data.tags["sweep_id"] == "optuna/study-a"

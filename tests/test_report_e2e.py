@@ -1,0 +1,82 @@
+"""The report end to end on one tiny real sweep: the callback, MLflow, the command line, the notebook."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import REPO_ROOT, cli_env
+from sweeper.report.__main__ import main
+from sweeper.results import ROLE_TAG, list_sweeps, load_runs
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_multirun_writes_its_report_in_the_sweep_dir_and_in_mlflow(tiny_sweep):
+    cwd, uri = tiny_sweep
+    (sweep_id,) = list_sweeps("sweeper", tracking_uri=uri)
+    report_dir = cwd / sweep_id / "report"
+    for name in ("report.md", "report.html", "runs.csv", "accuracy_vs_size.png", "accuracy_vs_latency.png"):
+        assert (report_dir / name).is_file(), name
+    assert len(load_runs("sweeper", sweep_id=sweep_id, tracking_uri=uri)) == 4  # the report run is no trial
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    (report_run,) = client.search_runs([client.get_experiment_by_name("sweeper").experiment_id],
+                                       filter_string=f"tags.{ROLE_TAG} = 'report'")
+    assert report_run.info.run_name == f"report {sweep_id}" and report_run.data.tags["sweep_id"] == sweep_id
+    logged = {a.path for a in client.list_artifacts(report_run.info.run_id)}
+    assert {"report.md", "report.html", "runs.csv", "accuracy_vs_size.png"} <= logged
+
+
+def test_cli_writes_the_report_and_names_a_configuration_within_budget(tiny_sweep, tmp_path, monkeypatch, capsys):
+    cwd, _ = tiny_sweep
+    monkeypatch.chdir(cwd)  # the default store: mlflow.db in the working directory, as for the runs
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "R"
+    assert main(["--out", str(out), "--max-size-kb", "100"]) == 0  # = python -m sweeper.report ...
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 4 and set(runs["outcome"]) == {"ok"}
+    assert {"report.md", "report.html"} <= {p.name for p in out.iterdir()} and list(out.glob("*.png"))
+    chosen = capsys.readouterr().out.split("Choose ", 1)[1].split(":", 1)[0]
+    assert chosen in set(runs["config"]) and chosen.startswith("optimizer=")
+    assert (runs.loc[runs["config"] == chosen, "size_bytes"] / 1024 <= 100).all()
+
+
+def test_python_m_sweeper_report_runs(tiny_sweep):
+    cwd, _ = tiny_sweep
+    proc = subprocess.run([sys.executable, "-m", "sweeper.report", "--help"], cwd=cwd, env=cli_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--max-size-kb" in proc.stdout and "--min-accuracy" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--experiment", "nope"], "experiment 'nope' not found; existing: "),
+    (["--sweep", "multirun/nope"], "--sweep=multirun/nope: not found in 'sweeper'; existing: multirun/"),
+    (["--max-latency-ms", "-2"], "--max-latency-ms=-2: must be a number > 0"),
+    (["--min-accuracy", "high"], "--min-accuracy=high: must be a number in [0, 1]"),
+])
+def test_cli_bad_input_is_one_line(tiny_sweep, tmp_path, capsys, args, message):
+    _, uri = tiny_sweep
+    assert main(["--tracking-uri", uri, "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_notebook_runs_against_the_sweep(tiny_sweep):
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    cwd, _ = tiny_sweep
+    notebook = nbformat.read(REPO_ROOT / "notebooks" / "compare_methods.ipynb", as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=180, kernel_name="python3",
+                                     resources={"metadata": {"path": str(cwd)}})
+    client.execute(env=cli_env())
+    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    text = " ".join(str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
+    assert "**Budget**" in text and "Choose **optimizer=" in text
+    assert any("image/png" in o.get("data", {}) for o in outputs)
