@@ -40,6 +40,10 @@ class TrialProgress:
         self.stream.write(("\r\033[K" if self.live else "") + line + "\n")
         self.stream.flush()
 
+    def pruned(self, reason: str) -> None:
+        self.stream.write(("\r\033[K" if self.live else "") + f"{self.prefix}: PRUNED {reason}\n")
+        self.stream.flush()
+
     def failed(self, reason: str) -> None:
         self.stream.write(("\r\033[K" if self.live else "") + f"{self.prefix}: FAILED {reason}\n")
         self.stream.flush()

@@ -34,7 +34,8 @@ FINAL_METRICS = [
     "epochs_run",
     "steps",
 ]
-_TAG_COLUMNS = ["sweep_id", "job", "latency_kind", "failure_reason", "device"]
+_TAG_COLUMNS = ["sweep_id", "job", "latency_kind", "failure_reason", "device", "optuna_study", "optuna_trial",
+                "optuna_state", "pruned_epoch"]
 _SEARCHED = {"lr": "optimizer.lr", "batch_size": "strategy.batch_size", "epochs": "strategy.epochs"}
 
 
@@ -59,6 +60,8 @@ def _search(experiment: str, tracking_uri: str | None, filter_string: str = "") 
         raise ValueError(f"experiment {experiment!r} not found; existing: {', '.join(names) or 'none'}")
     found = mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string, output_format="pandas")
     assert isinstance(found, pd.DataFrame)
+    if "tags.sweeper_role" in found:  # the run holding an Optuna study's results is not a trial
+        found = found[found["tags.sweeper_role"].fillna("") != "study"]
     return found
 
 

@@ -27,8 +27,11 @@ from sweeper.data import Task
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params, measure_latency
 from sweeper.progress import TrialProgress
+from sweeper.search import trial_context
+from sweeper.search.trial_context import TrialContext
 from sweeper.tracking import TrialRun, flatten, resolve_tracking_uri
 from sweeper.training import Strategy, build_optimizers, evaluate_accuracy, train
+from sweeper.training.loop import EpochHook
 from sweeper.training.optimizers import OptimizerFactory
 
 __all__ = ["GROUPS", "TrialPlan", "group_choices", "plan_trial", "run"]
@@ -156,20 +159,24 @@ def _output_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="sweeper-"))
 
 
-def _sweep_id(cfg: DictConfig) -> str:
+def _sweep_id(cfg: DictConfig, search: TrialContext | None) -> str:
     if cfg.tracking.get("sweep_id"):
         return str(cfg.tracking.sweep_id)
+    if search is not None:  # an Optuna study groups its trials across resumed runs
+        return search.study_name
     hydra_cfg = _hydra_config()
     if hydra_cfg is not None and str(hydra_cfg.mode) == "RunMode.MULTIRUN":
         return str(hydra_cfg.sweep.dir)
     return ""
 
 
-def _trial_position() -> tuple[int | None, int | None]:
+def _trial_position(search: TrialContext | None) -> tuple[int | None, int | None]:
     """(1-based index of this job in the multirun, number of jobs) where Hydra tells them."""
     hydra_cfg = _hydra_config()
     if hydra_cfg is None or str(hydra_cfg.mode) != "RunMode.MULTIRUN":
         return None, None
+    if search is not None:
+        return search.number + 1, hydra_cfg.sweeper.get("n_trials")
     return int(hydra_cfg.job.num) + 1, _grid_size(sys.argv[1:])
 
 
@@ -196,8 +203,13 @@ def _run_label(choices: dict[str, str], cfg: DictConfig) -> str:
     return f"{choices['model']}-{choices['optimizer']}-{choices['strategy']}-{choices['compression']}-seed{cfg.seed}"
 
 
-def execute(plan: TrialPlan, tracker: TrialRun | None, progress: TrialProgress) -> dict[str, float]:
-    """Train, compress, export, reload and measure; log to ``tracker``; return the final metrics."""
+def execute(
+    plan: TrialPlan, tracker: TrialRun | None, progress: TrialProgress, *, epoch_hook: EpochHook | None = None
+) -> dict[str, float]:
+    """Train, compress, export, reload and measure; log to ``tracker``; return the final metrics.
+
+    ``epoch_hook`` replaces ``progress.epoch`` after each validation (a search chains its pruner).
+    """
     cfg, task = plan.cfg, plan.task
     ctx = CompressionContext(task, plan.spec, plan.optimizer_factory, plan.strategy, plan.seed, plan.device)
     hooks = plan.compressor.training_hooks(ctx) if hasattr(plan.compressor, "training_hooks") else None
@@ -210,7 +222,7 @@ def execute(plan: TrialPlan, tracker: TrialRun | None, progress: TrialProgress) 
         device=plan.device,
         loss_fn=hooks.loss_fn if hooks else None,
         step_hook=hooks.step_hook if hooks else None,
-        epoch_hook=progress.epoch,
+        epoch_hook=epoch_hook or progress.epoch,
     )
     trained = plan.model.cpu().eval()
     dense_bytes = serialized_size("dense", plan.spec, dense_payload(trained))  # the fp32 baseline
@@ -262,24 +274,37 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """
     plan = plan_trial(cfg)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    index, total = _trial_position()
+    search = trial_context.current()  # the Optuna trial this job evaluates, if any
+    index, total = _trial_position(search)
     label = _run_label(plan.choices, cfg)
     progress = TrialProgress(label, plan.strategy.epochs, index=index, total=total)
-    if not cfg.tracking.enabled:
-        metrics = execute(plan, None, progress)
-        progress.done(metrics)
-        return metrics
-
-    tags = {**plan.choices, "seed": str(plan.seed), "sweep_id": _sweep_id(cfg)}
-    if index is not None:
-        tags["job"] = str(index - 1)
-    tracker = TrialRun(resolve_tracking_uri(cfg.tracking.uri), str(cfg.tracking.experiment), run_name=label, tags=tags)
+    epoch_hook = search.epoch_hook(progress.epoch) if search is not None else None
+    tracker = None
+    if cfg.tracking.enabled:
+        tags = {**plan.choices, "seed": str(plan.seed), "sweep_id": _sweep_id(cfg, search)}
+        if index is not None:
+            tags["job"] = str(index - 1)
+        if search is not None:
+            tags.update(search.tags())
+        tracker = TrialRun(
+            resolve_tracking_uri(cfg.tracking.uri), str(cfg.tracking.experiment), run_name=label, tags=tags
+        )
+        if search is not None:
+            search.attach_run(tracker.run_id)
     try:
-        with tracker:
-            tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
-            metrics = execute(plan, tracker, progress)
+        if tracker is None:
+            metrics = execute(plan, None, progress, epoch_hook=epoch_hook)
+        else:
+            with tracker:
+                tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
+                metrics = execute(plan, tracker, progress, epoch_hook=epoch_hook)
     except Exception as exc:
-        progress.failed(f"{type(exc).__name__}: {exc}")
+        if trial_context.is_pruned(exc):
+            progress.pruned(str(exc))
+        else:
+            progress.failed(f"{type(exc).__name__}: {exc}")
+            if search is not None:
+                search.record_failure(f"{type(exc).__name__}: {exc}")
         raise
     progress.done(metrics)
     return metrics
