@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ _SAMPLER_CLASSES = {
     "gp": "GPSampler",
     "qmc": "QMCSampler",
 }
+_SAMPLER_PACKAGES = {"cmaes": "cmaes", "gp": "scipy", "qmc": "scipy"}  # optional packages Optuna imports late
 _PRUNER_CLASSES = {
     "none": "NopPruner",
     "median": "MedianPruner",
@@ -51,14 +53,15 @@ def build_sampler(
 
     if name not in _SAMPLER_CLASSES:
         raise ConfigError(f"hydra.sweeper.sampler={name}: unknown sampler; allowed: {', '.join(SAMPLERS)}")
+    package = _SAMPLER_PACKAGES.get(name)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"hydra.sweeper.sampler={name}: needs the package {package} (pip install {package})")
     kwargs = dict(options or {})
     if name == "grid":
         assert space is not None, "the grid sampler needs the search space"
         kwargs.setdefault("search_space", space.grid())
     try:
         return getattr(optuna.samplers, _SAMPLER_CLASSES[name])(seed=seed, **kwargs)  # type: ignore[no-any-return]
-    except ImportError as exc:
-        raise ConfigError(f"hydra.sweeper.sampler={name}: needs the package {exc.name or exc} (pip install it)") from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"hydra.sweeper.sampler_options: {' '.join(str(exc).split())}") from exc
 
