@@ -175,8 +175,8 @@ def _trial_position(search: TrialContext | None) -> tuple[int | None, int | None
     hydra_cfg = _hydra_config()
     if hydra_cfg is None or str(hydra_cfg.mode) != "RunMode.MULTIRUN":
         return None, None
-    if search is not None:
-        return search.number + 1, hydra_cfg.sweeper.get("n_trials")
+    if search is not None:  # failed trials are replaced, so the Optuna number says more than a total
+        return search.number + 1, None
     return int(hydra_cfg.job.num) + 1, _grid_size(sys.argv[1:])
 
 

@@ -168,3 +168,127 @@ def test_bad_input_is_one_line_naming_the_key(options, arguments, message):
         _impl(**options).plan(arguments)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+# ---- whole searches on the command line -------------------------------------------------------------
+
+
+def _trial_runs(tmp_path: Path):
+    from sweeper.results import load_runs
+
+    return load_runs("sweeper", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.mark.integration
+def test_an_interrupted_search_resumes_to_exactly_n_trials_and_a_rerun_adds_none(run_cli, tmp_path):
+    args = ["-m", "search=lr", *TINY, "strategy.epochs=2", "hydra.sweeper.seed=0"]
+    first = run_cli(*args, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=first")  # stopped after 2 of 4
+    assert first.returncode == 0, first.stderr
+    second = run_cli(*args, "hydra.sweeper.n_trials=4", "hydra.sweep.dir=second")
+    assert second.returncode == 0, second.stderr
+    assert "2/4 trials done, resuming" in second.stdout
+    again = run_cli(*args, "hydra.sweeper.n_trials=4", "hydra.sweep.dir=third")
+    assert again.returncode == 0, again.stderr
+    assert "4/4 trials done" in again.stdout and "trial 5" not in again.stdout
+
+    study = _study(tmp_path)
+    assert study.study_name.startswith("lr-")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    runs = _trial_runs(tmp_path)
+    assert len(runs) == 4 and (runs["status"] == "FINISHED").all()
+    assert sorted(runs["optuna_trial"].astype(int)) == list(range(4))
+    assert set(runs["optuna_study"]) == set(runs["sweep_id"]) == {study.study_name}
+    by_trial = runs.set_index(runs["optuna_trial"].astype(int))
+    for trial in study.trials:
+        assert by_trial.loc[trial.number, "run_id"] == trial.user_attrs["mlflow_run_id"]
+        assert by_trial.loc[trial.number, "lr"] == pytest.approx(trial.params["optimizer.lr"])
+        assert by_trial.loc[trial.number, "val_accuracy"] == pytest.approx(trial.value)
+
+    results = OmegaConf.load(tmp_path / "third" / "optimization_results.yaml")
+    assert results.best.trial == study.best_trial.number
+    assert results.best["values"].val_accuracy == pytest.approx(max(t.value for t in study.trials))
+    assert f"optimizer.lr={study.best_trial.params['optimizer.lr']}" in results.best.overrides
+
+
+@pytest.mark.integration
+def test_a_pruner_stops_a_bad_trial_early_and_failed_trials_do_not_stop_the_sweep(run_cli, tmp_path):
+    # The seeded random sampler draws lr 0.5, 0.5, 1e-7, 1e4, 1e4, 1e-7, ...: two good trials
+    # complete, the tiny learning rate is pruned against them, the huge one diverges (NaN loss).
+    proc = run_cli(
+        "-m", "hydra/sweeper=optuna", *TINY, "data.n_samples=1000", "optimizer=sgd", "strategy.epochs=4",
+        "optimizer.lr=choice(0.5, 1e-7, 1e4)", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler=random",
+        "hydra.sweeper.seed=10", "hydra.sweeper.pruner=median", "hydra.sweeper.max_failure_rate=1.0",
+        "hydra.sweeper.pruner_options={n_startup_trials: 2, n_warmup_steps: 1}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    study = _study(tmp_path)
+    states = {t.number: (t.state.name, t.params["optimizer.lr"]) for t in study.trials}
+    assert states == {0: ("COMPLETE", 0.5), 1: ("COMPLETE", 0.5), 2: ("PRUNED", 1e-7), 3: ("FAIL", 1e4),
+                      4: ("FAIL", 1e4), 5: ("PRUNED", 1e-7)}
+    for trial in study.trials:
+        if trial.state.name == "PRUNED":
+            assert trial.user_attrs["pruned_epoch"] < 4 and max(trial.intermediate_values) < 4
+        if trial.state.name == "FAIL":
+            assert "diverged" in trial.user_attrs["failure_reason"]
+
+    runs = _trial_runs(tmp_path).set_index(_trial_runs(tmp_path)["optuna_trial"].astype(int))
+    assert list(runs.loc[[2, 5], "status"]) == ["KILLED", "KILLED"]
+    assert set(runs.loc[[2, 5], "optuna_state"]) == {"PRUNED"}
+    assert runs.loc[2, "pruned_epoch"] == str(study.trials[2].user_attrs["pruned_epoch"])
+    assert list(runs.loc[[3, 4], "status"]) == ["FAILED", "FAILED"]
+    assert runs.loc[3, "failure_reason"].startswith("TrainingDiverged")
+    assert "PRUNED pruned at epoch" in proc.stdout
+
+
+@pytest.mark.integration
+def test_a_hopeless_sweep_stops_at_max_failure_rate(run_cli, tmp_path):
+    proc = run_cli("-m", "hydra/sweeper=optuna", *TINY, "optimizer=sgd", "strategy.epochs=2",
+                   "optimizer.lr=choice(1e4)", "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.25")
+    assert proc.returncode == 1
+    assert "hydra.sweeper.max_failure_rate=0.25: 2 trials failed" in proc.stderr
+    assert [t.state.name for t in _study(tmp_path).trials] == ["FAIL", "FAIL"]
+
+
+@pytest.mark.integration
+def test_bad_input_stops_the_command_before_any_trial(run_cli, tmp_path):
+    proc = run_cli("-m", "search=lr", "hydra.sweeper.constraints={latency_ms: fast}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "sweeper: error: hydra.sweeper.constraints.latency_ms='fast': write an operator and a number, "
+        'e.g. "<= 20000"; operators: <=, >=, <, >'
+    ]
+    assert not (tmp_path / "optuna.journal").exists()
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+@pytest.mark.integration
+def test_a_multi_objective_search_with_a_budget_writes_the_feasible_non_dominated_front(run_cli, tmp_path):
+    objectives = {"val_accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
+    budget = 50000  # the MLP with 10 or 20 input features fits, 30 or 40 do not
+    proc = run_cli(
+        "-m", "hydra/sweeper=optuna", *TINY, "strategy.epochs=2", "data.n_features=choice(10, 20, 30, 40)",
+        "optimizer.lr=tag(log, interval(1e-3, 1e-1))", "hydra.sweeper.n_trials=10", "hydra.sweeper.sampler=nsgaii",
+        "hydra.sweeper.seed=0", "hydra.sweeper.objectives={val_accuracy: maximize, size_bytes: minimize, latency_ms: minimize}",
+        f"hydra.sweeper.constraints={{size_bytes: '<= {budget}'}}", "hydra.sweep.dir=pareto",
+    )
+    assert proc.returncode == 0, proc.stderr
+    study = _study(tmp_path)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 10
+    for t in complete:
+        assert t.system_attrs["constraints:size_bytes"] == t.values[1] - budget
+    feasible = [t for t in complete if t.values[1] <= budget]
+    assert 0 < len(feasible) < len(complete)  # the budget ruled some trials out
+
+    def as_min(t):  # every objective as "smaller is better"
+        return [-v if d == "maximize" else v for v, d in zip(t.values, objectives.values(), strict=True)]
+
+    brute = {t.number for t in feasible if not any(_dominates(as_min(o), as_min(t)) for o in feasible)}
+    results = OmegaConf.load(tmp_path / "pareto" / "optimization_results.yaml")
+    front = {e.trial for e in results.pareto_front}
+    assert front == brute
+    for entry in results.pareto_front:
+        assert entry["values"].size_bytes <= budget and list(entry["values"]) == list(objectives)

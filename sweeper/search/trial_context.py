@@ -72,13 +72,17 @@ class TrialContext:
     def report(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Report ``val_accuracy`` at step ``epoch + 1``; raise ``TrialPruned`` when the pruner says so.
 
+        Single-objective studies only; a no-op in multi-objective ones.
+
         The exception carries ``pruned_epoch`` (1-based), which the MLflow run records.
         """
         import optuna
 
+        if len(self.trial.study.directions) > 1:
+            return  # Optuna keeps no intermediate values (and prunes nothing) in multi-objective studies
         step = epoch + 1
         self.trial.report(float(metrics[REPORTED_METRIC]), step)
-        if len(self.trial.study.directions) == 1 and self.trial.should_prune():
+        if self.trial.should_prune():
             self.trial.set_user_attr("pruned_epoch", step)
             exc = optuna.TrialPruned(f"pruned at epoch {step} ({REPORTED_METRIC}={metrics[REPORTED_METRIC]:.4f})")
             exc.pruned_epoch = step  # type: ignore[attr-defined]
