@@ -170,6 +170,87 @@ def test_bad_input_is_one_line_naming_the_key(options, arguments, message):
     assert "\n" not in str(info.value)
 
 
+# ---- the sweep loop, in process, with a stand-in launcher ---------------------------------------------
+
+
+class FakeLauncher:
+    """Returns ``metrics(overrides)`` for each job (``None``: a failed trial); raises ``interrupt_at`` on that call."""
+
+    def __init__(self, metrics, interrupt_at: int | None = None) -> None:
+        self.metrics, self.interrupt_at, self.calls, self.jobs = metrics, interrupt_at, 0, []
+
+    def launch(self, job_overrides, initial_job_idx):
+        from hydra.core.utils import JobReturn, JobStatus
+
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        returns = []
+        for overrides in job_overrides:
+            self.jobs.append(overrides)
+            values = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if not o.startswith("++hydra.")}
+            returns.append(JobReturn(status=JobStatus.COMPLETED, _return_value=self.metrics(values)))
+        return returns
+
+
+def _sweep(tmp_path: Path, launcher: FakeLauncher, **options) -> OptunaSweeperImpl:
+    from types import SimpleNamespace
+
+    cfg = _full_cfg("tracking.enabled=false", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    impl = _impl(storage=str(tmp_path / "optuna.journal"), study_name="s", seed=0, **options)
+    impl.config, impl.launcher = cfg, launcher
+    impl.hydra_context = SimpleNamespace(config_loader=SimpleNamespace(load_sweep_config=lambda *_: None))
+    impl.sweep([])
+    return impl
+
+
+def _accuracy(values: dict) -> dict:
+    lr = float(values["optimizer.lr"])
+    return {"val_accuracy": 1 - abs(math.log10(lr) + 2) / 3, "size_bytes": 1000.0, "latency_ms": 0.1}
+
+
+def test_a_sweep_interrupted_by_ctrl_c_resumes_to_exactly_n_trials(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tmp_path, FakeLauncher(_accuracy, interrupt_at=3), n_trials=5)
+    assert [t.state.name for t in _study(tmp_path).trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert _study(tmp_path).trials[2].user_attrs["failure_reason"].startswith("KeyboardInterrupt")
+    launcher = FakeLauncher(_accuracy)
+    _sweep(tmp_path, launcher, n_trials=5)
+    assert len(launcher.jobs) == 3
+    assert [t.state.name for t in _study(tmp_path).trials].count("COMPLETE") == 5
+
+
+def test_failed_and_nan_trials_are_failed_and_replaced_and_a_hopeless_sweep_stops(tmp_path):
+    from hydra_plugins.sweeper_optuna._impl import SweepAborted
+
+    outcomes = iter([None, {"val_accuracy": float("nan")}, {"size_bytes": 3.0}] + [{"val_accuracy": 0.5}] * 9)
+    _sweep(tmp_path, FakeLauncher(lambda _: next(outcomes)), n_trials=3, max_failure_rate=1.0)
+    trials = _study(tmp_path).trials
+    assert [t.state.name for t in trials] == ["FAIL"] * 3 + ["COMPLETE"] * 3
+    assert "nan" in trials[1].user_attrs["failure_reason"]
+    assert "metric val_accuracy not returned" in trials[2].user_attrs["failure_reason"]
+
+    with pytest.raises(SweepAborted, match=r"max_failure_rate=0.25: 2 trials failed in this run"):
+        _sweep(tmp_path / "hopeless", FakeLauncher(lambda _: None), n_trials=4, max_failure_rate=0.25)
+    assert len(_study(tmp_path / "hopeless").trials) == 2
+
+
+def test_a_constraint_marks_infeasible_trials_and_the_best_trial_is_feasible(tmp_path):
+    def metrics(values):  # the larger the rate, the more accurate, and the larger
+        lr = float(values["optimizer.lr"])
+        return {"val_accuracy": lr * 10, "size_bytes": lr * 1e6}
+
+    _sweep(tmp_path, FakeLauncher(metrics), n_trials=8, sampler="random", constraints={"size_bytes": "<= 20000"})
+    study = _study(tmp_path)
+    infeasible = [t for t in study.trials if t.system_attrs["constraints:size_bytes"] > 0]
+    feasible = [t for t in study.trials if t.system_attrs["constraints:size_bytes"] <= 0]
+    assert infeasible and feasible
+    assert max(t.value for t in infeasible) > max(t.value for t in feasible)  # the unconstrained best is out
+    results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    best = max(feasible, key=lambda t: t.value)
+    assert results.best.trial == best.number and results.best.params["optimizer.lr"] * 1e6 <= 20000
+
+
 # ---- whole searches on the command line -------------------------------------------------------------
 
 
@@ -238,15 +319,6 @@ def test_a_pruner_stops_a_bad_trial_early_and_failed_trials_do_not_stop_the_swee
     assert list(runs.loc[[3, 4], "status"]) == ["FAILED", "FAILED"]
     assert runs.loc[3, "failure_reason"].startswith("TrainingDiverged")
     assert "PRUNED pruned at epoch" in proc.stdout
-
-
-@pytest.mark.integration
-def test_a_hopeless_sweep_stops_at_max_failure_rate(run_cli, tmp_path):
-    proc = run_cli("-m", "hydra/sweeper=optuna", *TINY, "optimizer=sgd", "strategy.epochs=2",
-                   "optimizer.lr=choice(1e4)", "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.25")
-    assert proc.returncode == 1
-    assert "hydra.sweeper.max_failure_rate=0.25: 2 trials failed" in proc.stderr
-    assert [t.state.name for t in _study(tmp_path).trials] == ["FAIL", "FAIL"]
 
 
 @pytest.mark.integration

@@ -93,9 +93,11 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
         spec = spec.removeprefix("journal://")
     elif "://" in spec:
         return optuna.storages.RDBStorage(spec)
-    if spec.endswith((".db", ".sqlite", ".sqlite3")):
-        return optuna.storages.RDBStorage(f"sqlite:///{Path(spec).resolve()}")
-    return JournalStorage(JournalFileBackend(str(Path(spec).resolve())))
+    path = Path(spec).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".db", ".sqlite", ".sqlite3"):
+        return optuna.storages.RDBStorage(f"sqlite:///{path}")
+    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def default_study_name(prefix: str, defining: Sequence[Any]) -> str:
