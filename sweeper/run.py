@@ -170,13 +170,11 @@ def _sweep_id(cfg: DictConfig, search: TrialContext | None) -> str:
     return ""
 
 
-def _trial_position(search: TrialContext | None) -> tuple[int | None, int | None]:
+def _trial_position() -> tuple[int | None, int | None]:
     """(1-based index of this job in the multirun, number of jobs) where Hydra tells them."""
     hydra_cfg = _hydra_config()
     if hydra_cfg is None or str(hydra_cfg.mode) != "RunMode.MULTIRUN":
         return None, None
-    if search is not None:  # failed trials are replaced, so the Optuna number says more than a total
-        return search.number + 1, None
     return int(hydra_cfg.job.num) + 1, _grid_size(sys.argv[1:])
 
 
@@ -275,8 +273,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     plan = plan_trial(cfg)
     torch.use_deterministic_algorithms(True, warn_only=True)
     search = trial_context.current()  # the Optuna trial this job evaluates, if any
-    index, total = _trial_position(search)
-    label = _run_label(plan.choices, cfg)
+    index, total = _trial_position() if search is None else (search.number + 1, None)
+    label = _run_label(plan.choices, cfg) if search is None else f"#{search.number} {_run_label(plan.choices, cfg)}"
     progress = TrialProgress(label, plan.strategy.epochs, index=index, total=total)
     epoch_hook = search.epoch_hook(progress.epoch) if search is not None else None
     tracker = None

@@ -138,6 +138,34 @@ def test_a_conditional_space_samples_only_the_chosen_methods_knobs():
         assert methods == set(knobs)
 
 
+# ---- the seam to a running trial -------------------------------------------------------------------
+
+
+def test_a_job_in_another_process_reopens_its_trial_from_the_storage(tmp_path, monkeypatch):
+    from sweeper.search import trial_context
+
+    storage = str(tmp_path / "optuna.journal")
+    study = optuna.create_study(study_name="s", storage=open_storage(storage), direction="maximize")
+    trial = study.ask()
+    monkeypatch.setenv(trial_context.ENV_STUDY, "s")
+    monkeypatch.setenv(trial_context.ENV_STORAGE, storage)
+    monkeypatch.setenv(trial_context.ENV_TRIAL, str(trial.number))
+    ctx = trial_context.current()  # nothing registered in this process: reopened from the storage
+    assert ctx is not None and ctx.number == trial.number and ctx.tags() == {"optuna_study": "s", "optuna_trial": "0"}
+    ctx.attach_run("abc")
+    ctx.report(0, {"val_accuracy": 0.5})  # the default pruner of a reopened study prunes nothing
+    stored = optuna.load_study(study_name="s", storage=open_storage(storage)).trials[0]
+    assert stored.user_attrs["mlflow_run_id"] == "abc" and stored.intermediate_values == {1: 0.5}
+
+
+def test_outside_a_search_there_is_no_trial(monkeypatch):
+    from sweeper.search import trial_context
+
+    monkeypatch.delenv(trial_context.ENV_STUDY, raising=False)
+    assert trial_context.current() is None
+    assert not trial_context.is_pruned(RuntimeError("x")) and trial_context.is_pruned(optuna.TrialPruned())
+
+
 # ---- bad input: one line naming the key, before the first trial -----------------------------------
 
 
@@ -270,7 +298,7 @@ def test_an_interrupted_search_resumes_to_exactly_n_trials_and_a_rerun_adds_none
     assert "2/4 trials done, resuming" in second.stdout
     again = run_cli(*args, "hydra.sweeper.n_trials=4", "hydra.sweep.dir=third")
     assert again.returncode == 0, again.stderr
-    assert "4/4 trials done" in again.stdout and "trial 5" not in again.stdout
+    assert "4/4 trials done" in again.stdout and "trial #" not in again.stdout
 
     study = _study(tmp_path)
     assert study.study_name.startswith("lr-")

@@ -33,7 +33,7 @@ from sweeper.search.summary import count_states, log_results, progress_line, sum
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "optuna.journal"
-DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+DONE = ("COMPLETE", "PRUNED")  # the states that count towards n_trials
 
 
 class SweepAborted(RuntimeError):
@@ -178,7 +178,7 @@ class OptunaSweeperImpl(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         start, failed, returns = time.perf_counter(), 0, []
-        done = sum(c for s, c in count_states(study).items() if s in {d.name for d in DONE})
+        done = _done(study)
         print(f"study {plan.study_name} in {plan.storage}: {done}/{self.n_trials} trials done"
               + (", resuming" if done and done < self.n_trials else ""), flush=True)
         while done < self.n_trials:
@@ -187,14 +187,14 @@ class OptunaSweeperImpl(Sweeper):
             returns.append(results)
             for trial, result in zip(batch, results, strict=True):
                 failed += self._tell(study, plan, trial, result) == optuna.trial.TrialState.FAIL
-            done = sum(c for s, c in count_states(study).items() if s in {d.name for d in DONE})
+            done = _done(study)
             print(progress_line(study, plan.objectives, self.n_trials, time.perf_counter() - start), flush=True)
             if failed > self.max_failure_rate * self.n_trials:
                 self._finish(study, plan, sweep_dir)
                 raise SweepAborted(
                     f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: {failed} trials failed in this run "
                     f"(more than {self.max_failure_rate:g} x n_trials={self.n_trials}); stopping. "
-                    f"Last reason: {study.trials[batch[-1].number].user_attrs.get('failure_reason', 'unknown')}"
+                    f"Last reason: {batch[-1].user_attrs.get('failure_reason', 'unknown')}"
                 )
         self._finish(study, plan, sweep_dir)
         return returns
@@ -233,7 +233,7 @@ class OptunaSweeperImpl(Sweeper):
         metrics = result.return_value
         reason = self._missing(metrics, plan)
         if reason:
-            if "failure_reason" not in study.trials[trial.number].user_attrs:
+            if "failure_reason" not in trial.user_attrs:  # the job may have said why already
                 trial.set_user_attr("failure_reason", reason)
             log.warning("trial %d failed: %s", trial.number, reason)
             return study.tell(trial, state=state.FAIL, skip_if_finished=True).state
@@ -267,6 +267,10 @@ class OptunaSweeperImpl(Sweeper):
             uri = resolve_tracking_uri(OmegaConf.select(self.config, "tracking.uri", default=None))
             log_results(path, results, tracking_uri=uri, experiment=str(self.config.tracking.experiment))
         print(_summary_text(results, path), flush=True)
+
+
+def _done(study: optuna.Study) -> int:
+    return sum(n for state, n in count_states(study).items() if state in DONE)
 
 
 def _summary_text(results: Mapping[str, Any], path: Path) -> str:

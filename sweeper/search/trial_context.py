@@ -104,7 +104,7 @@ def _reopen(study_name: str, storage: str, number: int) -> optuna.Trial:
 
     from sweeper.search.study import build_pruner, open_storage
 
-    pruner = None
+    pruner = build_pruner("none")
     if HydraConfig.initialized():
         sweeper_cfg = HydraConfig.get().sweeper
         pruner = build_pruner(str(sweeper_cfg.get("pruner", "none")), sweeper_cfg.get("pruner_options"))
