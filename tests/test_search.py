@@ -248,6 +248,17 @@ def test_a_sweep_interrupted_by_ctrl_c_resumes_to_exactly_n_trials(tmp_path):
     assert [t.state.name for t in _study(tmp_path).trials].count("COMPLETE") == 5
 
 
+def test_n_jobs_asks_and_launches_trials_in_batches(tmp_path):
+    sizes = []
+    launcher = FakeLauncher(_accuracy)
+    launch = launcher.launch
+    launcher.launch = lambda jobs, initial_job_idx: sizes.append(len(jobs)) or launch(jobs, initial_job_idx)
+    _sweep(tmp_path, launcher, n_trials=5, n_jobs=2)
+    assert sizes == [2, 2, 1]
+    envs = [[o for o in job if o.startswith("++hydra.job.env_set.SWEEPER_OPTUNA_TRIAL=")] for job in launcher.jobs]
+    assert envs == [[f"++hydra.job.env_set.SWEEPER_OPTUNA_TRIAL='{n}'"] for n in range(5)]
+
+
 def test_failed_and_nan_trials_are_failed_and_replaced_and_a_hopeless_sweep_stops(tmp_path):
     from hydra_plugins.sweeper_optuna._impl import SweepAborted
 
