@@ -177,7 +177,7 @@ class OptunaSweeperImpl(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
-        start, failed, returns = time.perf_counter(), 0, []
+        start, failed, last_reason, returns = time.perf_counter(), 0, "", []
         done = _done(study)
         print(f"study {plan.study_name} in {plan.storage}: {done}/{self.n_trials} trials done"
               + (", resuming" if done and done < self.n_trials else ""), flush=True)
@@ -186,7 +186,8 @@ class OptunaSweeperImpl(Sweeper):
             results = self._launch(study, plan, batch)
             returns.append(results)
             for trial, result in zip(batch, results, strict=True):
-                failed += self._tell(study, plan, trial, result) == optuna.trial.TrialState.FAIL
+                if self._tell(study, plan, trial, result) == optuna.trial.TrialState.FAIL:
+                    failed, last_reason = failed + 1, trial.user_attrs.get("failure_reason", "unknown")
             done = _done(study)
             print(progress_line(study, plan.objectives, self.n_trials, time.perf_counter() - start), flush=True)
             if failed > self.max_failure_rate * self.n_trials:
@@ -194,7 +195,7 @@ class OptunaSweeperImpl(Sweeper):
                 raise SweepAborted(
                     f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: {failed} trials failed in this run "
                     f"(more than {self.max_failure_rate:g} x n_trials={self.n_trials}); stopping. "
-                    f"Last reason: {batch[-1].user_attrs.get('failure_reason', 'unknown')}"
+                    f"Last reason: {last_reason}"
                 )
         self._finish(study, plan, sweep_dir)
         return returns
