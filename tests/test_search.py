@@ -259,6 +259,12 @@ def test_n_jobs_asks_and_launches_trials_in_batches(tmp_path):
     assert envs == [[f"++hydra.job.env_set.SWEEPER_OPTUNA_TRIAL='{n}'"] for n in range(5)]
 
 
+def test_a_grid_search_visits_each_point_once_and_stops_at_the_grid_size(tmp_path):
+    launcher = FakeLauncher(lambda values: {"val_accuracy": int(values["compression.bits"]) / 8})
+    _sweep(tmp_path, launcher, params={"compression.bits": "range(2, 9)"}, sampler="grid", n_trials=20)
+    assert sorted(int(dict(o.split("=", 1) for o in job)["compression.bits"]) for job in launcher.jobs) == list(range(2, 9))
+
+
 def test_failed_and_nan_trials_are_failed_and_replaced_and_a_hopeless_sweep_stops(tmp_path):
     from hydra_plugins.sweeper_optuna._impl import SweepAborted
 

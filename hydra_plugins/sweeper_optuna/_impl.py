@@ -51,6 +51,7 @@ class SearchPlan:
     storage: str
     sampler: optuna.samplers.BaseSampler
     pruner: optuna.pruners.BasePruner
+    n_trials: int  # hydra.sweeper.n_trials, or the grid's size when smaller
 
 
 def _container(value: Any) -> Any:
@@ -135,7 +136,10 @@ class OptunaSweeperImpl(Sweeper):
         defining = [space.fixed, [(p.name, repr(p.distribution)) for p in space.params], objectives, self.constraints]
         study_name = self.study_name or default_study_name(prefix, defining)
         storage = self.storage or str(Path.cwd() / DEFAULT_STORAGE)
-        return SearchPlan(space, objectives, constraints, study_name, storage, sampler, pruner)
+        n_trials = self.n_trials
+        if self.sampler_name == "grid":
+            n_trials = min(n_trials, math.prod(len(values) for values in space.grid().values()))
+        return SearchPlan(space, objectives, constraints, study_name, storage, sampler, pruner, n_trials)
 
     def _check_composes(self, space: SearchSpace) -> None:
         """Compose one job config per branch of the space, so a wrong key fails before any trial."""
@@ -179,17 +183,17 @@ class OptunaSweeperImpl(Sweeper):
 
         start, failed, last_reason, returns = time.perf_counter(), 0, "", []
         done = _done(study)
-        print(f"study {plan.study_name} in {plan.storage}: {done}/{self.n_trials} trials done"
-              + (", resuming" if done and done < self.n_trials else ""), flush=True)
-        while done < self.n_trials:
-            batch = [study.ask() for _ in range(min(self.n_jobs, self.n_trials - done))]
+        print(f"study {plan.study_name} in {plan.storage}: {done}/{plan.n_trials} trials done"
+              + (", resuming" if done and done < plan.n_trials else ""), flush=True)
+        while done < plan.n_trials:
+            batch = [study.ask() for _ in range(min(self.n_jobs, plan.n_trials - done))]
             results = self._launch(study, plan, batch)
             returns.append(results)
             for trial, result in zip(batch, results, strict=True):
                 if self._tell(study, plan, trial, result) == optuna.trial.TrialState.FAIL:
                     failed, last_reason = failed + 1, trial.user_attrs.get("failure_reason", "unknown")
             done = _done(study)
-            print(progress_line(study, plan.objectives, self.n_trials, time.perf_counter() - start), flush=True)
+            print(progress_line(study, plan.objectives, plan.n_trials, time.perf_counter() - start), flush=True)
             if failed > self.max_failure_rate * self.n_trials:
                 self._finish(study, plan, sweep_dir)
                 raise SweepAborted(

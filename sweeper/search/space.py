@@ -111,10 +111,13 @@ class SearchSpace:
     def grid(self) -> dict[str, list[Any]]:
         """Optuna parameter name -> every value, for the grid sampler.
 
+        Conditional parameters take part in the product too (a trial ignores the inactive ones),
+        so a conditional grid repeats some configurations.
+
         Raises:
             ConfigError: a parameter is continuous.
         """
-        from optuna.distributions import CategoricalDistribution, IntDistribution
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         grid: dict[str, list[Any]] = {}
         for p in self.params:
@@ -123,6 +126,9 @@ class SearchSpace:
                 grid[p.name] = list(dist.choices)
             elif isinstance(dist, IntDistribution) and not dist.log:
                 grid[p.name] = list(range(dist.low, dist.high + 1, dist.step))
+            elif isinstance(dist, FloatDistribution) and dist.step is not None:
+                count = round((dist.high - dist.low) / dist.step) + 1
+                grid[p.name] = [dist.low + i * dist.step for i in range(count)]
             else:
                 raise ConfigError(
                     f"hydra.sweeper.params.{p.key}: sampler=grid needs choice(...) or range(...), not a continuous interval"

@@ -9,11 +9,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import optuna
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+
 from sweeper.errors import ConfigError
 
 if TYPE_CHECKING:
-    import optuna
-
     from sweeper.search.space import SearchSpace
 
 __all__ = ["PRUNERS", "SAMPLERS", "build_pruner", "build_sampler", "default_study_name", "open_storage"]
@@ -41,6 +42,17 @@ _PRUNER_CLASSES = {
 _PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {"percentile": {"percentile": 25.0}}
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """``GridSampler`` for ask-and-tell: the sweep stops at the grid's size itself.
+
+    Optuna's version calls ``study.stop()`` after the last point, which only works inside
+    ``study.optimize``.
+    """
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
+        pass
+
+
 def build_sampler(
     name: str, *, seed: int | None = None, options: Mapping[str, Any] | None = None, space: SearchSpace | None = None
 ) -> optuna.samplers.BaseSampler:
@@ -49,8 +61,6 @@ def build_sampler(
     Raises:
         ConfigError: an unknown name, a bad option, or a missing optional package.
     """
-    import optuna
-
     if name not in _SAMPLER_CLASSES:
         raise ConfigError(f"hydra.sweeper.sampler={name}: unknown sampler; allowed: {', '.join(SAMPLERS)}")
     package = _SAMPLER_PACKAGES.get(name)
@@ -60,8 +70,9 @@ def build_sampler(
     if name == "grid":
         assert space is not None, "the grid sampler needs the search space"
         kwargs.setdefault("search_space", space.grid())
+    cls = AskTellGridSampler if name == "grid" else getattr(optuna.samplers, _SAMPLER_CLASSES[name])
     try:
-        return getattr(optuna.samplers, _SAMPLER_CLASSES[name])(seed=seed, **kwargs)  # type: ignore[no-any-return]
+        return cls(seed=seed, **kwargs)  # type: ignore[no-any-return]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"hydra.sweeper.sampler_options: {' '.join(str(exc).split())}") from exc
 
@@ -72,8 +83,6 @@ def build_pruner(name: str, options: Mapping[str, Any] | None = None) -> optuna.
     Raises:
         ConfigError: an unknown name or a bad option.
     """
-    import optuna
-
     if name not in _PRUNER_CLASSES:
         raise ConfigError(f"hydra.sweeper.pruner={name}: unknown pruner; allowed: {', '.join(PRUNERS)}")
     kwargs = {**_PRUNER_DEFAULTS.get(name, {}), **(options or {})}
@@ -86,9 +95,6 @@ def build_pruner(name: str, options: Mapping[str, Any] | None = None) -> optuna.
 def open_storage(spec: str) -> optuna.storages.BaseStorage:
     """Optuna storage for ``spec``: a database URL (``sqlite:///x.db``, ``postgresql://...``),
     ``journal:///path`` or a path ending in ``.journal`` (a journal file), or a ``.db`` path (SQLite)."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
     if spec.startswith("journal://"):
         spec = spec.removeprefix("journal://")
     elif "://" in spec:
