@@ -1,7 +1,8 @@
 """Command line: ``python -m sweeper [overrides]`` (one trial) or ``-m`` (a multirun).
 
 The Hydra task function only calls :func:`sweeper.run.run`. A trial that fails is logged
-(FAILED in MLflow, one line here) and the multirun goes on, unless ``fail_fast=true``.
+(FAILED in MLflow, one line here) and the multirun goes on, unless ``fail_fast=true``. A trial
+pruned by the Optuna sweeper raises ``optuna.TrialPruned`` through to the sweeper.
 Input errors print one line and exit with status 2; ``HYDRA_FULL_ERROR=1`` shows tracebacks.
 """
 
@@ -23,6 +24,7 @@ log = logging.getLogger("sweeper")
 def _task(cfg: DictConfig) -> dict[str, float] | None:
     from sweeper.errors import ConfigError
     from sweeper.run import run
+    from sweeper.search.trial_context import is_pruned
 
     try:
         return run(cfg)
@@ -32,6 +34,8 @@ def _task(cfg: DictConfig) -> dict[str, float] | None:
         print(f"sweeper: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as exc:
+        if is_pruned(exc):
+            raise  # the Optuna sweeper records the trial PRUNED (the MLflow run says so already)
         if cfg.get("fail_fast", False):
             raise
         log.debug("trial failed", exc_info=exc)  # the console line and the MLflow run already say why

@@ -25,25 +25,25 @@ class TrialProgress:
         self.prefix = f"trial {position} {label}".replace("  ", " ").strip()
         self.epochs = epochs
 
-    def epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        if not self.live:
-            return
-        line = (f"{self.prefix}: epoch {epoch + 1}/{self.epochs} "
-                f"loss {metrics['train_loss']:.4f} val_accuracy {metrics['val_accuracy']:.4f}")
-        self.stream.write("\r\033[K" + line)
+    def _write(self, text: str, *, end: str = "\n") -> None:
+        self.stream.write(("\r\033[K" if self.live else "") + f"{self.prefix}: {text}{end}")
         self.stream.flush()
+
+    def epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        if self.live:
+            self._write(f"epoch {epoch + 1}/{self.epochs} loss {metrics['train_loss']:.4f} "
+                        f"val_accuracy {metrics['val_accuracy']:.4f}", end="")
 
     def done(self, metrics: Mapping[str, float]) -> None:
-        line = (f"{self.prefix}: test_accuracy {metrics['test_accuracy']:.4f} "
-                f"size {metrics['size_bytes'] / 1024:.1f} KiB latency {metrics['latency_ms']:.3f} ms "
-                f"epochs {int(metrics['epochs_run'])} ({metrics['train_seconds']:.1f} s)")
-        self.stream.write(("\r\033[K" if self.live else "") + line + "\n")
-        self.stream.flush()
+        self._write(f"test_accuracy {metrics['test_accuracy']:.4f} size {metrics['size_bytes'] / 1024:.1f} KiB "
+                    f"latency {metrics['latency_ms']:.3f} ms epochs {int(metrics['epochs_run'])} "
+                    f"({metrics['train_seconds']:.1f} s)")
 
     def skipped(self, run_id: str) -> None:
-        self.stream.write(("\r\033[K" if self.live else "") + f"{self.prefix}: already finished (run {run_id}), skipped\n")
-        self.stream.flush()
+        self._write(f"already finished (run {run_id}), skipped")
+
+    def pruned(self, reason: str) -> None:
+        self._write(f"PRUNED {reason}")
 
     def failed(self, reason: str) -> None:
-        self.stream.write(("\r\033[K" if self.live else "") + f"{self.prefix}: FAILED {reason}\n")
-        self.stream.flush()
+        self._write(f"FAILED {reason}")

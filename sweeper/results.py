@@ -37,6 +37,7 @@ FINAL_METRICS = [
 _PER_EPOCH_ONLY = {"train_loss", "lr", "batch_size"}  # curves: see load_history
 _TAG_COLUMNS = [
     "sweep_id", "job", "latency_kind", "failure_reason", "device", "optuna_study", "optuna_trial", "optuna_state",
+    "pruned_epoch",
 ]
 ROLE_TAG = "sweeper_role"  # set on runs that are not trials (e.g. ``report``); load_runs leaves them out
 _SEARCHED = {"lr": "optimizer.lr", "batch_size": "strategy.batch_size", "epochs": "strategy.epochs"}

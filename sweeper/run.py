@@ -28,8 +28,11 @@ from sweeper.data import Task
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params, measure_latency
 from sweeper.progress import TrialProgress
+from sweeper.search import trial_context
+from sweeper.search.trial_context import TrialContext
 from sweeper.tracking import TrialRun, finished_trial, flatten, resolve_tracking_uri, trial_key
 from sweeper.training import Strategy, build_optimizers, evaluate_accuracy, train
+from sweeper.training.loop import EpochHook
 from sweeper.training.optimizers import OptimizerFactory
 
 __all__ = ["GROUPS", "TrialPlan", "group_choices", "plan_trial", "run"]
@@ -167,9 +170,11 @@ def _output_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="sweeper-"))
 
 
-def _sweep_id(cfg: DictConfig) -> str:
+def _sweep_id(cfg: DictConfig, search: TrialContext | None) -> str:
     if cfg.tracking.get("sweep_id"):
         return str(cfg.tracking.sweep_id)
+    if search is not None:  # an Optuna study groups its trials across resumed runs
+        return search.study_name
     hydra_cfg = _hydra_config()
     if hydra_cfg is not None and str(hydra_cfg.mode) == "RunMode.MULTIRUN":
         return str(hydra_cfg.sweep.dir)
@@ -214,12 +219,18 @@ def _run_label(choices: dict[str, str], cfg: DictConfig) -> str:
     return f"{choices['model']}-{choices['optimizer']}-{choices['strategy']}-{choices['compression']}-seed{cfg.seed}"
 
 
-def execute(plan: TrialPlan, tracker: TrialRun | None, progress: TrialProgress) -> dict[str, float]:
-    """Train, compress, export, reload and measure; log to ``tracker``; return the final metrics."""
+def execute(
+    plan: TrialPlan, tracker: TrialRun | None, progress: TrialProgress, *, epoch_hook: EpochHook | None = None
+) -> dict[str, float]:
+    """Train, compress, export, reload and measure; log to ``tracker``; return the final metrics.
+
+    ``epoch_hook`` replaces ``progress.epoch`` after each validation (a search chains its
+    pruner); the tracker records the epoch first, so a pruned trial keeps its last epoch.
+    """
     cfg, task = plan.cfg, plan.task
     ctx = CompressionContext(task, plan.spec, plan.optimizer_factory, plan.strategy, plan.seed, plan.device)
     hooks = plan.compressor.training_hooks(ctx) if hasattr(plan.compressor, "training_hooks") else None
-    epoch_hooks = [progress.epoch] + ([tracker.record_epoch] if tracker is not None else [])
+    epoch_hooks = ([tracker.record_epoch] if tracker is not None else []) + [epoch_hook or progress.epoch]
 
     def after_epoch(epoch: int, metrics: dict[str, float]) -> None:
         for hook in epoch_hooks:
@@ -286,34 +297,46 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """
     plan = plan_trial(cfg)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    search = trial_context.current()  # the Optuna trial this job evaluates, if any
     if cfg.get("threads") is not None:
         torch.set_num_threads(int(cfg.threads))
-    index, total = _trial_position()
-    label = _run_label(plan.choices, cfg)
+    index, total = _trial_position() if search is None else (search.number + 1, None)
+    label = _run_label(plan.choices, cfg) if search is None else f"#{search.number} {_run_label(plan.choices, cfg)}"
     progress = TrialProgress(label, plan.strategy.epochs, index=index, total=total)
-    if not cfg.tracking.enabled:
-        metrics = execute(plan, None, progress)
-        progress.done(metrics)
-        return metrics
-
-    config = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(config, dict)
-    uri, experiment, sweep_id = resolve_tracking_uri(cfg.tracking.uri), str(cfg.tracking.experiment), _sweep_id(cfg)
-    tags = {**plan.choices, "seed": str(plan.seed), "sweep_id": sweep_id, "trial_key": trial_key(config)}
-    if index is not None:
-        tags["job"] = str(index - 1)
-    if sweep_id and cfg.get("resume", True):
-        previous = finished_trial(uri, experiment, sweep_id, tags["trial_key"])
-        if previous is not None:
-            progress.skipped(previous[0])
-            return previous[1]
-    tracker = TrialRun(uri, experiment, run_name=label, tags=tags)
+    epoch_hook = search.epoch_hook(progress.epoch) if search is not None else progress.epoch
+    tracker = None
+    if cfg.tracking.enabled:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(config, dict)
+        uri, experiment = resolve_tracking_uri(cfg.tracking.uri), str(cfg.tracking.experiment)
+        sweep_id = _sweep_id(cfg, search)
+        tags = {**plan.choices, "seed": str(plan.seed), "sweep_id": sweep_id, "trial_key": trial_key(config)}
+        if index is not None:
+            tags["job"] = str(index - 1)
+        if search is not None:
+            tags.update(search.tags())
+        elif sweep_id and cfg.get("resume", True):  # a study resumes itself; a grid re-run skips what finished
+            previous = finished_trial(uri, experiment, sweep_id, tags["trial_key"])
+            if previous is not None:
+                progress.skipped(previous[0])
+                return previous[1]
+        tracker = TrialRun(uri, experiment, run_name=label, tags=tags)
+        if search is not None:
+            search.attach_run(tracker.run_id)
     try:
-        with tracker:
-            tracker.log_params(flatten(config))
-            metrics = execute(plan, tracker, progress)
+        if tracker is None:
+            metrics = execute(plan, None, progress, epoch_hook=epoch_hook)
+        else:
+            with tracker:
+                tracker.log_params(flatten(config))
+                metrics = execute(plan, tracker, progress, epoch_hook=epoch_hook)
     except Exception as exc:
-        progress.failed(f"{type(exc).__name__}: {exc}")
+        if trial_context.is_pruned(exc):
+            progress.pruned(str(exc))
+        else:
+            progress.failed(f"{type(exc).__name__}: {exc}")
+            if search is not None:
+                search.record_failure(f"{type(exc).__name__}: {exc}")
         raise
     progress.done(metrics)
     return metrics

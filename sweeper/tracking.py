@@ -100,6 +100,9 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 class TrialRun:
     """Context manager around one MLflow run; ends FINISHED, FAILED or KILLED.
 
+    KILLED means interrupted, or pruned by a search (tags ``optuna_state=PRUNED`` and
+    ``pruned_epoch``, the 1-based epoch after which it stopped).
+
     Example:
         >>> with TrialRun(uri, "demo", run_name="adam", tags={"optimizer": "adam"}) as run:  # doctest: +SKIP
         ...     run.log_params({"optimizer.lr": 0.001})
@@ -125,6 +128,13 @@ class TrialRun:
     ) -> None:
         if exc is None:
             self.client.set_terminated(self.run_id, "FINISHED")
+            return
+        pruned_epoch = getattr(exc, "pruned_epoch", None)  # stopped by a search pruner: not a failure
+        if pruned_epoch is not None:
+            try:
+                self.set_tags({"optuna_state": "PRUNED", "pruned_epoch": pruned_epoch})
+            finally:
+                self.client.set_terminated(self.run_id, "KILLED")
             return
         status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED"
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,92 @@
+"""Objectives (metric -> direction) and budgets (``size_bytes: "<= 20000"``) from the sweeper config."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sweeper.errors import ConfigError
+
+__all__ = ["DIRECTIONS", "SEARCHABLE_METRICS", "Constraint", "parse_constraints", "parse_objectives"]
+
+DIRECTIONS = ("maximize", "minimize")
+# What a trial returns that a search may select on; the test split stays out of selection.
+SEARCHABLE_METRICS = (
+    "val_accuracy",
+    "best_val_accuracy",
+    "size_bytes",
+    "compression_ratio",
+    "latency_ms",
+    "latency_iqr_ms",
+    "latency_ms_batch",
+    "params",
+    "nonzero_params",
+    "train_seconds",
+    "compress_seconds",
+    "epochs_run",
+    "steps",
+)
+_CONSTRAINT = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+def _check_metric(key: str, metric: str) -> None:
+    if metric == "test_accuracy":
+        raise ConfigError(f"{key}: the test split stays out of selection; search on val_accuracy")
+    if metric not in SEARCHABLE_METRICS:
+        raise ConfigError(f"{key}: unknown metric {metric!r}; allowed: {', '.join(SEARCHABLE_METRICS)}")
+
+
+def parse_objectives(objectives: Mapping[str, Any] | None) -> dict[str, str]:
+    """``{val_accuracy: maximize, size_bytes: minimize}`` checked; ``None`` -> maximize val_accuracy.
+
+    Raises:
+        ConfigError: an unknown metric or direction (the message lists what is allowed).
+    """
+    result = {}
+    for metric, direction in (objectives or {"val_accuracy": "maximize"}).items():
+        _check_metric(f"hydra.sweeper.objectives.{metric}", str(metric))
+        if str(direction) not in DIRECTIONS:
+            raise ConfigError(f"hydra.sweeper.objectives.{metric}={direction}: allowed: {', '.join(DIRECTIONS)}")
+        result[str(metric)] = str(direction)
+    if not result:
+        raise ConfigError("hydra.sweeper.objectives: empty; e.g. {val_accuracy: maximize}")
+    return result
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``metric op bound``; :meth:`violation` is <= 0 exactly when it holds (Optuna's convention)."""
+
+    metric: str
+    op: str
+    bound: float
+
+    def violation(self, value: float) -> float:
+        """How far ``value`` is outside the budget (<= 0: feasible). Strict bounds count equality as 0+."""
+        excess = value - self.bound if self.op in ("<=", "<") else self.bound - value
+        if self.op in ("<", ">") and excess == 0:
+            return math.ulp(abs(self.bound)) or 1e-300
+        return excess
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+def parse_constraints(constraints: Mapping[str, Any] | None) -> list[Constraint]:
+    """``{size_bytes: "<= 20000", latency_ms: "<= 0.3"}`` -> constraints.
+
+    Raises:
+        ConfigError: an unknown metric or a bound not written ``<=|>=|<|> number``.
+    """
+    result = []
+    for metric, text in (constraints or {}).items():
+        key = f"hydra.sweeper.constraints.{metric}"
+        _check_metric(key, str(metric))
+        match = _CONSTRAINT.match(str(text))
+        if match is None:
+            raise ConfigError(f"{key}={text!r}: write an operator and a number, e.g. \"<= 20000\"; operators: <=, >=, <, >")
+        result.append(Constraint(str(metric), match.group(1), float(match.group(2))))
+    return result
