@@ -132,6 +132,7 @@ class TrialRun:
         pruned_epoch = getattr(exc, "pruned_epoch", None)  # stopped by a search pruner: not a failure
         if pruned_epoch is not None:
             try:
+                self.log_results({})  # the curves up to the pruned epoch
                 self.set_tags({"optuna_state": "PRUNED", "pruned_epoch": pruned_epoch})
             finally:
                 self.client.set_terminated(self.run_id, "KILLED")
