@@ -1,6 +1,6 @@
 """Benchmarks that hold the framework to the hardware, each against a baseline measured in the same run.
 
-    python scripts/bench.py overhead|startup|latency|all [--repeats N]
+    python scripts/bench.py overhead|startup|search|pruner|latency|all [--repeats N]
 
 Each subcommand prints its measurements, then as its last line
 ``<id> <value> goal <target> PASS|MISS``. Repetitions of the measured thing and of its
@@ -20,6 +20,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,9 +170,78 @@ def bench_latency(repeats: int) -> str:
     return verdict("P7", 100 * cv, "<= 5 (%)", cv <= 0.05)
 
 
+# --- P4 / P5: search efficiency and pruner savings, through the real Optuna sweeper ------------
+
+def sweep(workdir: Path, *overrides: str) -> pd.DataFrame:
+    """Run ``python -m sweeper -m ...`` in ``workdir``; return its trials (`load_runs`)."""
+    from sweeper.results import load_runs
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    study = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweeper.study_name="))
+    timed_process([sys.executable, "-m", "sweeper", "-m", "hydra/sweeper=optuna",
+                   "hydra.callbacks.report.enabled=false", *overrides], workdir)
+    return load_runs(sweep_id=study, tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+LRS = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1]
+WIDTHS = [8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384]
+OBJECTIVES = "hydra.sweeper.objectives={val_accuracy: maximize, size_bytes: minimize, latency_ms: minimize}"
+
+
+def bench_search(repeats: int) -> str:
+    """Hypervolume of 30 TPE and 30 random trials against the 120-point grid of the same space."""
+    from sweeper.report.pareto import hypervolume
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-search-"))
+    space = [
+        f"optimizer.lr=choice({', '.join(map(str, LRS))})",
+        f"model.hidden=choice({', '.join(map(str, WIDTHS))})",
+        "model=cnn", "strategy.epochs=5", "measure.latency_seconds=0.05", OBJECTIVES,
+    ]
+    budgets = {"grid": 120, "tpe": 30, "random": 30}
+    runs = {name: sweep(workdir / name, *space, f"hydra.sweeper.sampler={name}", f"hydra.sweeper.n_trials={n}",
+                        "hydra.sweeper.seed=0", f"hydra.sweeper.study_name=p4-{name}")
+            for name, n in budgets.items()}
+    points = {name: np.column_stack([-df.val_accuracy, df.size_bytes, df.latency_ms]) for name, df in runs.items()}
+    everything = np.vstack(list(points.values()))
+    reference = np.array([0.0, 1.1 * everything[:, 1].max(), 1.1 * everything[:, 2].max()])
+    volume = {name: hypervolume(p, reference) for name, p in points.items()}
+    for name, df in runs.items():
+        print(f"{name:7s} {len(df):4d} trials  hypervolume {volume[name]:.4g}  ratio to grid "
+              f"{volume[name] / volume['grid']:.3f}")
+    print(f"reference point: accuracy 0, size {reference[1]:.0f} B, latency {reference[2]:.4f} ms")
+    print(f"peak RSS of a child {peak_rss_mb(children=True):.0f} MB")
+    ratio = volume["tpe"] / volume["grid"]
+    return verdict("P4", ratio, ">= 0.95 and > random", ratio >= 0.95 and volume["tpe"] > volume["random"])
+
+
+def bench_pruner(repeats: int) -> str:
+    """A 30-trial lr search with the hyperband pruner against the same search without one."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-pruner-"))
+    common = ["search=lr", "hydra.sweeper.n_trials=30", "hydra.sweeper.seed=0", "model=mlp",
+              "measure.latency_seconds=0.02"]
+    plain = sweep(workdir / "none", *common, "hydra.sweeper.study_name=p5-none")
+    pruned = sweep(workdir / "hyperband", *common, "hydra.sweeper.pruner=hyperband",
+                   "hydra.sweeper.study_name=p5-hyperband")
+
+    def epochs(df: pd.DataFrame) -> int:
+        ran = df.epochs_run.fillna(pd.to_numeric(df.pruned_epoch, errors="coerce"))
+        return int(ran.sum())
+
+    saved = 1 - epochs(pruned) / epochs(plain)
+    best_gap = 100 * (plain.val_accuracy.max() - pruned.val_accuracy.max())
+    print(f"no pruner  {epochs(plain):5d} epochs  best val_accuracy {plain.val_accuracy.max():.4f}")
+    print(f"hyperband  {epochs(pruned):5d} epochs  best val_accuracy {pruned.val_accuracy.max():.4f} "
+          f"({(pruned.optuna_state == 'PRUNED').sum()} pruned)")
+    print(f"epochs saved {100 * saved:.1f}%, best val_accuracy {best_gap:+.2f} pp behind")
+    return verdict("P5", 100 * saved, ">= 40 (%) with best within 0.5 pp", saved >= 0.4 and best_gap <= 0.5)
+
+
 BENCHES: dict[str, tuple[Callable[[int], str], int]] = {
     "overhead": (bench_overhead, 5),
     "startup": (bench_startup, 5),
+    "search": (bench_search, 1),
+    "pruner": (bench_pruner, 1),
     "latency": (bench_latency, 5),
 }
 
