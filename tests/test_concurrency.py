@@ -1,0 +1,36 @@
+"""Several processes writing one MLflow SQLite store at once lose no run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import cli_env
+
+from sweeper.results import load_runs
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TINY = ["data=synthetic", "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01"]
+
+
+def test_four_processes_create_and_write_one_store_without_losing_a_run(tmp_path):
+    # No store exists yet: the four processes race to create it, then write their runs into it.
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sweeper", f"seed={seed}", *TINY],
+            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for seed in range(4)
+    ]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    for worker, out in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, out
+        assert "database is locked" not in out
+
+    runs = load_runs(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(runs) == 4 and (runs.status == "FINISHED").all()
+    assert sorted(runs.seed) == [0, 1, 2, 3]
+    assert runs.test_accuracy.notna().all()
+    assert not list(tmp_path.glob(".mlflow.db.*.tmp"))  # scratch stores were cleaned up
