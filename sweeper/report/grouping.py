@@ -13,7 +13,7 @@ import pandas as pd
 from sweeper.report.families import BASELINE, family_of
 from sweeper.results import GROUP_COLUMNS
 
-__all__ = ["REQUIRED_METRICS", "baseline_for", "classify", "config_labels", "group_configs", "tied"]
+__all__ = ["REQUIRED_METRICS", "baseline_for", "classify", "config_labels", "group_configs", "network_keys", "tied"]
 
 REQUIRED_METRICS = ("test_accuracy", "size_bytes", "latency_ms")
 _IGNORED_PREFIXES = ("tracking.", "hydra.")
@@ -82,6 +82,30 @@ def _first(values: pd.Series) -> object:
     return present.iloc[0] if len(present) else None
 
 
+_NETWORK_GROUPS = ("data", "model", "compression")
+_LATENCIES = ("latency_ms", "latency_ms_batch")
+
+
+def network_keys(runs: pd.DataFrame) -> pd.Series:
+    """Which deployed network each run measured: its data, model and compression settings.
+
+    Runs that differ only by optimizer, strategy or seed deploy the same network, so any
+    difference in their measured latency is timing noise.
+    """
+    columns = [c for c in runs.columns if c in _NETWORK_GROUPS or c.startswith(tuple(f"{g}." for g in _NETWORK_GROUPS))]
+    keys = pd.DataFrame({c: runs[c].map(_key) for c in sorted(columns)}, index=runs.index)
+    return keys.apply(lambda row: "|".join(row), axis=1) if columns else pd.Series("", index=runs.index)
+
+
+def _pooled_latency(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run, the median latency over every finished run of the same deployed network."""
+    ok = runs[runs["outcome"] == "ok"]
+    network = network_keys(runs)
+    present = [m for m in _LATENCIES if m in runs]
+    medians = ok[present].astype(float).groupby(network[ok.index]).median()
+    return pd.DataFrame({m: network.map(medians[m]) for m in present}, index=runs.index)
+
+
 def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration, best mean test accuracy first.
 
@@ -94,8 +118,12 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
         the group choices, ``lr``, ``acc_mean``, ``acc_std`` (sample std over seeds, NaN
         for one seed), ``accuracies`` (per seed), ``n_seeds`` (finished runs), ``n_failed``,
         ``n_pruned``, ``latency_kind`` and the means of ``size_bytes``, ``compression_ratio``,
-        ``latency_ms``, ``latency_ms_batch``, ``train_seconds``, ``epochs_run``.
+        ``latency_ms``, ``latency_ms_batch``, ``train_seconds``, ``epochs_run``. The latencies
+        are the median over all finished runs of the same deployed network (`network_keys`),
+        so configurations that differ only in how they were trained share one latency.
     """
+    pooled = _pooled_latency(runs)
+    runs = runs.assign(**{metric: pooled[metric] for metric in pooled})
     rows = []
     for label, group in runs.groupby("config", sort=False):
         ok = group[group["outcome"] == "ok"]
