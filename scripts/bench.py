@@ -134,7 +134,7 @@ def timed_process(args: list[str], cwd: Path) -> float:
 
 def bench_startup(repeats: int) -> str:
     workdir = Path(tempfile.mkdtemp(prefix="bench-startup-"))
-    trial = [sys.executable, "-m", "sweeper", "data=synthetic", "data.n_samples=200", "model=mlp",
+    trial = [sys.executable, "-m", "sweeper", "model=mlp",
              "strategy.epochs=1", "measure.latency_seconds=0.01"]
     timed_process(trial, workdir)  # creates the MLflow store once, as a user's first run does
     baseline = [sys.executable, "-c", "import torch, mlflow"]
