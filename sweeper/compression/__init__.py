@@ -9,11 +9,15 @@ Methods that act during training (gradual pruning, distillation) also expose
 
 from sweeper.compression._base import CompressionContext, CompressionMethod, Compressed, TrainingHooks
 from sweeper.compression._none import NoCompression
+from sweeper.compression._prune import GradualPruning, MagnitudePruning, RandomPruning
 
 __all__ = [
     "CompressionContext",
     "CompressionMethod",
     "Compressed",
+    "GradualPruning",
+    "MagnitudePruning",
     "NoCompression",
+    "RandomPruning",
     "TrainingHooks",
 ]
