@@ -10,12 +10,14 @@ Methods that act during training (gradual pruning, distillation) also expose
 from sweeper.compression._base import CompressionContext, CompressionMethod, Compressed, TrainingHooks
 from sweeper.compression._none import NoCompression
 from sweeper.compression._prune import GradualPruning, MagnitudePruning, RandomPruning
+from sweeper.compression._quantize import Int8Quantization
 
 __all__ = [
     "CompressionContext",
     "CompressionMethod",
     "Compressed",
     "GradualPruning",
+    "Int8Quantization",
     "MagnitudePruning",
     "NoCompression",
     "RandomPruning",

@@ -78,3 +78,8 @@ class CompressionMethod(Protocol):
     """One method of the `compression` group."""
 
     def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed: ...
+
+
+# Optional members a method may add (looked up with ``hasattr``):
+#   check(model, ctx) -> None                  raise ValueError before training (e.g. a layer would vanish)
+#   training_hooks(ctx) -> TrainingHooks       change the main training run (gradual pruning, distillation)

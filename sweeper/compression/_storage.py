@@ -5,16 +5,21 @@ Two layers, both plain data (``torch.load(weights_only=True)`` reads them back):
 * :func:`encode_tensor` stores one tensor densely or, when it is cheaper, as a bitmask of
   its non-zero positions plus the kept values; integer codes can be packed at ``bits``
   bits per value.
-* :func:`pack_tree` moves every tensor of a nested payload into a single ``uint8`` blob,
-  so that a file holds one storage record instead of one per tensor (each record costs
-  a few hundred bytes of zip headers, which matters for small models).
+* :func:`pack_tree` moves every tensor of a nested payload into a single ``uint8`` blob and
+  the rest (names, shapes, scales) into compressed JSON, so that a file holds two storage
+  records instead of one per tensor (each record costs a few hundred bytes of zip headers
+  and pickle, which matters for small models).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
+import zlib
+from collections import OrderedDict
 from typing import Any
+
 
 import torch
 from torch import Tensor
@@ -71,9 +76,12 @@ def encode_tensor(tensor: Tensor, *, bits: int | None = None) -> dict[str, Any]:
         Plain data for :func:`decode_tensor`.
     """
     flat = tensor.detach().cpu().flatten()
+    if flat.dtype == torch.float64 and torch.equal(flat.float().double(), flat):
+        flat = flat.float()  # e.g. per-channel scales computed in float32: stored exactly in half the bytes
     keep = flat != 0
     count = int(keep.sum())
-    encoded: dict[str, Any] = {"shape": list(tensor.shape), "dtype": str(flat.dtype).removeprefix("torch."), "bits": bits}
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    encoded: dict[str, Any] = {"shape": list(tensor.shape), "dtype": dtype, "bits": bits}
     dense_cost = _value_bytes(flat.numel(), flat, bits)
     sparse_cost = math.ceil(flat.numel() / 8) + _value_bytes(count, flat, bits)
     if sparse_cost < dense_cost:
@@ -91,16 +99,21 @@ def decode_tensor(encoded: dict[str, Any]) -> Tensor:
     if bits is not None:
         values = (unpack_bits(values, bits, count) - 2 ** (bits - 1)).to(dtype)
     if "mask" not in encoded:
-        return values.reshape(shape).clone()
+        return values.to(dtype).reshape(shape).clone()
     numel = math.prod(shape)
     keep = unpack_bits(encoded["mask"], 1, numel).bool()
     out = torch.zeros(numel, dtype=dtype)
-    out[keep] = values
+    out[keep] = values.to(dtype)
     return out.reshape(shape)
 
 
 def pack_tree(tree: Any) -> dict[str, Any]:
-    """Move every tensor of a nested dict/list/tuple into one ``uint8`` blob; see :func:`unpack_tree`."""
+    """Move every tensor of a nested dict/list payload into one ``uint8`` blob; see :func:`unpack_tree`.
+
+    What remains (keys, shapes, scales, offsets) is JSON, stored zlib-compressed as a second
+    small ``uint8`` tensor, so the file holds two storage records whatever the model.
+    Tuples come back as lists; other leaves must be JSON values (str, int, float, bool, None).
+    """
     chunks: list[Tensor] = []
     offset = 0
 
@@ -113,14 +126,16 @@ def pack_tree(tree: Any) -> dict[str, Any]:
             offset += data.numel()
             return ref
         if isinstance(node, dict):
-            return {key: walk(value) for key, value in node.items()}
+            return {str(key): walk(value) for key, value in node.items()}
         if isinstance(node, list | tuple):
-            return type(node)(walk(value) for value in node)
-        return node
+            return [walk(value) for value in node]
+        if node is None or isinstance(node, str | int | float | bool):
+            return node
+        raise TypeError(f"cannot store a {type(node).__name__} in an artifact payload")
 
-    skeleton = walk(tree)
+    index = zlib.compress(json.dumps(walk(tree), separators=(",", ":")).encode(), 9)
     blob = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.uint8)
-    return {"blob": blob, "tree": skeleton}
+    return {"blob": blob, "index": torch.frombuffer(bytearray(index), dtype=torch.uint8)}
 
 
 def unpack_tree(packed: dict[str, Any]) -> Any:
@@ -134,11 +149,11 @@ def unpack_tree(packed: dict[str, Any]) -> Any:
             return data.view(getattr(torch, node["dtype"])).reshape(node["shape"])
         if isinstance(node, dict):
             return {key: walk(value) for key, value in node.items()}
-        if isinstance(node, list | tuple):
-            return type(node)(walk(value) for value in node)
+        if isinstance(node, list):
+            return [walk(value) for value in node]
         return node
 
-    return walk(packed["tree"])
+    return walk(json.loads(zlib.decompress(packed["index"].numpy().tobytes())))
 
 
 def _encode_value(value: Any) -> Any:
@@ -146,7 +161,9 @@ def _encode_value(value: Any) -> Any:
         encoded: dict[str, Any] = {"quantized": str(value.dtype).removeprefix("torch."), "int_repr": encode_tensor(value.int_repr())}
         if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
             encoded.update(
-                scales=value.q_per_channel_scales(), zero_points=value.q_per_channel_zero_points(), axis=value.q_per_channel_axis()
+                scales=encode_tensor(value.q_per_channel_scales()),
+            zero_points=encode_tensor(value.q_per_channel_zero_points()),  # all zero when symmetric
+            axis=value.q_per_channel_axis(),
             )
         else:
             encoded.update(scale=value.q_scale(), zero_point=value.q_zero_point())
@@ -157,7 +174,7 @@ def _encode_value(value: Any) -> Any:
         return {"tuple": [_encode_value(v) for v in value]}
     if isinstance(value, torch.dtype):
         return {"torch_dtype": str(value).removeprefix("torch.")}
-    return {"plain": value}
+    return {"plain": value}  # JSON values only: pack_tree refuses anything else
 
 
 def _decode_value(encoded: dict[str, Any]) -> Any:
@@ -167,7 +184,7 @@ def _decode_value(encoded: dict[str, Any]) -> Any:
             warnings.simplefilter("ignore")
             if "scales" in encoded:
                 return torch._make_per_channel_quantized_tensor(
-                    codes, encoded["scales"], encoded["zero_points"], encoded["axis"]
+                    codes, decode_tensor(encoded["scales"]), decode_tensor(encoded["zero_points"]), encoded["axis"]
                 )
             return torch._make_per_tensor_quantized_tensor(codes, encoded["scale"], encoded["zero_point"])
     if "tensor" in encoded:
@@ -180,10 +197,19 @@ def _decode_value(encoded: dict[str, Any]) -> Any:
 
 
 def encode_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A state dict (float, sparse or int8-quantized tensors) as one compact blob payload."""
-    return pack_tree({key: _encode_value(value) for key, value in state.items()})
+    """A state dict (float, sparse or int8-quantized tensors) as one compact blob payload.
+
+    The modules' state-dict versions (``state._metadata``) are kept: quantized modules read
+    their state differently by version.
+    """
+    metadata = getattr(state, "_metadata", None) or {}
+    versions = {prefix: dict(meta) for prefix, meta in metadata.items()}
+    return pack_tree({"state": {key: _encode_value(value) for key, value in state.items()}, "versions": versions})
 
 
 def decode_state(payload: dict[str, Any]) -> dict[str, Any]:
     """Inverse of :func:`encode_state`: the state dict to load into the rebuilt module."""
-    return {key: _decode_value(value) for key, value in unpack_tree(payload).items()}
+    tree = unpack_tree(payload)
+    state = OrderedDict((key, _decode_value(value)) for key, value in tree["state"].items())
+    state._metadata = OrderedDict(tree["versions"])  # type: ignore[attr-defined]
+    return state
