@@ -11,6 +11,7 @@ from sweeper.compression._base import CompressionContext, CompressionMethod, Com
 from sweeper.compression._none import NoCompression
 from sweeper.compression._prune import GradualPruning, MagnitudePruning, RandomPruning
 from sweeper.compression._quantize import Int8Quantization
+from sweeper.compression._structured import StructuredPruning
 
 __all__ = [
     "CompressionContext",
@@ -21,5 +22,6 @@ __all__ = [
     "MagnitudePruning",
     "NoCompression",
     "RandomPruning",
+    "StructuredPruning",
     "TrainingHooks",
 ]
