@@ -8,6 +8,7 @@ Methods that act during training (gradual pruning, distillation) also expose
 """
 
 from sweeper.compression._base import CompressionContext, CompressionMethod, Compressed, TrainingHooks
+from sweeper.compression._distill import Distillation
 from sweeper.compression._none import NoCompression
 from sweeper.compression._prune import GradualPruning, MagnitudePruning, RandomPruning
 from sweeper.compression._qat import QuantizationAwareTraining
@@ -18,6 +19,7 @@ __all__ = [
     "CompressionContext",
     "CompressionMethod",
     "Compressed",
+    "Distillation",
     "GradualPruning",
     "Int8Quantization",
     "MagnitudePruning",
