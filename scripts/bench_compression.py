@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in range(args.seeds):
             metrics, kinds[name] = run_method(METHODS[name], seed, args.latency_seconds)
             results.setdefault(name, []).append(metrics)
-    print(table(results, kinds))
+        print(f"\n{table(results, kinds)}\n", flush=True)  # the table so far: a long run can be read as it goes
 
 
 if __name__ == "__main__":
