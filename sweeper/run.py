@@ -160,6 +160,12 @@ def plan_trial(cfg: DictConfig) -> TrialPlan:
     compressor = _instantiate("compression", cfg.compression)
     if not isinstance(compressor, CompressionMethod):
         raise ConfigError(f"compression._target_={cfg.compression.get('_target_')}: has no compress(model, ctx) method")
+    if hasattr(compressor, "check"):  # checks that need the model (layer widths, class counts), before training
+        ctx = CompressionContext(task, spec, optimizer_factory, strategy, seed, device)
+        try:
+            compressor.check(model, ctx)
+        except ValueError as exc:
+            raise ConfigError(" ".join(str(exc).split())) from exc
     return TrialPlan(cfg, task, model, spec, optimizer_factory, strategy, compressor, device, seed, group_choices(cfg))
 
 

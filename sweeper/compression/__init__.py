@@ -8,12 +8,26 @@ Methods that act during training (gradual pruning, distillation) also expose
 """
 
 from sweeper.compression._base import CompressionContext, CompressionMethod, Compressed, TrainingHooks
+from sweeper.compression._distill import Distillation
 from sweeper.compression._none import NoCompression
+from sweeper.compression._pipeline import Pipeline
+from sweeper.compression._prune import GradualPruning, MagnitudePruning, RandomPruning
+from sweeper.compression._qat import QuantizationAwareTraining
+from sweeper.compression._quantize import Int8Quantization
+from sweeper.compression._structured import StructuredPruning
 
 __all__ = [
     "CompressionContext",
     "CompressionMethod",
     "Compressed",
+    "Distillation",
+    "GradualPruning",
+    "Int8Quantization",
+    "MagnitudePruning",
     "NoCompression",
+    "Pipeline",
+    "QuantizationAwareTraining",
+    "RandomPruning",
+    "StructuredPruning",
     "TrainingHooks",
 ]

@@ -27,6 +27,7 @@ class CompressionContext:
     strategy: Strategy
     seed: int
     device: torch.device
+    loss_fn: LossFn | None = None  # the default loss of fine-tuning (a pipeline after distill: the KD loss)
 
     def finetune(
         self,
@@ -38,7 +39,10 @@ class CompressionContext:
         step_hook: StepHook | None = None,
         epoch_hook: EpochHook | None = None,
     ) -> TrainResult:
-        """Train ``model`` for ``epochs`` with the trial's optimizer at a constant LR, no early stop."""
+        """Train ``model`` for ``epochs`` with the trial's optimizer at a constant LR, no early stop.
+
+        The loss is ``loss_fn``, else the context's ``loss_fn``, else cross-entropy.
+        """
         strategy = replace(self.strategy, lr_schedule=LRSchedule(), early_stopping=EarlyStopping())
         return train(
             model,
@@ -47,7 +51,7 @@ class CompressionContext:
             strategy,
             seed=self.seed,
             device=self.device,
-            loss_fn=loss_fn,
+            loss_fn=loss_fn or self.loss_fn,
             step_hook=step_hook,
             epoch_hook=epoch_hook,
             epochs=epochs,
@@ -78,3 +82,8 @@ class CompressionMethod(Protocol):
     """One method of the `compression` group."""
 
     def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed: ...
+
+
+# Optional members a method may add (looked up with ``hasattr``):
+#   check(model, ctx) -> None                  raise ValueError before training (e.g. a layer would vanish)
+#   training_hooks(ctx) -> TrainingHooks       change the main training run (gradual pruning, distillation)

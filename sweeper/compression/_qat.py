@@ -1,0 +1,126 @@
+"""Quantization-aware training at 2..8 bits, exported with the weights really packed at that width.
+
+During fine-tuning every Linear/Conv weight goes through a fake quantizer (symmetric,
+per output channel, ``2**(bits-1) - 1`` steps each side of zero, straight-through
+gradient), so the network learns weights that survive rounding. The ``packed`` artifact
+stores each weight as its integer codes packed at ``bits`` bits per value (a bitmask plus
+the non-zero codes when that is smaller) and one float32 scale per output channel.
+
+There are no sub-byte kernels on the CPU: the loader dequantizes the codes into float
+weights that run on float kernels, so latency is tagged ``simulated``. Activations stay
+in float.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from sweeper.artifact import ModelSpec, register_loader
+from sweeper.compression._base import CompressionContext, Compressed
+from sweeper.compression._prune import _check_epochs, prunable_weights
+from sweeper.compression._storage import decode_tensor, encode_tensor, pack_tree, unpack_tree
+
+__all__ = ["QuantizationAwareTraining", "quantize_weight"]
+
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def quantize_weight(weight: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """Symmetric per-output-channel quantization: ``(codes, scales)`` with ``weight ~ codes * scales``.
+
+    Codes lie in ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]``; a channel of zeros gets scale 1.
+
+    Example:
+        >>> codes, scales = quantize_weight(torch.tensor([[2.0, -1.6, 0.4]]), 2)
+        >>> codes.tolist(), scales.tolist()
+        ([[1.0, -1.0, 0.0]], [2.0])
+    """
+    qmax = 2 ** (bits - 1) - 1
+    flat = weight.detach().flatten(1)
+    scales = flat.abs().amax(dim=1) / qmax
+    scales = torch.where(scales > 0, scales, torch.ones_like(scales))
+    codes = torch.clamp(torch.round(flat / scales[:, None]), -qmax, qmax)
+    return codes.view_as(weight), scales
+
+
+def dequantize(codes: Tensor, scales: Tensor) -> Tensor:
+    """Float weights from integer codes and per-output-channel scales."""
+    return codes.to(torch.float32) * scales.view(-1, *([1] * (codes.dim() - 1)))
+
+
+class _FakeQuantize(nn.Module):
+    """Weight parametrization: quantize-dequantize forward, identity gradient (straight-through)."""
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, weight: Tensor) -> Tensor:
+        codes, scales = quantize_weight(weight, self.bits)
+        return weight + (dequantize(codes, scales) - weight).detach()
+
+
+class QuantizationAwareTraining:
+    """``compression=qat``: fine-tune with fake-quantized weights, export them packed at ``bits``.
+
+    Args:
+        bits: weight bit width, 2..8.
+        finetune_epochs: epochs of quantization-aware fine-tuning of the trained model (>= 0).
+    """
+
+    def __init__(self, *, bits: int = 4, finetune_epochs: int = 5) -> None:
+        if not (isinstance(bits, int) and 2 <= bits <= 8):
+            raise ValueError(f"compression.bits={bits}: allowed: integers 2..8")
+        self.bits = bits
+        self.finetune_epochs = _check_epochs(finetune_epochs)
+
+    def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed:
+        """Fine-tune with fake quantization (zeros from earlier pruning stay zero), then pack the codes."""
+        weights = prunable_weights(model)  # raises when there is nothing to quantize
+        layers = [m for m in model.modules() if isinstance(m, _LAYERS)]
+        kept = {id(m): (m.weight.detach() != 0) for m in layers}
+        for layer in layers:
+            parametrize.register_parametrization(layer, "weight", _FakeQuantize(self.bits))
+
+        def keep_zeros(_model: nn.Module, _step: int) -> None:
+            with torch.no_grad():
+                for layer in layers:
+                    original = layer.parametrizations.weight.original
+                    original.mul_(kept[id(layer)].to(original.device))
+
+        if self.finetune_epochs:
+            ctx.finetune(model, self.finetune_epochs, step_hook=keep_zeros)
+        model = model.cpu().eval()
+        for layer in layers:
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+        quantized = {name: quantize_weight(w, self.bits) for name, w in prunable_weights(model).items()}
+        with torch.no_grad():  # the in-memory model runs exactly what the loader will rebuild
+            params = dict(model.named_parameters())
+            for name, (codes, scales) in quantized.items():
+                params[name].copy_(dequantize(codes, scales))
+        others = {k: encode_tensor(v) for k, v in model.state_dict().items() if k not in weights}
+        payload = pack_tree(
+            {
+                "bits": self.bits,
+                "weights": {k: {"codes": encode_tensor(c, bits=self.bits), "scales": s} for k, (c, s) in quantized.items()},
+                "others": others,
+            }
+        )
+        return Compressed(
+            module=model, kind="packed", payload=payload, latency_kind="simulated", metrics={"bits": float(self.bits)}
+        )
+
+
+@register_loader("packed")
+def _load_packed(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
+    tree = unpack_tree(payload)
+    state = {k: decode_tensor(v) for k, v in tree["others"].items()}
+    for name, stored in tree["weights"].items():
+        state[name] = dequantize(decode_tensor(stored["codes"]), stored["scales"])
+    model = spec.build()
+    model.load_state_dict(state)
+    return model

@@ -1,0 +1,215 @@
+"""Compact on-disk storage for compressed weights: sparse bitmasks, packed low-bit integers, one blob.
+
+Two layers, both plain data (``torch.load(weights_only=True)`` reads them back):
+
+* :func:`encode_tensor` stores one tensor densely or, when it is cheaper, as a bitmask of
+  its non-zero positions plus the kept values; integer codes can be packed at ``bits``
+  bits per value.
+* :func:`pack_tree` moves every tensor of a nested payload into a single ``uint8`` blob and
+  the rest (names, shapes, scales) into compressed JSON, so that a file holds two storage
+  records instead of one per tensor (each record costs a few hundred bytes of zip headers
+  and pickle, which matters for small models).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+import zlib
+from collections import OrderedDict
+from typing import Any
+
+
+import torch
+from torch import Tensor
+
+__all__ = ["decode_state", "decode_tensor", "encode_state", "encode_tensor", "pack_bits", "pack_tree", "unpack_bits", "unpack_tree"]
+
+_REF = "__blob__"
+
+
+def pack_bits(values: Tensor, bits: int) -> Tensor:
+    """Pack non-negative integers below ``2**bits`` into bytes, ``bits`` bits each (little-endian).
+
+    Example:
+        >>> pack_bits(torch.tensor([1, 2, 3]), 2).tolist()
+        [57]
+    """
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits={bits}: must be in 1..8")
+    values = values.flatten().to(torch.int64)
+    if values.numel() and (values.min() < 0 or values.max() >= 2**bits):
+        raise ValueError(f"values must lie in [0, {2**bits}) to be packed at {bits} bits")
+    shifts = torch.arange(bits, dtype=torch.int64)
+    stream = ((values.unsqueeze(1) >> shifts) & 1).flatten()
+    stream = torch.cat([stream, stream.new_zeros(-len(stream) % 8)])
+    return (stream.view(-1, 8) << torch.arange(8, dtype=torch.int64)).sum(dim=1).to(torch.uint8)
+
+
+def unpack_bits(packed: Tensor, bits: int, count: int) -> Tensor:
+    """Inverse of :func:`pack_bits`: the first ``count`` integers, as int64."""
+    stream = ((packed.to(torch.int64).unsqueeze(1) >> torch.arange(8, dtype=torch.int64)) & 1).flatten()
+    stream = stream[: count * bits].view(count, bits)
+    return (stream << torch.arange(bits, dtype=torch.int64)).sum(dim=1)
+
+
+def _value_bytes(count: int, tensor: Tensor, bits: int | None) -> int:
+    return math.ceil(count * bits / 8) if bits else count * tensor.element_size()
+
+
+def _encode_values(values: Tensor, bits: int | None) -> Tensor:
+    if bits is None:
+        return values.clone()
+    return pack_bits(values.to(torch.int64) + 2 ** (bits - 1), bits)  # signed codes -> unsigned
+
+
+def encode_tensor(tensor: Tensor, *, bits: int | None = None) -> dict[str, Any]:
+    """Store ``tensor`` densely or as bitmask + non-zero values, whichever takes fewer bytes.
+
+    Args:
+        tensor: float weights or signed integer codes.
+        bits: pack integer codes in ``[-2**(bits-1), 2**(bits-1))`` at ``bits`` bits each;
+            ``None`` keeps the values in their own dtype.
+
+    Returns:
+        Plain data for :func:`decode_tensor`.
+    """
+    flat = tensor.detach().cpu().flatten()
+    if flat.dtype == torch.float64 and torch.equal(flat.float().double(), flat):
+        flat = flat.float()  # e.g. per-channel scales computed in float32: stored exactly in half the bytes
+    keep = flat != 0
+    count = int(keep.sum())
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    encoded: dict[str, Any] = {"shape": list(tensor.shape), "dtype": dtype, "bits": bits}
+    dense_cost = _value_bytes(flat.numel(), flat, bits)
+    sparse_cost = math.ceil(flat.numel() / 8) + _value_bytes(count, flat, bits)
+    if sparse_cost < dense_cost:
+        encoded.update(mask=pack_bits(keep.to(torch.int64), 1), values=_encode_values(flat[keep], bits), count=count)
+    else:
+        encoded.update(values=_encode_values(flat, bits), count=flat.numel())
+    return encoded
+
+
+def decode_tensor(encoded: dict[str, Any]) -> Tensor:
+    """Rebuild the tensor stored by :func:`encode_tensor`."""
+    shape, bits, count = encoded["shape"], encoded["bits"], encoded["count"]
+    dtype = getattr(torch, encoded["dtype"])
+    values = encoded["values"]
+    if bits is not None:
+        values = (unpack_bits(values, bits, count) - 2 ** (bits - 1)).to(dtype)
+    if "mask" not in encoded:
+        return values.to(dtype).reshape(shape).clone()
+    numel = math.prod(shape)
+    keep = unpack_bits(encoded["mask"], 1, numel).bool()
+    out = torch.zeros(numel, dtype=dtype)
+    out[keep] = values.to(dtype)
+    return out.reshape(shape)
+
+
+def pack_tree(tree: Any) -> dict[str, Any]:
+    """Move every tensor of a nested dict/list payload into one ``uint8`` blob; see :func:`unpack_tree`.
+
+    What remains (keys, shapes, scales, offsets) is JSON, stored zlib-compressed as a second
+    small ``uint8`` tensor, so the file holds two storage records whatever the model.
+    Tuples come back as lists; other leaves must be JSON values (str, int, float, bool, None).
+    """
+    chunks: list[Tensor] = []
+    offset = 0
+
+    def walk(node: Any) -> Any:
+        nonlocal offset
+        if isinstance(node, Tensor):
+            data = node.detach().cpu().contiguous().flatten().view(torch.uint8)
+            ref = {_REF: [offset, data.numel()], "dtype": str(node.dtype).removeprefix("torch."), "shape": list(node.shape)}
+            chunks.append(data)
+            offset += data.numel()
+            return ref
+        if isinstance(node, dict):
+            return {str(key): walk(value) for key, value in node.items()}
+        if isinstance(node, list | tuple):
+            return [walk(value) for value in node]
+        if node is None or isinstance(node, str | int | float | bool):
+            return node
+        raise TypeError(f"cannot store a {type(node).__name__} in an artifact payload")
+
+    index = zlib.compress(json.dumps(walk(tree), separators=(",", ":")).encode(), 9)
+    blob = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.uint8)
+    return {"blob": blob, "index": torch.frombuffer(bytearray(index), dtype=torch.uint8)}
+
+
+def unpack_tree(packed: dict[str, Any]) -> Any:
+    """Inverse of :func:`pack_tree`."""
+    blob = packed["blob"]
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict) and _REF in node:
+            start, length = node[_REF]
+            data = blob[start : start + length].clone()  # a fresh, aligned storage
+            return data.view(getattr(torch, node["dtype"])).reshape(node["shape"])
+        if isinstance(node, dict):
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(value) for value in node]
+        return node
+
+    return walk(json.loads(zlib.decompress(packed["index"].numpy().tobytes())))
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, Tensor) and value.is_quantized:
+        encoded: dict[str, Any] = {"quantized": str(value.dtype).removeprefix("torch."), "int_repr": encode_tensor(value.int_repr())}
+        if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            encoded.update(
+                scales=encode_tensor(value.q_per_channel_scales()),
+            zero_points=encode_tensor(value.q_per_channel_zero_points()),  # all zero when symmetric
+            axis=value.q_per_channel_axis(),
+            )
+        else:
+            encoded.update(scale=value.q_scale(), zero_point=value.q_zero_point())
+        return encoded
+    if isinstance(value, Tensor):
+        return {"tensor": encode_tensor(value)}
+    if isinstance(value, tuple):
+        return {"tuple": [_encode_value(v) for v in value]}
+    if isinstance(value, torch.dtype):
+        return {"torch_dtype": str(value).removeprefix("torch.")}
+    return {"plain": value}  # JSON values only: pack_tree refuses anything else
+
+
+def _decode_value(encoded: dict[str, Any]) -> Any:
+    if "quantized" in encoded:
+        codes = decode_tensor(encoded["int_repr"])  # int8 / uint8: the quantized dtype follows from it
+        with warnings.catch_warnings():  # quantized tensors are deprecated in torch, still what the kernels take
+            warnings.simplefilter("ignore")
+            if "scales" in encoded:
+                return torch._make_per_channel_quantized_tensor(
+                    codes, decode_tensor(encoded["scales"]), decode_tensor(encoded["zero_points"]), encoded["axis"]
+                )
+            return torch._make_per_tensor_quantized_tensor(codes, encoded["scale"], encoded["zero_point"])
+    if "tensor" in encoded:
+        return decode_tensor(encoded["tensor"])
+    if "tuple" in encoded:
+        return tuple(_decode_value(v) for v in encoded["tuple"])
+    if "torch_dtype" in encoded:
+        return getattr(torch, encoded["torch_dtype"])
+    return encoded["plain"]
+
+
+def encode_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict (float, sparse or int8-quantized tensors) as one compact blob payload.
+
+    The modules' state-dict versions (``state._metadata``) are kept: quantized modules read
+    their state differently by version.
+    """
+    metadata = getattr(state, "_metadata", None) or {}
+    versions = {prefix: dict(meta) for prefix, meta in metadata.items()}
+    return pack_tree({"state": {key: _encode_value(value) for key, value in state.items()}, "versions": versions})
+
+
+def decode_state(payload: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`encode_state`: the state dict to load into the rebuilt module."""
+    tree = unpack_tree(payload)
+    state = OrderedDict((key, _decode_value(value)) for key, value in tree["state"].items())
+    state._metadata = OrderedDict(tree["versions"])  # type: ignore[attr-defined]
+    return state

@@ -1,0 +1,334 @@
+"""The `compression` group: bad input, storage formats, each method's artifact, and the multirun."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from conftest import FAST
+from hydra import compose, initialize_config_module
+from sweeper.artifact import dense_payload, load_artifact, save_artifact, serialized_size
+from sweeper.compression import CompressionContext, Compressed
+from sweeper.compression._prune import cubic_sparsity, prunable_weights
+from sweeper.compression._storage import decode_tensor, encode_tensor, pack_bits, pack_tree, unpack_bits, unpack_tree
+from sweeper.errors import ConfigError
+from sweeper.measure import count_params
+from sweeper.results import FINAL_METRICS, load_runs
+from sweeper.run import TrialPlan, plan_trial
+from sweeper.training import train
+
+SMALL = ["strategy.epochs=2"]
+
+
+def _compose(*overrides: str) -> DictConfig:
+    with initialize_config_module("sweeper.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+# --- bad input: one line naming the key, before any training -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["compression=prune", "compression.amount=1.5"], "compression.amount=1.5: must be in [0, 1)"),
+        (["compression=prune_random", "compression.amount=-0.1"], "compression.amount=-0.1"),
+        (["compression=prune", "compression.scope=row"], "compression.scope='row': allowed: global, layer"),
+        (["compression=prune_gradual", "compression.amount=1"], "compression.amount=1"),
+        (["compression=qat", "compression.bits=9"], "compression.bits=9: allowed: integers 2..8"),
+        (["compression=qat", "compression.bits=1"], "compression.bits=1"),
+        (["compression=prune_structured", "compression.amount=0.95"], "would remove every channel of layer 0"),
+        (["compression=distill", "+compression.teacher_model.num_classes=5"], "teacher outputs 5 classes"),
+        (["compression=pipeline", "compression.stages=[distill,foo]"], "unknown stage 'foo'; allowed: distill, prune"),
+        (["compression=pipeline", "compression.stages=[quantize,prune]"], "quantize must be the last stage"),
+        (["compression=pipeline", "+compression.options.prune.amount=2"], "compression.options.prune.amount=2"),
+    ],
+)
+def test_bad_input_fails_in_planning_with_the_key_and_allowed_values(make_cfg, monkeypatch, overrides, expected):
+    monkeypatch.setattr("sweeper.compression._distill.train", _no_training)
+    with pytest.raises(ConfigError) as info:
+        plan_trial(make_cfg(*overrides))
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def _no_training(*_args, **_kwargs):
+    raise AssertionError("nothing may be trained here")
+
+
+# --- storage formats -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_pack_bits_round_trips_and_takes_bits_per_value(bits):
+    values = torch.randint(0, 2**bits, (101,), generator=torch.Generator().manual_seed(bits))
+    packed = pack_bits(values, bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == -(-101 * bits // 8)
+    assert torch.equal(unpack_bits(packed, bits, 101), values)
+
+
+def test_sparse_encoding_is_exact_and_chosen_only_when_smaller():
+    weight = torch.randn(40, 30)
+    weight[torch.rand(40, 30, generator=torch.Generator().manual_seed(0)) < 0.9] = 0
+    sparse = encode_tensor(weight)
+    assert "mask" in sparse and torch.equal(decode_tensor(sparse), weight)
+    assert "mask" not in encode_tensor(torch.randn(40, 30))
+    codes = torch.randint(-7, 8, (16, 9))
+    assert torch.equal(decode_tensor(encode_tensor(codes, bits=4)), codes)
+
+
+def test_pack_tree_keeps_structure_and_tensors():
+    tree = {"a": torch.arange(5, dtype=torch.float64), "b": [torch.ones(2, 3, dtype=torch.int8), 7, "x"], "c": None}
+    back = unpack_tree(pack_tree(tree))
+    assert torch.equal(back["a"], tree["a"]) and torch.equal(back["b"][0], tree["b"][0])
+    assert back["b"][1:] == [7, "x"] and back["c"] is None
+
+
+# --- gradual pruning schedule ----------------------------------------------------------------------
+
+
+def test_cubic_schedule_formula():
+    kwargs = {"initial": 0.1, "final": 0.9, "begin_step": 4, "frequency": 3, "num_updates": 5}
+    assert cubic_sparsity(0, **kwargs) == 0.1
+    for k in range(6):
+        expected = 0.9 + (0.1 - 0.9) * (1 - k / 5) ** 3
+        assert cubic_sparsity(4 + 3 * k, **kwargs) == pytest.approx(expected)
+        assert cubic_sparsity(4 + 3 * k + 2, **kwargs) == pytest.approx(expected)  # held between updates
+    assert cubic_sparsity(10_000, **kwargs) == pytest.approx(0.9)
+
+
+def test_gradual_pruning_follows_the_cubic_sequence_during_training(make_cfg):
+    cfg = make_cfg("compression=prune_gradual", *SMALL, "compression.frequency=3", "compression.initial_sparsity=0.2")
+    plan = plan_trial(cfg)
+    ctx, hooks = _train(plan)
+    method = plan.compressor
+    schedule = method.schedule(plan_steps := sum(-(-len(plan.task.x_train) // 64) for _ in range(2)))
+    n, t0 = schedule["num_updates"], schedule["begin_step"]
+    expected = [(t0 + 3 * k, 0.9 + (0.2 - 0.9) * (1 - k / n) ** 3) for k in range(n + 1)]
+    assert [s for s, _ in method.history] == [s for s, _ in expected]
+    assert [v for _, v in method.history] == pytest.approx([v for _, v in expected])
+    assert method.history[-1][0] < plan_steps
+    weights = prunable_weights(plan.model)
+    zeros = sum(int((w == 0).sum()) for w in weights.values())
+    assert zeros == round(0.9 * sum(w.numel() for w in weights.values()))
+
+
+# --- each method on its reloaded artifact (a contract suite, one subclass per method) ---------------
+
+
+def _train(plan: TrialPlan) -> tuple[CompressionContext, object]:
+    ctx = CompressionContext(plan.task, plan.spec, plan.optimizer_factory, plan.strategy, plan.seed, plan.device)
+    hooks = plan.compressor.training_hooks(ctx) if hasattr(plan.compressor, "training_hooks") else None
+    train(
+        plan.model,
+        plan.task,
+        plan.optimizer_factory,
+        plan.strategy,
+        seed=plan.seed,
+        loss_fn=hooks.loss_fn if hooks else None,
+        step_hook=hooks.step_hook if hooks else None,
+    )
+    return ctx, hooks
+
+
+class Trial:
+    """A trained, compressed, saved and reloaded trial."""
+
+    def __init__(self, cfg: DictConfig, path: Path) -> None:
+        self.plan = plan_trial(cfg)
+        ctx, _ = _train(self.plan)
+        trained = self.plan.model.cpu().eval()
+        self.dense_bytes = serialized_size("dense", self.plan.spec, dense_payload(trained))
+        self.dense_params = count_params(trained)[0]
+        self.compressed: Compressed = self.plan.compressor.compress(trained, ctx)
+        self.size = save_artifact(path, self.compressed.kind, self.plan.spec, self.compressed.payload)
+        self.reloaded = load_artifact(path)
+        self.x = self.plan.task.x_test[:64]
+
+
+class CompressionContract:
+    """What every method promises; subclasses give ``overrides`` and their own checks."""
+
+    overrides: tuple[str, ...] = ()
+    min_ratio = 1.0  # the artifact is at least this many times smaller than the fp32 dense one
+    latency_kind = "real"
+
+    @pytest.fixture(scope="class")
+    def trial(self, tmp_path_factory: pytest.TempPathFactory) -> Trial:
+        """Trained and compressed once per method; every test of the class reads it."""
+        tmp_path = tmp_path_factory.mktemp("trial")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(tmp_path)  # a teacher cache, if any, lands here
+            return Trial(_compose(*FAST, "tracking.enabled=false", *SMALL, *self.overrides), tmp_path / "model.pt")
+
+    def test_reloaded_outputs_match_the_in_memory_model(self, trial: Trial):
+        with torch.no_grad():
+            expected = trial.compressed.module(trial.x)
+            got = trial.reloaded(trial.x)
+        assert got.shape == (len(trial.x), trial.plan.task.num_classes)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+    def test_artifact_is_smaller_by_the_expected_factor(self, trial: Trial):
+        assert trial.dense_bytes / trial.size >= self.min_ratio
+
+    def test_latency_kind_says_whether_kernels_execute_the_saving(self, trial: Trial):
+        assert trial.compressed.latency_kind == self.latency_kind
+
+
+class TestNone(CompressionContract):
+    overrides = ("compression=none",)
+
+
+class TestPrune(CompressionContract):
+    overrides = ("compression=prune", "compression.amount=0.8", "compression.scope=layer", "compression.finetune_epochs=1")
+    min_ratio = 2.5  # 20% of the values + a 1-bit mask
+    latency_kind = "simulated"
+
+    def test_reloaded_weights_are_zero_at_the_requested_sparsity_per_tensor(self, trial: Trial):
+        reloaded = prunable_weights(trial.reloaded)
+        assert reloaded
+        for name, weight in reloaded.items():
+            zeros = int((weight == 0).sum())
+            assert abs(zeros - 0.8 * weight.numel()) <= 1, name
+
+
+class TestPruneRandom(TestPrune):
+    overrides = ("compression=prune_random", "compression.amount=0.8", "compression.scope=layer", "compression.finetune_epochs=1")
+
+
+class TestPruneGlobal(CompressionContract):
+    overrides = ("compression=prune", "compression.amount=0.9", "compression.finetune_epochs=1")
+    min_ratio = 3.0
+    latency_kind = "simulated"
+
+    def test_global_sparsity_is_reached_over_all_layers(self, trial: Trial):
+        weights = list(prunable_weights(trial.reloaded).values())
+        zeros = sum(int((w == 0).sum()) for w in weights)
+        assert abs(zeros - 0.9 * sum(w.numel() for w in weights)) <= 1
+
+
+class TestPruneStructured(CompressionContract):
+    overrides = ("compression=prune_structured", "compression.amount=0.5", "compression.finetune_epochs=1")
+    min_ratio = 2.5  # half the channels of every layer: about a quarter of the weights
+
+    def test_channels_are_physically_removed(self, trial: Trial):
+        params, _ = count_params(trial.reloaded)
+        assert params < 0.4 * trial.dense_params
+        convs = [m for m in trial.reloaded.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert [c.out_channels for c in convs] == [8, 16]  # from 16, 32
+        assert trial.reloaded(trial.x).shape == (len(trial.x), 10)
+
+
+class TestQuantize(CompressionContract):
+    overrides = ("compression=quantize", "compression.calibration_samples=256")
+    min_ratio = 3.2  # int8 weights; float biases and scales and the file's fixed overhead take the rest
+
+    def test_int8_kernels_run(self, trial: Trial):
+        modules = {type(m).__module__ for m in trial.reloaded.modules()}
+        assert any(m.startswith("torch.ao.nn.intrinsic.quantized.") for m in modules), modules  # int8 conv+relu
+        assert any(m.startswith("torch.ao.nn.quantized.dynamic.") for m in modules), modules  # int8 linear
+
+
+class TestQat(CompressionContract):
+    overrides = ("compression=qat", "compression.bits=4", "compression.finetune_epochs=1")
+    min_ratio = 5.0  # 4-bit codes: 8x for the weights, less the per-channel scales, biases and overhead
+    latency_kind = "simulated"
+
+    def test_at_most_two_to_the_bits_levels_per_channel(self, trial: Trial):
+        for name, weight in prunable_weights(trial.reloaded).items():
+            for channel in weight.flatten(1):
+                assert channel.unique().numel() <= 2**4, name
+
+
+class TestQat2Bits(TestQat):
+    overrides = ("compression=qat", "compression.bits=2", "compression.finetune_epochs=1")
+    min_ratio = 8.0
+
+    def test_at_most_two_to_the_bits_levels_per_channel(self, trial: Trial):
+        for weight in prunable_weights(trial.reloaded).values():
+            assert max(c.unique().numel() for c in weight.flatten(1)) <= 2**2
+
+
+class TestDistill(CompressionContract):
+    overrides = ("compression=distill", "compression.teacher_epochs=2")
+
+    def test_student_is_the_trial_model_and_teacher_is_wider(self, trial: Trial):
+        assert count_params(trial.reloaded)[0] == trial.dense_params
+        assert trial.compressed.metrics["teacher_params"] > 2 * trial.dense_params
+        assert trial.compressed.metrics["teacher_cached"] == 0.0
+
+
+class TestPipeline(CompressionContract):
+    overrides = (
+        "compression=pipeline",
+        "+compression.options={distill: {teacher_epochs: 2}, prune: {amount: 0.9, finetune_epochs: 1}}",
+    )
+    min_ratio = 8.0  # 10% of the int8 codes + a 1-bit mask
+    latency_kind = "simulated"  # int8 kernels run, the sparsity is not executed
+
+    def test_zeros_of_pruning_survive_quantization(self, trial: Trial):
+        assert trial.compressed.metrics["sparsity"] == pytest.approx(0.9, abs=1e-3)
+        codes = [m.weight().int_repr() for m in trial.reloaded.modules() if hasattr(m, "weight") and callable(m.weight)]
+        zeros = sum(int((c == 0).sum()) for c in codes)
+        assert zeros >= 0.9 * sum(c.numel() for c in codes) - 1
+
+
+def test_second_distill_trial_reuses_the_cached_teacher(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    overrides = ("compression=distill", "compression.teacher_epochs=2", "strategy.epochs=1")
+    first = plan_trial(make_cfg(*overrides))
+    first.compressor.teacher(CompressionContext(first.task, first.spec, first.optimizer_factory, first.strategy, 0, first.device))
+    assert first.compressor.metrics["teacher_cached"] == 0.0
+    assert len(list((tmp_path / ".sweeper_cache" / "teachers").glob("*.pt"))) == 1
+
+    monkeypatch.setattr("sweeper.compression._distill.train", _no_training)  # retraining would fail the test
+    second = plan_trial(make_cfg(*overrides))
+    ctx = CompressionContext(second.task, second.spec, second.optimizer_factory, second.strategy, 0, second.device)
+    teacher = second.compressor.teacher(ctx)
+    assert second.compressor.metrics["teacher_cached"] == 1.0
+    assert second.compressor.metrics["teacher_test_accuracy"] == first.compressor.metrics["teacher_test_accuracy"]
+    assert teacher(second.task.x_test[:4]).shape == (4, 10)
+
+    other_seed = plan_trial(make_cfg(*overrides, "seed=1"))  # another key: a new teacher
+    assert other_seed.compressor.cache_key(replace_seed(ctx, 1)) != second.compressor.cache_key(ctx)
+
+
+def replace_seed(ctx: CompressionContext, seed: int) -> CompressionContext:
+    from dataclasses import replace
+
+    return replace(ctx, seed=seed)
+
+
+# --- the command line: every option in one multirun ----------------------------------------------
+
+ALL_OPTIONS = "none,prune,prune_random,prune_structured,prune_gradual,quantize,qat,distill,pipeline"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_every_option_runs_in_a_multirun_with_all_metrics(run_cli, tmp_path):
+    proc = run_cli("-m", f"compression={ALL_OPTIONS}", "strategy.epochs=3", "measure.latency_seconds=0.01")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = load_runs("sweeper", sweep_id="latest", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert sorted(runs["compression"]) == sorted(ALL_OPTIONS.split(","))
+    assert (runs["status"] == "FINISHED").all()
+    for metric in FINAL_METRICS:
+        assert runs[metric].notna().all(), metric
+    by = runs.set_index("compression")
+    for name in ("prune", "prune_random", "prune_gradual", "pipeline"):
+        assert by.loc[name, "sparsity"] == pytest.approx(0.9, abs=1e-3), name
+    assert by.loc["qat", "bits"] == 4 and by.loc["quantize", "bits"] == 8
+    assert by.loc["prune", "nonzero_params"] <= 0.6 * by.loc["prune", "params"]
+    assert by.loc["prune", "size_bytes"] < by.loc["none", "size_bytes"]
+    assert by.loc["prune_structured", "params"] < by.loc["none", "params"]
+    for name in ("quantize", "qat"):
+        assert by.loc[name, "size_bytes"] <= 0.35 * by.loc["none", "size_bytes"], name
+    kinds = by["latency_kind"].to_dict()
+    assert kinds == {
+        "none": "real", "prune": "simulated", "prune_random": "simulated", "prune_structured": "real",
+        "prune_gradual": "simulated", "quantize": "real", "qat": "simulated", "distill": "real", "pipeline": "simulated",
+    }
+    assert by.loc["distill", "teacher_cached"] == 0 and by.loc["pipeline", "teacher_cached"] == 1  # same teacher
