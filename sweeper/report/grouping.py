@@ -82,17 +82,21 @@ def _first(values: pd.Series) -> object:
     return present.iloc[0] if len(present) else None
 
 
-_NETWORK_GROUPS = ("data", "model", "compression")
+_NETWORK_GROUPS = ("data", "model")
+_NETWORK_SHAPE = ("params", "nonzero_params", "size_bytes", "latency_kind")
 _LATENCIES = ("latency_ms", "latency_ms_batch")
 
 
 def network_keys(runs: pd.DataFrame) -> pd.Series:
-    """Which deployed network each run measured: its data, model and compression settings.
+    """Which deployed network each run measured: data and model settings, and the artifact's shape.
 
-    Runs that differ only by optimizer, strategy or seed deploy the same network, so any
+    Two runs with the same task and model config whose artifacts have the same parameter
+    count, non-zero count, size on disk and kind of kernels run the same computation
+    (e.g. two optimizers, or a distilled student and the student trained alone), so any
     difference in their measured latency is timing noise.
     """
-    columns = [c for c in runs.columns if c in _NETWORK_GROUPS or c.startswith(tuple(f"{g}." for g in _NETWORK_GROUPS))]
+    prefixes = tuple(f"{g}." for g in _NETWORK_GROUPS)
+    columns = [c for c in runs.columns if c in _NETWORK_GROUPS or c.startswith(prefixes) or c in _NETWORK_SHAPE]
     keys = pd.DataFrame({c: runs[c].map(_key) for c in sorted(columns)}, index=runs.index)
     return keys.apply(lambda row: "|".join(row), axis=1) if columns else pd.Series("", index=runs.index)
 
@@ -120,7 +124,7 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
         ``n_pruned``, ``latency_kind`` and the means of ``size_bytes``, ``compression_ratio``,
         ``latency_ms``, ``latency_ms_batch``, ``train_seconds``, ``epochs_run``. The latencies
         are the median over all finished runs of the same deployed network (`network_keys`),
-        so configurations that differ only in how they were trained share one latency.
+        so configurations that differ only in how the network was trained share one latency.
     """
     pooled = _pooled_latency(runs)
     runs = runs.assign(**{metric: pooled[metric] for metric in pooled})
