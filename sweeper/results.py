@@ -13,28 +13,12 @@ from typing import Any
 
 import pandas as pd
 
+from sweeper.metrics import FINAL_METRICS, PER_EPOCH_ONLY
 from sweeper.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
 
 __all__ = ["FINAL_METRICS", "ROLE_TAG", "list_sweeps", "load_history", "load_runs"]
 
 GROUP_COLUMNS = ["data", "model", "optimizer", "strategy", "compression"]
-FINAL_METRICS = [
-    "test_accuracy",
-    "val_accuracy",
-    "best_val_accuracy",
-    "size_bytes",
-    "compression_ratio",
-    "latency_ms",
-    "latency_iqr_ms",
-    "latency_ms_batch",
-    "params",
-    "nonzero_params",
-    "train_seconds",
-    "compress_seconds",
-    "epochs_run",
-    "steps",
-]
-_PER_EPOCH_ONLY = {"train_loss", "lr", "batch_size"}  # curves: see load_history
 _TAG_COLUMNS = [
     "sweep_id", "job", "latency_kind", "failure_reason", "device", "optuna_study", "optuna_trial", "optuna_state",
     "pruned_epoch",
@@ -131,7 +115,7 @@ def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
     for column, key in _SEARCHED.items():
         frame[column] = raw.get(f"params.{key}", pd.Series(index=raw.index, dtype=object)).map(_numeric)
     extra = {c.removeprefix("metrics.") for c in raw.columns if c.startswith("metrics.")}
-    metric_names = FINAL_METRICS + sorted(extra - set(FINAL_METRICS) - _PER_EPOCH_ONLY)
+    metric_names = list(FINAL_METRICS) + sorted(extra - set(FINAL_METRICS) - PER_EPOCH_ONLY)
     for name in metric_names:
         frame[name] = pd.to_numeric(raw.get(f"metrics.{name}"), errors="coerce") if f"metrics.{name}" in raw else float("nan")
     params = {c.removeprefix("params."): raw[c].map(_numeric) for c in raw.columns if c.startswith("params.")}

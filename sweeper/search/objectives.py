@@ -9,26 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeper.errors import ConfigError
+from sweeper.metrics import SELECTION_METRICS
 
 __all__ = ["DIRECTIONS", "SEARCHABLE_METRICS", "Constraint", "parse_constraints", "parse_objectives"]
 
 DIRECTIONS = ("maximize", "minimize")
-# What a trial returns that a search may select on; the test split stays out of selection.
-SEARCHABLE_METRICS = (
-    "val_accuracy",
-    "best_val_accuracy",
-    "size_bytes",
-    "compression_ratio",
-    "latency_ms",
-    "latency_iqr_ms",
-    "latency_ms_batch",
-    "params",
-    "nonzero_params",
-    "train_seconds",
-    "compress_seconds",
-    "epochs_run",
-    "steps",
-)
+SEARCHABLE_METRICS = SELECTION_METRICS  # the test split stays out of selection
 _CONSTRAINT = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 

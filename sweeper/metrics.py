@@ -1,0 +1,27 @@
+"""The names of what every trial measures: one contract for MLflow, DataFrames, search and report."""
+
+from __future__ import annotations
+
+__all__ = ["FINAL_METRICS", "PER_EPOCH_ONLY", "SELECTION_METRICS"]
+
+# Logged once per trial (after the last epoch), all of the reloaded artifact unless noted.
+FINAL_METRICS = (
+    "test_accuracy",  # held-out test split: final numbers only, never selection
+    "val_accuracy",
+    "best_val_accuracy",  # best epoch during training
+    "size_bytes",
+    "compression_ratio",
+    "latency_ms",
+    "latency_iqr_ms",
+    "latency_ms_batch",
+    "params",
+    "nonzero_params",
+    "train_seconds",
+    "compress_seconds",
+    "epochs_run",
+    "steps",
+)
+# What a search may select on: everything but the test split.
+SELECTION_METRICS = tuple(m for m in FINAL_METRICS if m != "test_accuracy")
+# Logged per epoch only (curves: `sweeper.results.load_history`).
+PER_EPOCH_ONLY = frozenset({"train_loss", "lr", "batch_size"})
