@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import optuna
@@ -202,16 +203,23 @@ def test_bad_input_is_one_line_naming_the_key(options, arguments, message):
 
 
 class FakeLauncher:
-    """Returns ``metrics(overrides)`` for each job (``None``: a failed trial); raises ``interrupt_at`` on that call."""
+    """Returns ``metrics(overrides)`` for each job (``None``: a failed trial); on call ``interrupt_at``
+    it is interrupted by Ctrl-C, or by a SIGTERM sent to this process when ``sigterm`` is set."""
 
-    def __init__(self, metrics, interrupt_at: int | None = None) -> None:
-        self.metrics, self.interrupt_at, self.calls, self.jobs = metrics, interrupt_at, 0, []
+    def __init__(self, metrics, interrupt_at: int | None = None, *, sigterm: bool = False) -> None:
+        self.metrics, self.interrupt_at, self.sigterm, self.calls, self.jobs = metrics, interrupt_at, sigterm, 0, []
 
     def launch(self, job_overrides, initial_job_idx):
         from hydra.core.utils import JobReturn, JobStatus
 
         self.calls += 1
         if self.calls == self.interrupt_at:
+            if self.sigterm:
+                import os
+                import signal
+
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)  # not reached: the handler raises as soon as the signal arrives
             raise KeyboardInterrupt
         returns = []
         for overrides in job_overrides:
@@ -237,11 +245,17 @@ def _accuracy(values: dict) -> dict:
     return {"val_accuracy": 1 - abs(math.log10(lr) + 2) / 3, "size_bytes": 1000.0, "latency_ms": 0.1}
 
 
-def test_a_sweep_interrupted_by_ctrl_c_resumes_to_exactly_n_trials(tmp_path):
+@pytest.mark.parametrize("sigterm", [False, True], ids=["ctrl_c", "sigterm"])
+def test_a_sweep_interrupted_by_ctrl_c_resumes_to_exactly_n_trials(tmp_path, sigterm):
+    import signal
+
+    handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
-        _sweep(tmp_path, FakeLauncher(_accuracy, interrupt_at=3), n_trials=5)
+        _sweep(tmp_path, FakeLauncher(_accuracy, interrupt_at=3, sigterm=sigterm), n_trials=5)
+    assert signal.getsignal(signal.SIGTERM) is handler
     assert [t.state.name for t in _study(tmp_path).trials] == ["COMPLETE", "COMPLETE", "FAIL"]
-    assert _study(tmp_path).trials[2].user_attrs["failure_reason"].startswith("KeyboardInterrupt")
+    reason = _study(tmp_path).trials[2].user_attrs["failure_reason"]
+    assert reason == ("KeyboardInterrupt: signal SIGTERM" if sigterm else "KeyboardInterrupt: ")
     launcher = FakeLauncher(_accuracy)
     _sweep(tmp_path, launcher, n_trials=5)
     assert len(launcher.jobs) == 3
