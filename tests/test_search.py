@@ -313,6 +313,12 @@ def test_a_constraint_marks_infeasible_trials_and_the_best_trial_is_feasible(tmp
 # ---- whole searches on the command line -------------------------------------------------------------
 
 
+def _experiment_id(tmp_path: Path) -> str:
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("sweeper").experiment_id
+
+
 def _trial_runs(tmp_path: Path):
     from sweeper.results import load_runs
 
@@ -348,6 +354,13 @@ def test_an_interrupted_search_resumes_to_exactly_n_trials_and_a_rerun_adds_none
     assert results.best.trial == study.best_trial.number
     assert results.best["values"].val_accuracy == pytest.approx(max(t.value for t in study.trials))
     assert f"optimizer.lr={study.best_trial.params['optimizer.lr']}" in results.best.overrides
+    from mlflow import MlflowClient
+
+    (study_run,) = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
+        [_experiment_id(tmp_path)], "tags.sweeper_role = 'study'"
+    )  # one run per study, updated by every run of the command, left out of load_runs
+    assert study_run.data.tags["best_trial"] == str(study.best_trial.number)
+    assert study_run.data.metrics["best_val_accuracy"] == pytest.approx(study.best_value)
 
 
 @pytest.mark.integration
