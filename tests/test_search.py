@@ -394,6 +394,26 @@ def test_a_pruner_stops_a_bad_trial_early_and_failed_trials_do_not_stop_the_swee
 
 
 @pytest.mark.integration
+def test_the_optimizers_preset_tunes_each_optimizer_at_its_own_rate(run_cli, tmp_path):
+    proc = run_cli("-m", "search=optimizers", *TINY, "strategy.epochs=1", "hydra.sweeper.n_trials=3",
+                   "hydra.sweeper.sampler=random", "hydra.sweeper.seed=0")
+    assert proc.returncode == 0, proc.stderr
+    cfg = _sweeper_cfg("search=optimizers")
+    space = parse_space(OmegaConf.to_container(cfg.params), OmegaConf.to_container(cfg.conditional_params))
+    ranges = {p.name: p.distribution for p in space.params}
+    runs = _trial_runs(tmp_path)
+    assert len(runs) == 3 and (runs["status"] == "FINISHED").all()
+    for trial in _study(tmp_path).trials:
+        (name,) = [n for n in trial.params if n.startswith("optimizer.lr[")]
+        optimizer = trial.params["optimizer"]
+        assert name == f"optimizer.lr[optimizer={optimizer}]"
+        low, high = ranges[name].low, ranges[name].high
+        run = runs[runs["optuna_trial"] == str(trial.number)].iloc[0]
+        assert run["optimizer"] == optimizer and run["lr"] == pytest.approx(trial.params[name])
+        assert low <= run["lr"] <= high
+
+
+@pytest.mark.integration
 def test_bad_input_stops_the_command_before_any_trial(run_cli, tmp_path):
     proc = run_cli("-m", "search=lr", "hydra.sweeper.constraints={latency_ms: fast}")
     assert proc.returncode == 2
