@@ -306,10 +306,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     search = trial_context.current()  # the Optuna trial this job evaluates, if any
     if cfg.get("threads") is not None:
         torch.set_num_threads(int(cfg.threads))
-    index, total = _trial_position() if search is None else (search.number + 1, None)
-    label = _run_label(plan.choices, cfg) if search is None else f"#{search.number} {_run_label(plan.choices, cfg)}"
-    progress = TrialProgress(label, plan.strategy.epochs, index=index, total=total)
-    epoch_hook = search.epoch_hook(progress.epoch) if search is not None else progress.epoch
+    index, total = _trial_position()
+    label = _run_label(plan.choices, cfg)
+    if search is not None:  # named by the Optuna trial number; failed trials are replaced, so no total
+        label = f"#{search.number} {label}"
+    progress = TrialProgress(label, plan.strategy.epochs, index=None if search else index, total=total)
+    epoch_hook = search.epoch_hook(progress.epoch) if search is not None else None
     tracker = None
     if cfg.tracking.enabled:
         config = OmegaConf.to_container(cfg, resolve=True)

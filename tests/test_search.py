@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import optuna
@@ -202,16 +203,23 @@ def test_bad_input_is_one_line_naming_the_key(options, arguments, message):
 
 
 class FakeLauncher:
-    """Returns ``metrics(overrides)`` for each job (``None``: a failed trial); raises ``interrupt_at`` on that call."""
+    """Returns ``metrics(overrides)`` for each job (``None``: a failed trial); on call ``interrupt_at``
+    it is interrupted by Ctrl-C, or by a SIGTERM sent to this process when ``sigterm`` is set."""
 
-    def __init__(self, metrics, interrupt_at: int | None = None) -> None:
-        self.metrics, self.interrupt_at, self.calls, self.jobs = metrics, interrupt_at, 0, []
+    def __init__(self, metrics, interrupt_at: int | None = None, *, sigterm: bool = False) -> None:
+        self.metrics, self.interrupt_at, self.sigterm, self.calls, self.jobs = metrics, interrupt_at, sigterm, 0, []
 
     def launch(self, job_overrides, initial_job_idx):
         from hydra.core.utils import JobReturn, JobStatus
 
         self.calls += 1
         if self.calls == self.interrupt_at:
+            if self.sigterm:
+                import os
+                import signal
+
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)  # not reached: the handler raises as soon as the signal arrives
             raise KeyboardInterrupt
         returns = []
         for overrides in job_overrides:
@@ -237,11 +245,17 @@ def _accuracy(values: dict) -> dict:
     return {"val_accuracy": 1 - abs(math.log10(lr) + 2) / 3, "size_bytes": 1000.0, "latency_ms": 0.1}
 
 
-def test_a_sweep_interrupted_by_ctrl_c_resumes_to_exactly_n_trials(tmp_path):
+@pytest.mark.parametrize("sigterm", [False, True], ids=["ctrl_c", "sigterm"])
+def test_a_sweep_interrupted_by_ctrl_c_resumes_to_exactly_n_trials(tmp_path, sigterm):
+    import signal
+
+    handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
-        _sweep(tmp_path, FakeLauncher(_accuracy, interrupt_at=3), n_trials=5)
+        _sweep(tmp_path, FakeLauncher(_accuracy, interrupt_at=3, sigterm=sigterm), n_trials=5)
+    assert signal.getsignal(signal.SIGTERM) is handler
     assert [t.state.name for t in _study(tmp_path).trials] == ["COMPLETE", "COMPLETE", "FAIL"]
-    assert _study(tmp_path).trials[2].user_attrs["failure_reason"].startswith("KeyboardInterrupt")
+    reason = _study(tmp_path).trials[2].user_attrs["failure_reason"]
+    assert reason == ("KeyboardInterrupt: signal SIGTERM" if sigterm else "KeyboardInterrupt: ")
     launcher = FakeLauncher(_accuracy)
     _sweep(tmp_path, launcher, n_trials=5)
     assert len(launcher.jobs) == 3
@@ -299,6 +313,12 @@ def test_a_constraint_marks_infeasible_trials_and_the_best_trial_is_feasible(tmp
 # ---- whole searches on the command line -------------------------------------------------------------
 
 
+def _experiment_id(tmp_path: Path) -> str:
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("sweeper").experiment_id
+
+
 def _trial_runs(tmp_path: Path):
     from sweeper.results import load_runs
 
@@ -334,6 +354,13 @@ def test_an_interrupted_search_resumes_to_exactly_n_trials_and_a_rerun_adds_none
     assert results.best.trial == study.best_trial.number
     assert results.best["values"].val_accuracy == pytest.approx(max(t.value for t in study.trials))
     assert f"optimizer.lr={study.best_trial.params['optimizer.lr']}" in results.best.overrides
+    from mlflow import MlflowClient
+
+    (study_run,) = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
+        [_experiment_id(tmp_path)], "tags.sweeper_role = 'study'"
+    )  # one run per study, updated by every run of the command, left out of load_runs
+    assert study_run.data.tags["best_trial"] == str(study.best_trial.number)
+    assert study_run.data.metrics["best_val_accuracy"] == pytest.approx(study.best_value)
 
 
 @pytest.mark.integration
@@ -364,6 +391,26 @@ def test_a_pruner_stops_a_bad_trial_early_and_failed_trials_do_not_stop_the_swee
     assert list(runs.loc[[3, 4], "status"]) == ["FAILED", "FAILED"]
     assert runs.loc[3, "failure_reason"].startswith("TrainingDiverged")
     assert "PRUNED pruned at epoch" in proc.stdout
+
+
+@pytest.mark.integration
+def test_the_optimizers_preset_tunes_each_optimizer_at_its_own_rate(run_cli, tmp_path):
+    proc = run_cli("-m", "search=optimizers", *TINY, "strategy.epochs=1", "hydra.sweeper.n_trials=3",
+                   "hydra.sweeper.sampler=random", "hydra.sweeper.seed=0")
+    assert proc.returncode == 0, proc.stderr
+    cfg = _sweeper_cfg("search=optimizers")
+    space = parse_space(OmegaConf.to_container(cfg.params), OmegaConf.to_container(cfg.conditional_params))
+    ranges = {p.name: p.distribution for p in space.params}
+    runs = _trial_runs(tmp_path)
+    assert len(runs) == 3 and (runs["status"] == "FINISHED").all()
+    for trial in _study(tmp_path).trials:
+        (name,) = [n for n in trial.params if n.startswith("optimizer.lr[")]
+        optimizer = trial.params["optimizer"]
+        assert name == f"optimizer.lr[optimizer={optimizer}]"
+        low, high = ranges[name].low, ranges[name].high
+        run = runs[runs["optuna_trial"] == str(trial.number)].iloc[0]
+        assert run["optimizer"] == optimizer and run["lr"] == pytest.approx(trial.params[name])
+        assert low <= run["lr"] <= high
 
 
 @pytest.mark.integration

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,7 @@ def write_results(results: Mapping[str, Any], sweep_dir: Path) -> Path:
 def log_results(path: Path, results: Mapping[str, Any], *, tracking_uri: str, experiment: str) -> str:
     """Log the results file to the study's MLflow run (``sweeper_role=study``), created on first use."""
     from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
 
     from sweeper.tracking import experiment_id
 
@@ -84,12 +86,11 @@ def log_results(path: Path, results: Mapping[str, Any], *, tracking_uri: str, ex
     if found:
         run_id = found[0].info.run_id
     else:
-        tags = {STUDY_ROLE_TAG: "study", "optuna_study": study}
-        run_id = client.create_run(exp_id, run_name=f"study {study}", tags=tags).info.run_id
-    from mlflow.entities import Metric, RunTag
-
+        run_tags = {STUDY_ROLE_TAG: "study", "optuna_study": study}
+        run_id = client.create_run(exp_id, run_name=f"study {study}", tags=run_tags).info.run_id
     best = results.get("best")
-    metrics = [Metric(f"best_{k}", float(v), 0, 0) for k, v in (best or {}).get("values", {}).items()]
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"best_{k}", float(v), now, 0) for k, v in (best or {}).get("values", {}).items()]
     tags = [RunTag(f"trials_{state}", str(n)) for state, n in results["trials"].items()]
     if best:
         tags.append(RunTag("best_trial", str(best["trial"])))
