@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["DEFAULT_EXPERIMENT", "TrialRun", "finished_trial", "flatten", "resolve_tracking_uri", "trial_key"]
+__all__ = ["DEFAULT_EXPERIMENT", "TrialRun", "close_stale_run", "finished_trial", "flatten", "resolve_tracking_uri", "trial_key"]
 
 # Config keys that do not change what a trial computes (left out of its identity).
 _NOT_IDENTITY = ("tracking", "fail_fast", "resume")
@@ -204,9 +204,16 @@ def finished_trial(uri: str, experiment: str, sweep_id: str, key: str) -> tuple[
         [found.experiment_id], filter_string=f"tags.sweep_id = '{sweep_id}' and tags.trial_key = '{key}'"
     )
     for stale in (r for r in runs if r.info.status == "RUNNING"):
-        client.set_tag(stale.info.run_id, "failure_reason", "the process ended without closing the run")
-        client.set_terminated(stale.info.run_id, "KILLED")
+        close_stale_run(uri, stale.info.run_id, "the process ended without closing the run")
     done = [r for r in runs if r.info.status == "FINISHED"]
     if not done:
         return None
     return done[0].info.run_id, dict(done[0].data.metrics)
+
+
+def close_stale_run(uri: str, run_id: str, reason: str) -> None:
+    """End a run that a killed process left RUNNING: status KILLED, tag ``failure_reason``."""
+    client = _client(uri)
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_tag(run_id, "failure_reason", reason)
+        client.set_terminated(run_id, "KILLED")

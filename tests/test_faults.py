@@ -82,3 +82,60 @@ def test_kill_9_then_rerun_closes_the_stale_run_and_runs_only_the_missing_trials
     assert list(runs[runs.status == "KILLED"].optimizer) == [killed]  # the stale run, closed on resume
     assert not (runs.status == "RUNNING").any()
     assert runs.sweep_id.nunique() == 1
+
+
+SEARCH = ["-m", "search=lr", "hydra.sweeper.study_name=shared", "hydra.sweeper.seed=0", "data=synthetic",
+          "model=mlp", "measure.latency_seconds=0.01", "hydra.callbacks.report.enabled=false"]
+
+
+def study_trials(tmp_path: Path) -> list:
+    import optuna
+
+    from sweeper.search.study import open_storage
+
+    study = optuna.load_study(study_name="shared", storage=open_storage(str(tmp_path / "optuna.journal")))
+    return study.get_trials(deepcopy=False)
+
+
+def check_exactly_once(tmp_path: Path, uri: str, n_trials: int) -> None:
+    """n_trials COMPLETE trials, each with exactly one FINISHED MLflow run, cross-referenced."""
+    complete = [t for t in study_trials(tmp_path) if t.state.name == "COMPLETE"]
+    assert len(complete) == n_trials
+    runs = load_runs(sweep_id="shared", tracking_uri=uri)
+    finished = runs[runs.status == "FINISHED"]
+    assert sorted(finished.optuna_trial.astype(int)) == sorted(t.number for t in complete)  # no duplicates
+    assert set(finished.run_id) == {t.user_attrs["mlflow_run_id"] for t in complete}
+    assert not (runs.status == "RUNNING").any()
+
+
+def test_four_workers_on_one_study_complete_exactly_n_trials(tmp_path, _mlflow_template):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    workers = [start(tmp_path, _mlflow_template, *SEARCH, "hydra.sweeper.n_trials=6", "data.n_samples=300",
+                     "strategy.epochs=2") for _ in range(4)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    for worker, out in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, out
+    check_exactly_once(tmp_path, uri, 6)
+    surplus = [t for t in study_trials(tmp_path) if t.state.name == "FAIL"]
+    assert all(t.user_attrs["failure_reason"].startswith("not needed") for t in surplus)
+
+
+def test_a_search_killed_with_kill_9_resumes_to_exactly_n_trials(tmp_path, _mlflow_template):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [*SEARCH, "hydra.sweeper.n_trials=4", "data.n_samples=3000", "strategy.epochs=30"]
+    proc = start(tmp_path, _mlflow_template, *args)
+    wait_for_running_trial(uri, finished_before=1)
+    proc.kill()
+    proc.wait(timeout=30)
+    running = [t for t in study_trials(tmp_path) if t.state.name == "RUNNING"]
+    assert len(running) == 1  # left behind by the killed worker
+
+    rerun = start(tmp_path, _mlflow_template, *args)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    assert "1 stale running trial(s) of killed workers marked FAIL" in out
+    stale = next(t for t in study_trials(tmp_path) if t.number == running[0].number)
+    assert stale.state.name == "FAIL" and "was killed" in stale.user_attrs["failure_reason"]
+    runs = load_runs(sweep_id="shared", tracking_uri=uri)
+    assert runs.set_index("run_id").loc[stale.user_attrs["mlflow_run_id"], "status"] == "KILLED"
+    check_exactly_once(tmp_path, uri, 4)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
+import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,11 +205,15 @@ class OptunaSweeperImpl(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         start, failed, last_reason, returns = time.perf_counter(), 0, "", []
+        stale = _fail_stale_trials(study, self._close_run)
         done = _done(study)
         print(f"study {plan.study_name} in {plan.storage}: {done}/{plan.n_trials} trials done"
-              + (", resuming" if done and done < plan.n_trials else ""), flush=True)
+              + (", resuming" if done and done < plan.n_trials else "")
+              + (f"; {stale} stale running trial(s) of killed workers marked FAIL" if stale else ""), flush=True)
         while done < plan.n_trials:
-            batch = [study.ask() for _ in range(min(self.n_jobs, plan.n_trials - done))]
+            batch = _ask_admitted(study, min(self.n_jobs, plan.n_trials - done), plan.n_trials)
+            if not batch:  # other workers are running every trial still missing; they finish the study
+                break
             results = self._launch(study, plan, batch)
             returns.append(results)
             for trial, result in zip(batch, results, strict=True):
@@ -224,6 +230,14 @@ class OptunaSweeperImpl(Sweeper):
                 )
         self._finish(study, plan, sweep_dir)
         return returns
+
+    def _close_run(self, run_id: str, reason: str) -> None:
+        """Close the MLflow run of a stale trial as KILLED (when this sweep tracks to MLflow)."""
+        assert self.config is not None
+        if OmegaConf.select(self.config, "tracking.enabled", default=False):
+            from sweeper.tracking import close_stale_run, resolve_tracking_uri
+
+            close_stale_run(resolve_tracking_uri(OmegaConf.select(self.config, "tracking.uri")), run_id, reason)
 
     def _launch(self, study: optuna.Study, plan: SearchPlan, batch: list[optuna.Trial]) -> Sequence[JobReturn]:
         assert self.launcher is not None
@@ -294,6 +308,63 @@ class OptunaSweeperImpl(Sweeper):
             uri = resolve_tracking_uri(OmegaConf.select(self.config, "tracking.uri", default=None))
             log_results(path, results, tracking_uri=uri, experiment=str(self.config.tracking.experiment))
         print(_summary_text(results, path), flush=True)
+
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # user attribute `worker` of the trials this process runs
+_ALIVE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+
+
+def _ask_admitted(study: optuna.Study, wanted: int, n_trials: int) -> list[optuna.Trial]:
+    """Ask up to ``wanted`` trials that keep the study at ``n_trials`` done or running, whatever other workers do.
+
+    A trial is admitted when its number is among the first ``n_trials`` trials that are
+    complete, pruned or running. Two workers asking at once can both get a trial for the
+    last slot: the later one is told FAIL at once (user attribute ``failure_reason``), so
+    the study never ends with more than ``n_trials`` done.
+    """
+    batch: list[optuna.Trial] = []
+    for _ in range(wanted):
+        if len(study.get_trials(deepcopy=False, states=_ALIVE)) >= n_trials:
+            break
+        trial = study.ask()
+        trial.set_user_attr("worker", WORKER)
+        alive = sorted(t.number for t in study.get_trials(deepcopy=False, states=_ALIVE))
+        if trial.number not in alive[:n_trials]:
+            trial.set_user_attr("failure_reason", "not needed: other workers run the remaining trials")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            break
+        batch.append(trial)
+    return batch
+
+
+def _fail_stale_trials(study: optuna.Study, close_run: Callable[[str, str], None]) -> int:
+    """Mark FAIL the RUNNING trials of workers on this host whose process is gone (``kill -9``).
+
+    Their MLflow runs, left RUNNING too, are closed by ``close_run(run_id, reason)``.
+    """
+    host = socket.gethostname()
+    stale = 0
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker_host, _, pid = str(frozen.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host != host or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        reason = f"stale: its worker process {pid} was killed"
+        optuna.trial.Trial(study, frozen._trial_id).set_user_attr("failure_reason", reason)
+        study.tell(frozen.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        if "mlflow_run_id" in frozen.user_attrs:
+            close_run(str(frozen.user_attrs["mlflow_run_id"]), reason)
+        stale += 1
+    return stale
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _done(study: optuna.Study) -> int:
