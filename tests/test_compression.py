@@ -101,7 +101,9 @@ def test_cubic_schedule_formula():
 
 
 def test_gradual_pruning_follows_the_cubic_sequence_during_training(make_cfg):
-    cfg = make_cfg("compression=prune_gradual", *SMALL, "compression.frequency=3", "compression.initial_sparsity=0.2")
+    cfg = make_cfg(
+        "compression=prune_gradual", *SMALL, "compression.amount=0.9", "compression.frequency=3", "compression.initial_sparsity=0.2"
+    )
     plan = plan_trial(cfg)
     _train(plan)
     method = plan.compressor
@@ -312,7 +314,7 @@ def test_every_option_runs_in_a_multirun_with_all_metrics(run_cli, tmp_path):
         assert runs[metric].notna().all(), metric
     by = runs.set_index("compression")
     for name in ("prune", "prune_random", "prune_gradual", "pipeline"):
-        assert by.loc[name, "sparsity"] == pytest.approx(0.9, abs=1e-3), name
+        assert by.loc[name, "sparsity"] == pytest.approx(0.8, abs=1e-3), name  # the presets' amount
     assert by.loc["qat", "bits"] == 4 and by.loc["quantize", "bits"] == 8
     assert by.loc["prune", "nonzero_params"] <= 0.6 * by.loc["prune", "params"]
     assert by.loc["prune", "size_bytes"] < by.loc["none", "size_bytes"]
