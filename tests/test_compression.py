@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from conftest import FAST
-from hydra import compose, initialize_config_module
 from sweeper.artifact import dense_payload, load_artifact, save_artifact, serialized_size
 from sweeper.compression import CompressionContext, Compressed
 from sweeper.compression._prune import cubic_sparsity, prunable_weights
@@ -19,6 +18,8 @@ from sweeper.measure import count_params
 from sweeper.results import FINAL_METRICS, load_runs
 from sweeper.run import TrialPlan, plan_trial
 from sweeper.training import train
+
+from conftest import FAST
 
 SMALL = ["strategy.epochs=1"]
 
