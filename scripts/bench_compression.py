@@ -27,13 +27,16 @@ from sweeper.run import execute, plan_trial
 METHODS: dict[str, list[str]] = {
     "none": ["compression=none"],
     "prune": ["compression=prune", "compression.amount=0.9"],
+    "prune@0.8": ["compression=prune", "compression.amount=0.8"],  # the preset's default
+    "prune@0.9,ft10": ["compression=prune", "compression.amount=0.9", "compression.finetune_epochs=10"],
     "prune_random": ["compression=prune_random", "compression.amount=0.9"],
     "prune_gradual": ["compression=prune_gradual", "compression.amount=0.9"],
     "prune_structured": ["compression=prune_structured", "compression.amount=0.5"],
     "quantize": ["compression=quantize"],
     "qat": ["compression=qat", "compression.bits=4"],
     "distill": ["compression=distill"],
-    "pipeline": ["compression=pipeline"],
+    "pipeline": ["compression=pipeline"],  # distill -> prune 0.8 -> int8
+    "pipeline@0.9": ["compression=pipeline", "+compression.options={prune: {amount: 0.9}}"],
 }
 
 

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from conftest import FAST
-from hydra import compose, initialize_config_module
 from sweeper.artifact import dense_payload, load_artifact, save_artifact, serialized_size
 from sweeper.compression import CompressionContext, Compressed
 from sweeper.compression._prune import cubic_sparsity, prunable_weights
@@ -20,7 +19,9 @@ from sweeper.results import FINAL_METRICS, load_runs
 from sweeper.run import TrialPlan, plan_trial
 from sweeper.training import train
 
-SMALL = ["strategy.epochs=2"]
+from conftest import FAST
+
+SMALL = ["strategy.epochs=1"]
 
 
 def _compose(*overrides: str) -> DictConfig:
@@ -101,11 +102,14 @@ def test_cubic_schedule_formula():
 
 
 def test_gradual_pruning_follows_the_cubic_sequence_during_training(make_cfg):
-    cfg = make_cfg("compression=prune_gradual", *SMALL, "compression.frequency=3", "compression.initial_sparsity=0.2")
+    cfg = make_cfg(
+        "compression=prune_gradual", *SMALL, "compression.amount=0.9", "compression.frequency=3", "compression.initial_sparsity=0.2"
+    )
     plan = plan_trial(cfg)
-    ctx, hooks = _train(plan)
+    _train(plan)
     method = plan.compressor
-    schedule = method.schedule(plan_steps := sum(-(-len(plan.task.x_train) // 64) for _ in range(2)))
+    plan_steps = -(-len(plan.task.x_train) // 64) * plan.strategy.epochs  # batch 64
+    schedule = method.schedule(plan_steps)
     n, t0 = schedule["num_updates"], schedule["begin_step"]
     expected = [(t0 + 3 * k, 0.9 + (0.2 - 0.9) * (1 - k / n) ** 3) for k in range(n + 1)]
     assert [s for s, _ in method.history] == [s for s, _ in expected]
@@ -196,7 +200,7 @@ class TestPrune(CompressionContract):
 
 
 class TestPruneRandom(TestPrune):
-    overrides = ("compression=prune_random", "compression.amount=0.8", "compression.scope=layer", "compression.finetune_epochs=1")
+    overrides = ("compression=prune_random", "compression.amount=0.8", "compression.scope=layer", "compression.finetune_epochs=0")
 
 
 class TestPruneGlobal(CompressionContract):
@@ -233,27 +237,18 @@ class TestQuantize(CompressionContract):
 
 
 class TestQat(CompressionContract):
-    overrides = ("compression=qat", "compression.bits=4", "compression.finetune_epochs=1")
-    min_ratio = 5.0  # 4-bit codes: 8x for the weights, less the per-channel scales, biases and overhead
+    overrides = ("compression=qat", "compression.bits=3", "compression.finetune_epochs=1")
+    min_ratio = 6.0  # 3-bit codes: 10.7x for the weights, less the per-channel scales, biases and overhead
     latency_kind = "simulated"
 
     def test_at_most_two_to_the_bits_levels_per_channel(self, trial: Trial):
         for name, weight in prunable_weights(trial.reloaded).items():
             for channel in weight.flatten(1):
-                assert channel.unique().numel() <= 2**4, name
-
-
-class TestQat2Bits(TestQat):
-    overrides = ("compression=qat", "compression.bits=2", "compression.finetune_epochs=1")
-    min_ratio = 8.0
-
-    def test_at_most_two_to_the_bits_levels_per_channel(self, trial: Trial):
-        for weight in prunable_weights(trial.reloaded).values():
-            assert max(c.unique().numel() for c in weight.flatten(1)) <= 2**2
+                assert channel.unique().numel() <= 2**3, name
 
 
 class TestDistill(CompressionContract):
-    overrides = ("compression=distill", "compression.teacher_epochs=2")
+    overrides = ("compression=distill", "compression.teacher_epochs=1")
 
     def test_student_is_the_trial_model_and_teacher_is_wider(self, trial: Trial):
         assert count_params(trial.reloaded)[0] == trial.dense_params
@@ -264,7 +259,7 @@ class TestDistill(CompressionContract):
 class TestPipeline(CompressionContract):
     overrides = (
         "compression=pipeline",
-        "+compression.options={distill: {teacher_epochs: 2}, prune: {amount: 0.9, finetune_epochs: 1}}",
+        "+compression.options={distill: {teacher_epochs: 1}, prune: {amount: 0.9, finetune_epochs: 1}}",
     )
     min_ratio = 8.0  # 10% of the int8 codes + a 1-bit mask
     latency_kind = "simulated"  # int8 kernels run, the sparsity is not executed
@@ -278,7 +273,7 @@ class TestPipeline(CompressionContract):
 
 def test_second_distill_trial_reuses_the_cached_teacher(make_cfg, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    overrides = ("compression=distill", "compression.teacher_epochs=2", "strategy.epochs=1")
+    overrides = ("compression=distill", "compression.teacher_epochs=1", "strategy.epochs=1")
     first = plan_trial(make_cfg(*overrides))
     first.compressor.teacher(CompressionContext(first.task, first.spec, first.optimizer_factory, first.strategy, 0, first.device))
     assert first.compressor.metrics["teacher_cached"] == 0.0
@@ -310,7 +305,8 @@ ALL_OPTIONS = "none,prune,prune_random,prune_structured,prune_gradual,quantize,q
 @pytest.mark.slow
 @pytest.mark.integration
 def test_every_option_runs_in_a_multirun_with_all_metrics(run_cli, tmp_path):
-    proc = run_cli("-m", f"compression={ALL_OPTIONS}", "strategy.epochs=3", "measure.latency_seconds=0.01")
+    # The presets' own fine-tuning and teacher epochs apply (a grid cannot override a key only some options have).
+    proc = run_cli("-m", f"compression={ALL_OPTIONS}", "strategy.epochs=1", "measure.latency_seconds=0.01", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = load_runs("sweeper", sweep_id="latest", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert sorted(runs["compression"]) == sorted(ALL_OPTIONS.split(","))
@@ -319,7 +315,7 @@ def test_every_option_runs_in_a_multirun_with_all_metrics(run_cli, tmp_path):
         assert runs[metric].notna().all(), metric
     by = runs.set_index("compression")
     for name in ("prune", "prune_random", "prune_gradual", "pipeline"):
-        assert by.loc[name, "sparsity"] == pytest.approx(0.9, abs=1e-3), name
+        assert by.loc[name, "sparsity"] == pytest.approx(0.8, abs=1e-3), name  # the presets' amount
     assert by.loc["qat", "bits"] == 4 and by.loc["quantize", "bits"] == 8
     assert by.loc["prune", "nonzero_params"] <= 0.6 * by.loc["prune", "params"]
     assert by.loc["prune", "size_bytes"] < by.loc["none", "size_bytes"]

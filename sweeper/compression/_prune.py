@@ -142,7 +142,7 @@ def _load_sparse(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
 class _UnstructuredPruning:
     """The shared core: select masks on the trained model, fine-tune with the masks fixed."""
 
-    def __init__(self, *, amount: float = 0.9, scope: Scope = "global", finetune_epochs: int = 5) -> None:
+    def __init__(self, *, amount: float = 0.8, scope: Scope = "global", finetune_epochs: int = 5) -> None:
         self.amount = _check_amount(amount)
         self.scope = _check_scope(scope)
         self.finetune_epochs = _check_epochs(finetune_epochs)
@@ -226,7 +226,7 @@ class GradualPruning(_UnstructuredPruning):
     def __init__(
         self,
         *,
-        amount: float = 0.9,
+        amount: float = 0.8,
         initial_sparsity: float = 0.0,
         scope: Scope = "global",
         begin: float = 0.0,
