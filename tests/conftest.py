@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Small budgets for tests: a few epochs, short latency timing. Tests override what they need.
+NO_REPORT = "hydra.callbacks.report.enabled=false"
 FAST = ["strategy.epochs=3", "measure.latency_seconds=0.01", "measure.latency_batch=32"]
 
 
@@ -63,13 +64,17 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def run_cli(tmp_path: Path, _mlflow_template: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run ``python -m sweeper ARGS`` in ``tmp_path`` (its own mlflow.db); return the finished process."""
+    """Run ``python -m sweeper ARGS`` in ``tmp_path`` (its own mlflow.db); return the finished process.
 
-    def run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    The end-of-multirun report is off unless ``report=True`` (its own tests cover it).
+    """
+
+    def run(*args: str, timeout: float = 300, env: dict[str, str] | None = None,
+            report: bool = False) -> subprocess.CompletedProcess[str]:
         if not (tmp_path / "mlflow.db").exists():
             shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
         return subprocess.run(
-            [sys.executable, "-m", "sweeper", *args],
+            [sys.executable, "-m", "sweeper", *args, *([] if report else [NO_REPORT])],
             cwd=tmp_path,
             env=cli_env(**(env or {})),
             capture_output=True,

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_env
+from conftest import NO_REPORT, cli_env
 
 from sweeper.results import load_history, load_runs
 
@@ -23,7 +23,7 @@ SWEEP = ["-m", "optimizer=adam,sgd,momentum", "hydra.sweep.dir=multirun/fixed", 
 def start(tmp_path: Path, template: Path, *args: str) -> subprocess.Popen[str]:
     if not (tmp_path / "mlflow.db").exists():
         shutil.copy(template, tmp_path / "mlflow.db")
-    return subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=tmp_path, env=cli_env(),
+    return subprocess.Popen([sys.executable, "-m", "sweeper", *args, NO_REPORT], cwd=tmp_path, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -85,7 +85,7 @@ def test_kill_9_then_rerun_closes_the_stale_run_and_runs_only_the_missing_trials
 
 
 SEARCH = ["-m", "search=lr", "hydra.sweeper.study_name=shared", "hydra.sweeper.seed=0", "data=synthetic",
-          "model=mlp", "measure.latency_seconds=0.01", "hydra.callbacks.report.enabled=false"]
+          "model=mlp", "measure.latency_seconds=0.01"]
 
 
 def study_trials(tmp_path: Path) -> list:
