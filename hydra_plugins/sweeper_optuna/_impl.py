@@ -28,12 +28,13 @@ from sweeper.search import trial_context
 from sweeper.search.objectives import Constraint, parse_constraints, parse_objectives
 from sweeper.search.space import SearchSpace, parse_space
 from sweeper.search.study import build_pruner, build_sampler, default_study_name, open_storage
-from sweeper.search.summary import count_states, log_results, progress_line, summarize, write_results
+from sweeper.search.summary import log_results, progress_line, summarize, write_results
+from sweeper.search.workers import free_slots, heartbeat, release_surplus
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "optuna.journal"
-DONE = ("COMPLETE", "PRUNED")  # the states that count towards n_trials
+WAIT_SECONDS = 2.0  # how often a worker with no free slot looks again (other workers' last trials)
 
 
 class SweepAborted(RuntimeError):
@@ -147,6 +148,16 @@ class OptunaSweeperImpl(Sweeper):
         for overrides in space.probe_overrides():
             self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
 
+    def _check_reachable(self, plan: SearchPlan) -> None:
+        """A shared storage or tracking server that does not answer fails here, in seconds."""
+        from sweeper.reachability import check_database_url, check_tracking_uri
+        from sweeper.tracking import resolve_tracking_uri
+
+        if "://" in plan.storage and not plan.storage.startswith("journal://"):
+            check_database_url(plan.storage, key="hydra.sweeper.storage")
+        if OmegaConf.select(self.config, "tracking.enabled", default=False):
+            check_tracking_uri(resolve_tracking_uri(OmegaConf.select(self.config, "tracking.uri", default=None)))
+
     def _open_study(self, plan: SearchPlan) -> optuna.Study:
         study = optuna.create_study(
             study_name=plan.study_name,
@@ -176,24 +187,31 @@ class OptunaSweeperImpl(Sweeper):
         assert self.config is not None and self.launcher is not None
         plan = self.plan(arguments)
         self._check_composes(plan.space)
+        self._check_reachable(plan)
         study = self._open_study(plan)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         start, failed, last_reason, returns = time.perf_counter(), 0, "", []
-        done = _done(study)
-        print(f"study {plan.study_name} in {plan.storage}: {done}/{plan.n_trials} trials done"
+        done, free = free_slots(study, plan.n_trials)
+        print(f"study {plan.study_name} in {_shown(plan.storage)}: {done}/{plan.n_trials} trials done"
               + (", resuming" if done and done < plan.n_trials else ""), flush=True)
         while done < plan.n_trials:
-            batch = [study.ask() for _ in range(min(self.n_jobs, plan.n_trials - done))]
-            results = self._launch(study, plan, batch)
-            returns.append(results)
-            for trial, result in zip(batch, results, strict=True):
-                if self._tell(study, plan, trial, result) == optuna.trial.TrialState.FAIL:
-                    failed, last_reason = failed + 1, trial.user_attrs.get("failure_reason", "unknown")
-            done = _done(study)
-            print(progress_line(study, plan.objectives, plan.n_trials, time.perf_counter() - start), flush=True)
+            if free == 0:  # the last trials run in other workers: wait in case one fails or its worker dies
+                time.sleep(WAIT_SECONDS)
+                done, free = free_slots(study, plan.n_trials)
+                continue
+            batch = release_surplus(study, [study.ask() for _ in range(min(self.n_jobs, free))], plan.n_trials)
+            if batch:
+                with heartbeat(batch):
+                    results = self._launch(study, plan, batch)
+                returns.append(results)
+                for trial, result in zip(batch, results, strict=True):
+                    if self._tell(study, plan, trial, result) == optuna.trial.TrialState.FAIL:
+                        failed, last_reason = failed + 1, trial.user_attrs.get("failure_reason", "unknown")
+                print(progress_line(study, plan.objectives, plan.n_trials, time.perf_counter() - start), flush=True)
+            done, free = free_slots(study, plan.n_trials)
             if failed > self.max_failure_rate * self.n_trials:
                 self._finish(study, plan, sweep_dir)
                 raise SweepAborted(
@@ -264,7 +282,7 @@ class OptunaSweeperImpl(Sweeper):
     def _finish(self, study: optuna.Study, plan: SearchPlan, sweep_dir: Path) -> None:
         assert self.config is not None
         results = summarize(study, plan.space, plan.objectives, plan.constraints)
-        results["storage"] = plan.storage
+        results["storage"] = _shown(plan.storage)
         path = write_results(results, sweep_dir)
         if OmegaConf.select(self.config, "tracking.enabled", default=False):
             from sweeper.tracking import resolve_tracking_uri
@@ -274,8 +292,13 @@ class OptunaSweeperImpl(Sweeper):
         print(_summary_text(results, path), flush=True)
 
 
-def _done(study: optuna.Study) -> int:
-    return sum(n for state, n in count_states(study).items() if state in DONE)
+def _shown(storage: str) -> str:
+    """The storage as printed: a database URL without its password."""
+    if "://" not in storage or storage.startswith("journal://"):
+        return storage
+    import sqlalchemy
+
+    return sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
 
 
 def _summary_text(results: Mapping[str, Any], path: Path) -> str:
