@@ -1,4 +1,4 @@
-"""Local services for distributed sweeps: a throwaway PostgreSQL cluster and an MLflow tracking server.
+"""Local services for distributed sweeps: a PostgreSQL cluster, an MLflow tracking server, sweep workers.
 
 Both bind 127.0.0.1 only. ``scripts/tracking_server.py`` starts them for a user; the
 integration tests start them the same way. PostgreSQL refuses to run as root, so as root the
@@ -20,7 +20,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MlflowServer", "PostgresCluster", "find_pg_bin", "free_port", "start_mlflow_server", "start_postgres"]
+__all__ = [
+    "MlflowServer", "PostgresCluster", "find_pg_bin", "free_port", "start_mlflow_server", "start_postgres",
+    "start_workers",
+]
 
 
 def free_port() -> int:
@@ -179,3 +182,19 @@ def start_mlflow_server(
         time.sleep(0.5)
     server.stop()
     raise RuntimeError(f"mlflow server did not start on port {port}: {log_path.read_text()[-3000:]}")
+
+
+def start_workers(n: int, overrides: list[str], workdir: Path) -> list[subprocess.Popen[bytes]]:
+    """Start ``n`` sweep workers (``python -m sweeper -m OVERRIDES hydra.sweeper.n_jobs=1``).
+
+    Each runs in ``workdir/worker<i>`` (its own outputs, no shared disk needed) and writes its
+    output to ``worker.log`` there; they share the study through ``hydra.sweeper.storage``.
+    """
+    cmd = [sys.executable, "-m", "sweeper", "-m", *overrides, "hydra.sweeper.n_jobs=1"]
+    procs = []
+    for i in range(n):
+        cwd = workdir / f"worker{i}"
+        cwd.mkdir(parents=True, exist_ok=True)
+        with open(cwd / "worker.log", "ab") as log:
+            procs.append(subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT))
+    return procs

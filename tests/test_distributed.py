@@ -255,3 +255,15 @@ def test_three_workers_run_one_study_in_postgresql_with_a_tracking_server(postgr
     artifacts = {a.path for a in client.list_artifacts(finished.run_id.iloc[0])}
     assert {"config.yaml", "model.pt"} <= artifacts  # uploaded through the server, no shared disk
     assert list((server.artifacts).rglob("model.pt"))  # and stored by it under its artifact root
+
+
+def test_the_documented_submitit_slurm_preset_composes():
+    from hydra import compose, initialize_config_module
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "distributed.md").read_text()
+    line = next(l for l in doc.splitlines() if "hydra/launcher=submitit_slurm" in l)
+    overrides = [word.strip("`|") for word in line.split() if word.startswith(("hydra/launcher", "hydra.launcher"))]
+    with initialize_config_module("sweeper.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.cpus_per_task == 1 and cfg.hydra.launcher.partition == "cpu"
