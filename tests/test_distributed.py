@@ -239,7 +239,8 @@ def test_three_workers_run_one_study_in_postgresql_with_a_tracking_server(postgr
 
     study = optuna.load_study(study_name=study_name, storage=storage)
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 9
+    others = [(t.number, t.state.name, t.user_attrs) for t in study.trials if t.state.name != "COMPLETE"]
+    assert len(complete) == 9, others
     assert [t for t in study.trials if t.state.name == "RUNNING"] == []
 
     runs = load_runs(sweep_id=study_name, tracking_uri=server.uri)
