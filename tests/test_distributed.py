@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import multiprocessing
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from sweeper.cache import atomic_path, compute_once, file_lock
 from sweeper.results import load_runs
 from sweeper.search import workers
-from sweeper.services import find_pg_bin, free_port, start_mlflow_server, start_postgres
+from sweeper.services import find_pg_bin, free_port, start_mlflow_server, start_postgres, start_workers
 from conftest import cli_env
 
 TINY = ["data=synthetic", "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01",
@@ -221,21 +220,16 @@ def postgres_and_mlflow(tmp_path):
 def test_three_workers_run_one_study_in_postgresql_with_a_tracking_server(postgres_and_mlflow, tmp_path):
     storage, server = postgres_and_mlflow
     study_name = f"dist-{uuid.uuid4().hex[:8]}"
-    cmd = [sys.executable, "-m", "sweeper", "-m", "search=lr", "hydra.sweeper.n_trials=9",
-           f"hydra.sweeper.study_name={study_name}", f"hydra.sweeper.storage={storage}",
-           f"tracking.uri={server.uri}", *TINY]
-    procs = []
-    for worker in range(3):
-        cwd = tmp_path / f"worker{worker}"  # no shared disk between workers
-        cwd.mkdir()
-        procs.append(subprocess.Popen(cmd, cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
+    overrides = ["search=lr", "hydra.sweeper.n_trials=9", f"hydra.sweeper.study_name={study_name}",
+                 f"hydra.sweeper.storage={storage}", f"tracking.uri={server.uri}", *TINY]
+    procs = start_workers(3, overrides, tmp_path / "workers")  # each in its own directory: no shared disk
     try:
-        outputs = [p.communicate(timeout=400)[0] for p in procs]
+        codes = [p.wait(timeout=400) for p in procs]
     finally:
         for p in procs:
             p.kill()
-    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(o[-2000:] for o in outputs)
+    logs = [(tmp_path / "workers" / f"worker{i}" / "worker.log").read_text() for i in range(3)]
+    assert codes == [0, 0, 0], "\n".join(log[-2000:] for log in logs)
 
     study = optuna.load_study(study_name=study_name, storage=storage)
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]

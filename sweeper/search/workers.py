@@ -21,7 +21,10 @@ from contextlib import contextmanager
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["GRACE_SECONDS", "HEARTBEAT_SECONDS", "DONE", "free_slots", "heartbeat", "is_surplus", "release_surplus"]
+__all__ = [
+    "DONE", "GRACE_SECONDS", "HEARTBEAT_ATTR", "HEARTBEAT_SECONDS", "fail_stale", "free_slots", "heartbeat", "is_surplus",
+    "release_surplus",
+]
 
 HEARTBEAT_SECONDS = 5.0
 GRACE_SECONDS = 30.0
