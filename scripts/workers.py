@@ -23,11 +23,12 @@ def main() -> None:
     parser.add_argument("n", type=int, help="number of workers")
     parser.add_argument("--logs", type=Path, default=Path("workers"), help="working directories and logs")
     parser.add_argument("--wait", action="store_true", help="wait for the workers to finish")
-    parser.add_argument("overrides", nargs="*", help="the sweep's overrides (after --)")
-    args = parser.parse_args()
-    if not any(o.startswith("hydra.sweeper.storage=") for o in args.overrides):
-        parser.error("give hydra.sweeper.storage=...: workers share the study through it")
-    procs = start_workers(args.n, args.overrides, args.logs.resolve())
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, overrides = parser.parse_args(argv[:split]), argv[split + 1:]  # after --: the sweep's overrides
+    if not any(o.startswith("hydra.sweeper.storage=") for o in overrides):
+        parser.error("give hydra.sweeper.storage=... after --: workers share the study through it")
+    procs = start_workers(args.n, overrides, args.logs.resolve())
     for i, proc in enumerate(procs):
         print(f"worker {i}: pid {proc.pid}, log {args.logs.resolve() / f'worker{i}' / 'worker.log'}")
     print(f"stop with: kill -TERM {' '.join(str(p.pid) for p in procs)}  (running trials end FAIL and are replaced)")
