@@ -107,22 +107,22 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
-    """``RDBStorage(url)``, retried when workers starting together race to create the schema.
+def _rdb_storage(url: str, patience: float = 60.0) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``, retried while workers starting together race to create the schema.
 
     On a fresh database each process runs ``CREATE TABLE/TYPE``; all but one fail with a
-    duplicate-object error, and succeed on the next attempt once the schema exists.
+    duplicate-object error, and succeed once the schema is complete.
     """
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    for attempt in range(attempts):
+    deadline = time.monotonic() + patience
+    while True:
         try:
             return optuna.storages.RDBStorage(url)
         except (IntegrityError, ProgrammingError):
-            if attempt == attempts - 1:
+            if time.monotonic() > deadline:
                 raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(1.0)
 
 
 def default_study_name(prefix: str, defining: Sequence[Any]) -> str:

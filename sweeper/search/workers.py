@@ -32,6 +32,16 @@ DONE = (TrialState.COMPLETE, TrialState.PRUNED)  # the states that count towards
 HEARTBEAT_ATTR = "heartbeat"
 
 
+def _trials(study: optuna.Study, states: tuple[TrialState, ...]) -> list[FrozenTrial]:
+    """The study's trials in ``states``, read from the storage itself.
+
+    Optuna's per-process trial cache (in front of a database) can miss a trial that another
+    process created concurrently; counting slots needs the storage's own view.
+    """
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage.get_all_trials(study._study_id, deepcopy=False, states=states)  # type: ignore[no-any-return]
+
+
 def _last_beat(trial: FrozenTrial) -> float:
     beat = trial.user_attrs.get(HEARTBEAT_ATTR)
     if beat is not None:
@@ -43,7 +53,7 @@ def fail_stale(study: optuna.Study, *, now: float | None = None) -> list[int]:
     """Mark FAIL the RUNNING trials whose heartbeat stopped; return their numbers."""
     now = time.time() if now is None else now
     stale = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if now - _last_beat(t) > GRACE_SECONDS
+        t for t in _trials(study, (TrialState.RUNNING,)) if now - _last_beat(t) > GRACE_SECONDS
     ]
     for trial in stale:
         optuna.trial.Trial(study, trial._trial_id).set_user_attr("failure_reason", "its worker stopped sending heartbeats")
@@ -54,14 +64,14 @@ def fail_stale(study: optuna.Study, *, now: float | None = None) -> list[int]:
 def free_slots(study: optuna.Study, n_trials: int) -> tuple[int, int]:
     """(done trials, slots free for new trials) after failing stale ones; live trials take a slot."""
     fail_stale(study)
-    trials = study.get_trials(deepcopy=False, states=(*DONE, TrialState.RUNNING))
+    trials = _trials(study, (*DONE, TrialState.RUNNING))
     done = sum(t.state in DONE for t in trials)
     return done, max(0, n_trials - len(trials))
 
 
 def is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
     """Whether trial ``number`` came after ``n_trials`` trials that are done or live."""
-    before = study.get_trials(deepcopy=False, states=(*DONE, TrialState.RUNNING))
+    before = _trials(study, (*DONE, TrialState.RUNNING))
     return sum(t.number < number for t in before) >= n_trials
 
 
