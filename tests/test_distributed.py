@@ -98,12 +98,16 @@ def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
 
 # ---- worker coordination on one study -----------------------------------------------------------
 
-def _study() -> optuna.Study:
-    return optuna.create_study(direction="maximize")
+@pytest.fixture(params=["journal", "sqlite"])
+def study(request, tmp_path) -> optuna.Study:
+    """An empty study in each kind of file storage (a database goes through Optuna's trial cache)."""
+    from sweeper.search.study import open_storage
+
+    path = tmp_path / ("optuna.journal" if request.param == "journal" else "optuna.db")
+    return optuna.create_study(storage=open_storage(str(path)), direction="maximize")
 
 
-def test_live_trials_of_other_workers_take_slots_and_dead_ones_are_failed():
-    study = _study()
+def test_live_trials_of_other_workers_take_slots_and_dead_ones_are_failed(study):
     study.tell(study.ask(), 1.0)
     live, dead = study.ask(), study.ask()
     live.set_user_attr(workers.HEARTBEAT_ATTR, time.time())
@@ -114,16 +118,14 @@ def test_live_trials_of_other_workers_take_slots_and_dead_ones_are_failed():
     assert "heartbeat" in study.trials[2].user_attrs["failure_reason"]
 
 
-def test_a_trial_asked_after_n_trials_live_or_done_ones_is_a_surplus_and_not_run():
-    study = _study()
+def test_a_trial_asked_after_n_trials_live_or_done_ones_is_a_surplus_and_not_run(study):
     first, second, third = study.ask(), study.ask(), study.ask()  # three workers ask for 2 free slots
     kept = workers.release_surplus(study, [first, second, third], n_trials=2)
     assert [t.number for t in kept] == [0, 1]
     assert study.trials[2].state.name == "FAIL" and study.trials[2].user_attrs["surplus"] is True
 
 
-def test_heartbeat_refreshes_the_attribute_while_the_trial_runs():
-    study = _study()
+def test_heartbeat_refreshes_the_attribute_while_the_trial_runs(study):
     trial = study.ask()
     with workers.heartbeat([trial], every=0.05):
         first = study.trials[0].user_attrs[workers.HEARTBEAT_ATTR]

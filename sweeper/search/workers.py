@@ -38,7 +38,9 @@ def _trials(study: optuna.Study, states: tuple[TrialState, ...]) -> list[FrozenT
     Optuna's per-process trial cache (in front of a database) can miss a trial that another
     process created concurrently; counting slots needs the storage's own view.
     """
-    storage = getattr(study._storage, "_backend", study._storage)
+    from optuna.storages._cached_storage import _CachedStorage
+
+    storage = study._storage._backend if isinstance(study._storage, _CachedStorage) else study._storage
     return storage.get_all_trials(study._study_id, deepcopy=False, states=states)  # type: ignore[no-any-return]
 
 
