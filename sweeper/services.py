@@ -184,11 +184,14 @@ def start_mlflow_server(
     raise RuntimeError(f"mlflow server did not start on port {port}: {log_path.read_text()[-3000:]}")
 
 
-def start_workers(n: int, overrides: list[str], workdir: Path) -> list[subprocess.Popen[bytes]]:
+def start_workers(
+    n: int, overrides: list[str], workdir: Path, *, env: dict[str, str] | None = None
+) -> list[subprocess.Popen[bytes]]:
     """Start ``n`` sweep workers (``python -m sweeper -m OVERRIDES hydra.sweeper.n_jobs=1``).
 
     Each runs in ``workdir/worker<i>`` (its own outputs, no shared disk needed) and writes its
     output to ``worker.log`` there; they share the study through ``hydra.sweeper.storage``.
+    ``env`` replaces the environment (default: this process's).
     """
     cmd = [sys.executable, "-m", "sweeper", "-m", *overrides, "hydra.sweeper.n_jobs=1"]
     procs = []
@@ -196,5 +199,5 @@ def start_workers(n: int, overrides: list[str], workdir: Path) -> list[subproces
         cwd = workdir / f"worker{i}"
         cwd.mkdir(parents=True, exist_ok=True)
         with open(cwd / "worker.log", "ab") as log:
-            procs.append(subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env))
     return procs

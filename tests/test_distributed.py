@@ -224,7 +224,7 @@ def test_three_workers_run_one_study_in_postgresql_with_a_tracking_server(postgr
     study_name = f"dist-{uuid.uuid4().hex[:8]}"
     overrides = ["search=lr", "hydra.sweeper.n_trials=9", f"hydra.sweeper.study_name={study_name}",
                  f"hydra.sweeper.storage={storage}", f"tracking.uri={server.uri}", *TINY]
-    procs = start_workers(3, overrides, tmp_path / "workers")  # each in its own directory: no shared disk
+    procs = start_workers(3, overrides, tmp_path / "workers", env=cli_env())  # own directories: no shared disk
     try:
         codes = [p.wait(timeout=400) for p in procs]
     finally:
