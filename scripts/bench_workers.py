@@ -90,6 +90,8 @@ def throughput(root: Path, trials: int, epochs: int) -> float:
 
 def overhead(root: Path, trials: int) -> None:
     """Print the per-trial cost of PostgreSQL storage + tracking server against journal + SQLite."""
+    if trials == 0:
+        return
     if find_pg_bin() is None:
         print("overhead: skipped (PostgreSQL is not installed)")
         return
@@ -125,7 +127,7 @@ def overhead(root: Path, trials: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=12, help="study size of the throughput comparison")
-    parser.add_argument("--overhead-trials", type=int, default=6, help="study size of the overhead comparison")
+    parser.add_argument("--overhead-trials", type=int, default=6, help="study size of the overhead comparison (0: skip it)")
     parser.add_argument("--epochs", type=int, default=30, help="epochs per trial of the throughput comparison")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="sweeper-bench-"))

@@ -174,12 +174,16 @@ def start_mlflow_server(
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     server = MlflowServer(process, port, log_path, artifacts, log)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        if _answers(f"{server.uri}/health"):
-            return server
-        time.sleep(0.5)
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            if _answers(f"{server.uri}/health"):
+                return server
+            time.sleep(0.5)
+    except BaseException:  # interrupted while waiting: leave no server behind
+        server.stop()
+        raise
     server.stop()
     raise RuntimeError(f"mlflow server did not start on port {port}: {log_path.read_text()[-3000:]}")
 
