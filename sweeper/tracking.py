@@ -49,9 +49,17 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+_checked_uris: set[str] = set()  # tracking URIs found reachable by this process
+
+
 def _client(uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
+    from sweeper.reachability import check_tracking_uri
+
+    if uri not in _checked_uris:
+        check_tracking_uri(uri)  # a server that is down: one line in seconds, not minutes of retries
+        _checked_uris.add(uri)
     _create_sqlite_store_atomically(uri)
     return MlflowClient(tracking_uri=uri)
 

@@ -117,7 +117,7 @@ def test_four_workers_on_one_study_complete_exactly_n_trials(tmp_path, _mlflow_t
         assert worker.returncode == 0, out
     check_exactly_once(tmp_path, uri, 6)
     surplus = [t for t in study_trials(tmp_path) if t.state.name == "FAIL"]
-    assert all(t.user_attrs["failure_reason"].startswith("not needed") for t in surplus)
+    assert all(t.user_attrs.get("surplus") for t in surplus)  # asked in a race for the last slot, never run
 
 
 def test_a_search_killed_with_kill_9_resumes_to_exactly_n_trials(tmp_path, _mlflow_template):
@@ -130,12 +130,11 @@ def test_a_search_killed_with_kill_9_resumes_to_exactly_n_trials(tmp_path, _mlfl
     running = [t for t in study_trials(tmp_path) if t.state.name == "RUNNING"]
     assert len(running) == 1  # left behind by the killed worker
 
-    rerun = start(tmp_path, _mlflow_template, *args)
+    rerun = start(tmp_path, _mlflow_template, *args)  # waits out the dead trial's heartbeat grace period
     out, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out
-    assert "1 stale running trial(s) of killed workers marked FAIL" in out
     stale = next(t for t in study_trials(tmp_path) if t.number == running[0].number)
-    assert stale.state.name == "FAIL" and "was killed" in stale.user_attrs["failure_reason"]
+    assert stale.state.name == "FAIL" and "heartbeats" in stale.user_attrs["failure_reason"]
     runs = load_runs(sweep_id="shared", tracking_uri=uri)
     assert runs.set_index("run_id").loc[stale.user_attrs["mlflow_run_id"], "status"] == "KILLED"
     check_exactly_once(tmp_path, uri, 4)

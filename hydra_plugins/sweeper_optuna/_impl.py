@@ -8,15 +8,10 @@ overrides, launch them, tell their outcome -> write the best trial or the Pareto
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import signal
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +28,13 @@ from sweeper.search import trial_context
 from sweeper.search.objectives import Constraint, parse_constraints, parse_objectives
 from sweeper.search.space import SearchSpace, parse_space
 from sweeper.search.study import build_pruner, build_sampler, default_study_name, open_storage
-from sweeper.search.summary import count_states, log_results, progress_line, summarize, write_results
+from sweeper.search.summary import log_results, progress_line, summarize, write_results
+from sweeper.search.workers import free_slots, heartbeat, release_surplus
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "optuna.journal"
-DONE = ("COMPLETE", "PRUNED")  # the states that count towards n_trials
+WAIT_SECONDS = 2.0  # how often a worker with no free slot looks again (other workers' last trials)
 
 
 class SweepAborted(RuntimeError):
@@ -61,24 +57,6 @@ class SearchPlan:
 
 def _container(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
-
-
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (a scheduler's time limit, ``kill``) like Ctrl-C while trials run, so that
-    running trials end FAIL in Optuna and KILLED in MLflow instead of staying RUNNING."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _quote(text: str) -> str:
@@ -170,6 +148,16 @@ class OptunaSweeperImpl(Sweeper):
         for overrides in space.probe_overrides():
             self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
 
+    def _check_reachable(self, plan: SearchPlan) -> None:
+        """A shared storage or tracking server that does not answer fails here, in seconds."""
+        from sweeper.reachability import check_database_url, check_tracking_uri
+        from sweeper.tracking import resolve_tracking_uri
+
+        if "://" in plan.storage and not plan.storage.startswith("journal://"):
+            check_database_url(plan.storage, key="hydra.sweeper.storage")
+        if OmegaConf.select(self.config, "tracking.enabled", default=False):
+            check_tracking_uri(resolve_tracking_uri(OmegaConf.select(self.config, "tracking.uri", default=None)))
+
     def _open_study(self, plan: SearchPlan) -> optuna.Study:
         study = optuna.create_study(
             study_name=plan.study_name,
@@ -199,28 +187,31 @@ class OptunaSweeperImpl(Sweeper):
         assert self.config is not None and self.launcher is not None
         plan = self.plan(arguments)
         self._check_composes(plan.space)
+        self._check_reachable(plan)
         study = self._open_study(plan)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         start, failed, last_reason, returns = time.perf_counter(), 0, "", []
-        stale = _fail_stale_trials(study, self._close_run)
-        done = _done(study)
-        print(f"study {plan.study_name} in {plan.storage}: {done}/{plan.n_trials} trials done"
-              + (", resuming" if done and done < plan.n_trials else "")
-              + (f"; {stale} stale running trial(s) of killed workers marked FAIL" if stale else ""), flush=True)
+        done, free = free_slots(study, plan.n_trials, on_stale=self._close_run)
+        print(f"study {plan.study_name} in {_shown(plan.storage)}: {done}/{plan.n_trials} trials done"
+              + (", resuming" if done and done < plan.n_trials else ""), flush=True)
         while done < plan.n_trials:
-            batch = _ask_admitted(study, min(self.n_jobs, plan.n_trials - done), plan.n_trials)
-            if not batch:  # other workers are running every trial still missing; they finish the study
-                break
-            results = self._launch(study, plan, batch)
-            returns.append(results)
-            for trial, result in zip(batch, results, strict=True):
-                if self._tell(study, plan, trial, result) == optuna.trial.TrialState.FAIL:
-                    failed, last_reason = failed + 1, trial.user_attrs.get("failure_reason", "unknown")
-            done = _done(study)
-            print(progress_line(study, plan.objectives, plan.n_trials, time.perf_counter() - start), flush=True)
+            if free == 0:  # the last trials run in other workers: wait in case one fails or its worker dies
+                time.sleep(WAIT_SECONDS)
+                done, free = free_slots(study, plan.n_trials, on_stale=self._close_run)
+                continue
+            batch = release_surplus(study, [study.ask() for _ in range(min(self.n_jobs, free))], plan.n_trials)
+            if batch:
+                with heartbeat(batch):
+                    results = self._launch(study, plan, batch)
+                returns.append(results)
+                for trial, result in zip(batch, results, strict=True):
+                    if self._tell(study, plan, trial, result) == optuna.trial.TrialState.FAIL:
+                        failed, last_reason = failed + 1, trial.user_attrs.get("failure_reason", "unknown")
+                print(progress_line(study, plan.objectives, plan.n_trials, time.perf_counter() - start), flush=True)
+            done, free = free_slots(study, plan.n_trials, on_stale=self._close_run)
             if failed > self.max_failure_rate * self.n_trials:
                 self._finish(study, plan, sweep_dir)
                 raise SweepAborted(
@@ -231,13 +222,14 @@ class OptunaSweeperImpl(Sweeper):
         self._finish(study, plan, sweep_dir)
         return returns
 
-    def _close_run(self, run_id: str, reason: str) -> None:
+    def _close_run(self, trial: optuna.trial.FrozenTrial, reason: str) -> None:
         """Close the MLflow run of a stale trial as KILLED (when this sweep tracks to MLflow)."""
         assert self.config is not None
-        if OmegaConf.select(self.config, "tracking.enabled", default=False):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id and OmegaConf.select(self.config, "tracking.enabled", default=False):
             from sweeper.tracking import close_stale_run, resolve_tracking_uri
 
-            close_stale_run(resolve_tracking_uri(OmegaConf.select(self.config, "tracking.uri")), run_id, reason)
+            close_stale_run(resolve_tracking_uri(OmegaConf.select(self.config, "tracking.uri")), str(run_id), reason)
 
     def _launch(self, study: optuna.Study, plan: SearchPlan, batch: list[optuna.Trial]) -> Sequence[JobReturn]:
         assert self.launcher is not None
@@ -250,8 +242,7 @@ class OptunaSweeperImpl(Sweeper):
             jobs.append([*overrides, *(f"++hydra.job.env_set.{k}={_quote(v)}" for k, v in env.items())])
             trial_context.register(plan.study_name, trial)
         try:
-            with _sigterm_as_interrupt():
-                return self.launcher.launch(jobs, initial_job_idx=batch[0].number)
+            return self.launcher.launch(jobs, initial_job_idx=batch[0].number)
         except BaseException as exc:  # interrupted or a launcher error: no trial stays RUNNING
             for trial in batch:
                 trial.set_user_attr("failure_reason", f"{type(exc).__name__}: {exc}"[:2000])
@@ -300,7 +291,7 @@ class OptunaSweeperImpl(Sweeper):
     def _finish(self, study: optuna.Study, plan: SearchPlan, sweep_dir: Path) -> None:
         assert self.config is not None
         results = summarize(study, plan.space, plan.objectives, plan.constraints)
-        results["storage"] = plan.storage
+        results["storage"] = _shown(plan.storage)
         path = write_results(results, sweep_dir)
         if OmegaConf.select(self.config, "tracking.enabled", default=False):
             from sweeper.tracking import resolve_tracking_uri
@@ -310,65 +301,13 @@ class OptunaSweeperImpl(Sweeper):
         print(_summary_text(results, path), flush=True)
 
 
-WORKER = f"{socket.gethostname()}:{os.getpid()}"  # user attribute `worker` of the trials this process runs
-_ALIVE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+def _shown(storage: str) -> str:
+    """The storage as printed: a database URL without its password."""
+    if "://" not in storage or storage.startswith("journal://"):
+        return storage
+    import sqlalchemy
 
-
-def _ask_admitted(study: optuna.Study, wanted: int, n_trials: int) -> list[optuna.Trial]:
-    """Ask up to ``wanted`` trials that keep the study at ``n_trials`` done or running, whatever other workers do.
-
-    A trial is admitted when its number is among the first ``n_trials`` trials that are
-    complete, pruned or running. Two workers asking at once can both get a trial for the
-    last slot: the later one is told FAIL at once (user attribute ``failure_reason``), so
-    the study never ends with more than ``n_trials`` done.
-    """
-    batch: list[optuna.Trial] = []
-    for _ in range(wanted):
-        if len(study.get_trials(deepcopy=False, states=_ALIVE)) >= n_trials:
-            break
-        trial = study.ask()
-        trial.set_user_attr("worker", WORKER)
-        alive = sorted(t.number for t in study.get_trials(deepcopy=False, states=_ALIVE))
-        if trial.number not in alive[:n_trials]:
-            trial.set_user_attr("failure_reason", "not needed: other workers run the remaining trials")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            break
-        batch.append(trial)
-    return batch
-
-
-def _fail_stale_trials(study: optuna.Study, close_run: Callable[[str, str], None]) -> int:
-    """Mark FAIL the RUNNING trials of workers on this host whose process is gone (``kill -9``).
-
-    Their MLflow runs, left RUNNING too, are closed by ``close_run(run_id, reason)``.
-    """
-    host = socket.gethostname()
-    stale = 0
-    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        worker_host, _, pid = str(frozen.user_attrs.get("worker", "")).rpartition(":")
-        if worker_host != host or not pid.isdigit() or _process_alive(int(pid)):
-            continue
-        reason = f"stale: its worker process {pid} was killed"
-        optuna.trial.Trial(study, frozen._trial_id).set_user_attr("failure_reason", reason)
-        study.tell(frozen.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        if "mlflow_run_id" in frozen.user_attrs:
-            close_run(str(frozen.user_attrs["mlflow_run_id"]), reason)
-        stale += 1
-    return stale
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def _done(study: optuna.Study) -> int:
-    return sum(n for state, n in count_states(study).items() if state in DONE)
+    return sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
 
 
 def _summary_text(results: Mapping[str, Any], path: Path) -> str:

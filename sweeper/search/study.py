@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,12 +99,30 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
     if spec.startswith("journal://"):
         spec = spec.removeprefix("journal://")
     elif "://" in spec:
-        return optuna.storages.RDBStorage(spec)
+        return _rdb_storage(spec)
     path = Path(spec).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".db", ".sqlite", ".sqlite3"):
         return optuna.storages.RDBStorage(f"sqlite:///{path}")
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _rdb_storage(url: str, patience: float = 60.0) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``, retried while workers starting together race to create the schema.
+
+    On a fresh database each process runs ``CREATE TABLE/TYPE``; all but one fail with a
+    duplicate-object error, and succeed once the schema is complete.
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def default_study_name(prefix: str, defining: Sequence[Any]) -> str:
