@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sweeper.artifact import ModelSpec, dense_payload
+from sweeper.cache import compute_once
 from sweeper.compression._base import CompressionContext, Compressed, TrainingHooks
 from sweeper.data import Task
 from sweeper.training import Strategy, evaluate_accuracy, train
@@ -141,23 +141,30 @@ class Distillation:
             raise ValueError(f"compression.teacher_model: {' '.join(str(exc).split())}") from exc
 
     def teacher(self, ctx: CompressionContext) -> nn.Module:
-        """The trained teacher: loaded from the cache, or trained and cached."""
+        """The trained teacher: loaded from the cache, or trained and cached.
+
+        ``compute_once`` makes concurrent trials (other processes, other workers sharing the
+        cache directory) wait for the one that trains it, instead of training it twice.
+        """
         key = self.cache_key(ctx)
         path = self.cache_dir / f"{key}.pt"
         teacher = self._build_teacher(ctx)
-        cached = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
-        if cached is not None and cached.get("format") == _CACHE_FORMAT and cached.get("key") == key:
-            teacher.load_state_dict(cached["state_dict"])
-            self.metrics["teacher_cached"] = 1.0
-        else:
+        trained_here = False
+
+        def train_teacher(scratch: Path) -> None:
+            nonlocal trained_here
             strategy = Strategy(epochs=self.teacher_epochs, batch_size=self.teacher_batch_size)
             optimizer = functools.partial(torch.optim.Adam, lr=self.teacher_lr)
             train(teacher, ctx.task, optimizer, strategy, seed=ctx.seed, device=ctx.device)
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            scratch = path.with_suffix(f".{os.getpid()}.tmp")
             torch.save({"format": _CACHE_FORMAT, "key": key, **dense_payload(teacher.cpu())}, scratch)
-            os.replace(scratch, path)  # atomic: a parallel trial never reads half a file
-            self.metrics["teacher_cached"] = 0.0
+            trained_here = True
+
+        cached = torch.load(compute_once(path, train_teacher), map_location="cpu", weights_only=True)
+        if cached.get("format") != _CACHE_FORMAT or cached.get("key") != key:  # not ours: retrain it
+            path.unlink(missing_ok=True)
+            cached = torch.load(compute_once(path, train_teacher), map_location="cpu", weights_only=True)
+        teacher.load_state_dict(cached["state_dict"])
+        self.metrics["teacher_cached"] = 0.0 if trained_here else 1.0
         teacher = teacher.cpu().eval()
         self.metrics["teacher_test_accuracy"] = evaluate_accuracy(teacher, ctx.task.x_test, ctx.task.y_test)
         self.metrics["teacher_params"] = float(sum(p.numel() for p in teacher.parameters()))
