@@ -8,10 +8,13 @@ overrides, launch them, tell their outcome -> write the best trial or the Pareto
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,24 @@ class SearchPlan:
 
 def _container(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (a scheduler's time limit, ``kill``) like Ctrl-C while trials run, so that
+    running trials end FAIL in Optuna and KILLED in MLflow instead of staying RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _quote(text: str) -> str:
@@ -242,7 +263,8 @@ class OptunaSweeperImpl(Sweeper):
             jobs.append([*overrides, *(f"++hydra.job.env_set.{k}={_quote(v)}" for k, v in env.items())])
             trial_context.register(plan.study_name, trial)
         try:
-            return self.launcher.launch(jobs, initial_job_idx=batch[0].number)
+            with _sigterm_as_interrupt():
+                return self.launcher.launch(jobs, initial_job_idx=batch[0].number)
         except BaseException as exc:  # interrupted or a launcher error: no trial stays RUNNING
             for trial in batch:
                 trial.set_user_attr("failure_reason", f"{type(exc).__name__}: {exc}"[:2000])
