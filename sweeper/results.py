@@ -8,7 +8,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import os
+
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -39,14 +42,36 @@ def _numeric(value: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for a moment, then restore the caller's setting.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` to the environment, where
+    every later subprocess (a sweep started by the caller) would inherit it.
+    """
+    import mlflow
+
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
 def _search(experiment: str, tracking_uri: str | None, filter_string: str = "") -> pd.DataFrame:
     import mlflow
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
-    if mlflow.get_experiment_by_name(experiment) is None:
-        names = sorted(e.name for e in mlflow.search_experiments())
-        raise ValueError(f"experiment {experiment!r} not found; existing: {', '.join(names) or 'none'}")
-    found = mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string, output_format="pandas")
+    with _tracking_uri(resolve_tracking_uri(tracking_uri)):
+        if mlflow.get_experiment_by_name(experiment) is None:
+            names = sorted(e.name for e in mlflow.search_experiments())
+            raise ValueError(f"experiment {experiment!r} not found; existing: {', '.join(names) or 'none'}")
+        found = mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string, output_format="pandas")
     assert isinstance(found, pd.DataFrame)
     role = f"tags.{ROLE_TAG}"
     if role in found:  # only trials count: a sweep's report run is not one

@@ -66,3 +66,13 @@ def test_plugins_by_target_from_a_users_config_dir(run_cli, tmp_path):
     assert run["params"] == 5 * 3 + 3
     assert run["test_accuracy"] > 0.8  # well-separated blobs
     assert run["data.n"] == 300
+
+
+def test_loading_results_leaves_the_callers_tracking_uri_alone(tracking_uri, monkeypatch):
+    """Sweeps started after reading results (benchmarks, notebooks) must log to their own store."""
+    import os
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(ValueError, match="experiment 'sweeper' not found"):
+        load_runs(tracking_uri=tracking_uri)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
