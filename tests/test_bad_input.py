@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import pytest
@@ -32,7 +33,10 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_bad_input_exits_2_with_one_line_naming_the_key(overrides, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    # main() sets these and a SIGTERM handler for its process: give them back to the tests after this one
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    monkeypatch.setenv("SWEEPER_SHOW_TRACEBACK", "0")
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
     monkeypatch.setattr(sys, "argv", ["sweeper", *overrides, "tracking.enabled=false"])
     with pytest.raises(SystemExit) as exit_info:
         main()

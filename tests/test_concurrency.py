@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from conftest import cli_env
+from omegaconf import OmegaConf
 
 from sweeper.results import load_runs
 
@@ -34,3 +35,12 @@ def test_four_processes_create_and_write_one_store_without_losing_a_run(tmp_path
     assert sorted(runs.seed) == [0, 1, 2, 3]
     assert runs.test_accuracy.notna().all()
     assert not list(tmp_path.glob(".mlflow.db.*.tmp"))  # scratch stores were cleaned up
+
+    # Started in the same second, each process kept its own output dir: each run's logged config is its own
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for run_id, seed in zip(runs.run_id, runs.seed, strict=True):
+        logged = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", str(tmp_path / run_id)))
+        assert logged.seed == int(seed)
+    assert len(list(tmp_path.glob("outputs/*/*/model.pt"))) == 4

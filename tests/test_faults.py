@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,27 @@ SWEEP = ["-m", "optimizer=adam,sgd,momentum", "hydra.sweep.dir=multirun/fixed", 
          "strategy.epochs=60", "measure.latency_seconds=0.01"]
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftovers() -> Iterator[None]:
+    """A test that fails half-way must not leave a trainer running through the tests after it."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 def start(tmp_path: Path, template: Path, *args: str) -> subprocess.Popen[str]:
     if not (tmp_path / "mlflow.db").exists():
         shutil.copy(template, tmp_path / "mlflow.db")
-    return subprocess.Popen([sys.executable, "-m", "sweeper", *args, NO_REPORT], cwd=tmp_path, env=cli_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args, NO_REPORT], cwd=tmp_path, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _started.append(proc)
+    return proc
 
 
 def wait_for_running_trial(uri: str, finished_before: int, settle: float = 1.0, timeout: float = 120) -> str:
@@ -50,7 +67,7 @@ def wait_for_running_trial(uri: str, finished_before: int, settle: float = 1.0, 
 def test_sigint_kills_the_running_trial_keeps_its_curves_and_exits_non_zero(tmp_path, _mlflow_template):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = start(tmp_path, _mlflow_template, *SWEEP[:-2], "strategy.epochs=2000", SWEEP[-1])
-    interrupted = wait_for_running_trial(uri, finished_before=0)
+    interrupted = wait_for_running_trial(uri, finished_before=0, settle=3.0)  # 2000 epochs: it still runs
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 130, out
@@ -91,7 +108,7 @@ def test_kill_9_then_rerun_closes_the_stale_run_and_runs_only_the_missing_trials
 
 
 SEARCH = ["-m", "search=lr", "hydra.sweeper.study_name=shared", "hydra.sweeper.seed=0", "data=synthetic",
-          "model=mlp", "measure.latency_seconds=0.01"]
+          "model=mlp", "measure.latency_seconds=0.01", "hydra.sweeper.stale_after=10"]
 
 
 def study_trials(tmp_path: Path) -> list:

@@ -190,6 +190,7 @@ def test_outside_a_search_there_is_no_trial(monkeypatch):
         ({"sampler": "grid"}, [], "sampler=grid needs choice(...) or range(...)"),
         ({"sampler": "cmaes"}, [], "hydra.sweeper.sampler=cmaes: needs the package"),
         ({"n_trials": 0}, [], "hydra.sweeper.n_trials=0: must be an integer >= 1"),
+        ({"stale_after": 5}, [], "hydra.sweeper.stale_after=5: must be >= 10"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_key(options, arguments, message):

@@ -32,7 +32,7 @@ from sweeper.search.objectives import Constraint, parse_constraints, parse_objec
 from sweeper.search.space import SearchSpace, parse_space
 from sweeper.search.study import build_pruner, build_sampler, default_study_name, open_storage
 from sweeper.search.summary import log_results, progress_line, summarize, write_results
-from sweeper.search.workers import free_slots, heartbeat, release_surplus
+from sweeper.search.workers import GRACE_SECONDS, HEARTBEAT_SECONDS, free_slots, heartbeat, release_surplus
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class OptunaSweeperImpl(Sweeper):
         storage: str | None = None,
         study_name: str | None = None,
         max_failure_rate: float = 0.5,
+        stale_after: float = GRACE_SECONDS,
     ) -> None:
         self.params = _container(params) or {}
         self.conditional_params = _container(conditional_params) or {}
@@ -114,6 +115,7 @@ class OptunaSweeperImpl(Sweeper):
         self.pruner_name, self.pruner_options = pruner, _container(pruner_options) or {}
         self.storage, self.study_name = storage, study_name
         self.max_failure_rate = max_failure_rate
+        self.stale_after = stale_after
         self.config: DictConfig | None = None
         self.launcher: Launcher | None = None
         self.hydra_context: HydraContext | None = None
@@ -135,6 +137,11 @@ class OptunaSweeperImpl(Sweeper):
             raise ConfigError(f"hydra.sweeper.n_jobs={self.n_jobs}: must be an integer >= 1")
         if not 0.0 <= float(self.max_failure_rate) <= 1.0:
             raise ConfigError(f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: must be in [0, 1]")
+        if not float(self.stale_after) >= 2 * HEARTBEAT_SECONDS:
+            raise ConfigError(
+                f"hydra.sweeper.stale_after={self.stale_after}: must be >= {2 * HEARTBEAT_SECONDS:g} "
+                f"(two heartbeats of {HEARTBEAT_SECONDS:g} s: one missed beat must not fail a live trial)"
+            )
 
     def plan(self, arguments: Sequence[str]) -> SearchPlan:
         """Check every input and build the sampler, pruner, study name and storage; run nothing.
@@ -215,13 +222,13 @@ class OptunaSweeperImpl(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         start, failed, last_reason, returns = time.perf_counter(), 0, "", []
-        done, free = free_slots(study, plan.n_trials, on_stale=self._close_run)
+        done, free = free_slots(study, plan.n_trials, stale_after=self.stale_after, on_stale=self._close_run)
         print(f"study {plan.study_name} in {_shown(plan.storage)}: {done}/{plan.n_trials} trials done"
               + (", resuming" if done and done < plan.n_trials else ""), flush=True)
         while done < plan.n_trials:
             if free == 0:  # the last trials run in other workers: wait in case one fails or its worker dies
                 time.sleep(WAIT_SECONDS)
-                done, free = free_slots(study, plan.n_trials, on_stale=self._close_run)
+                done, free = free_slots(study, plan.n_trials, stale_after=self.stale_after, on_stale=self._close_run)
                 continue
             batch = release_surplus(study, [study.ask() for _ in range(min(self.n_jobs, free))], plan.n_trials)
             if batch:
@@ -232,7 +239,7 @@ class OptunaSweeperImpl(Sweeper):
                     if self._tell(study, plan, trial, result) == optuna.trial.TrialState.FAIL:
                         failed, last_reason = failed + 1, trial.user_attrs.get("failure_reason", "unknown")
                 print(progress_line(study, plan.objectives, plan.n_trials, time.perf_counter() - start), flush=True)
-            done, free = free_slots(study, plan.n_trials, on_stale=self._close_run)
+            done, free = free_slots(study, plan.n_trials, stale_after=self.stale_after, on_stale=self._close_run)
             if failed > self.max_failure_rate * self.n_trials:
                 self._finish(study, plan, sweep_dir)
                 raise SweepAborted(

@@ -33,6 +33,7 @@ class OptunaSweeperConf:
     storage: Optional[str] = None  # null: optuna.journal in the working directory; or any Optuna storage URL
     study_name: Optional[str] = None  # null: <search preset>-<hash of the search>
     max_failure_rate: float = 0.5  # stop once more than this fraction of n_trials failed in this run
+    stale_after: float = 30.0  # seconds without a heartbeat after which another worker's trial is failed
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="sweeper")

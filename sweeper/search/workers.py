@@ -3,8 +3,8 @@
 Each worker (a ``python -m sweeper -m ...`` process with ``n_jobs=1``, on any machine) asks a
 trial only while the done trials plus the trials *live* in other workers leave a free slot.
 A trial is live while its worker refreshes the user attribute ``heartbeat`` (unix seconds,
-every :data:`HEARTBEAT_SECONDS`); one whose heartbeat is older than :data:`GRACE_SECONDS`
-belongs to a worker that died (``kill -9``, a lost machine) and is marked FAIL, so that it is
+every :data:`HEARTBEAT_SECONDS`); one whose heartbeat is older than ``stale_after`` seconds
+(:data:`GRACE_SECONDS` by default) belongs to a worker that died (``kill -9``, a lost machine) and is marked FAIL, so that it is
 replaced. Two workers asking the same free slot at the same moment are told apart by trial
 number: the later one is a surplus, marked FAIL with ``surplus=True``, and not run.
 This works with every Optuna storage (journal file, SQLite, PostgreSQL), since it only uses
@@ -55,14 +55,16 @@ STALE_REASON = "its worker stopped sending heartbeats"
 OnStale = Callable[[FrozenTrial, str], None]
 
 
-def fail_stale(study: optuna.Study, *, now: float | None = None, on_stale: OnStale | None = None) -> list[int]:
-    """Mark FAIL the RUNNING trials whose heartbeat stopped; return their numbers.
+def fail_stale(
+    study: optuna.Study, *, stale_after: float = GRACE_SECONDS, now: float | None = None, on_stale: OnStale | None = None
+) -> list[int]:
+    """Mark FAIL the RUNNING trials whose last heartbeat is over ``stale_after`` seconds old; return their numbers.
 
     ``on_stale(trial, reason)`` is called for each (e.g. to close the trial's MLflow run).
     """
     now = time.time() if now is None else now
     stale = [
-        t for t in _trials(study, (TrialState.RUNNING,)) if now - _last_beat(t) > GRACE_SECONDS
+        t for t in _trials(study, (TrialState.RUNNING,)) if now - _last_beat(t) > stale_after
     ]
     for trial in stale:
         optuna.trial.Trial(study, trial._trial_id).set_user_attr("failure_reason", STALE_REASON)
@@ -72,9 +74,11 @@ def fail_stale(study: optuna.Study, *, now: float | None = None, on_stale: OnSta
     return [t.number for t in stale]
 
 
-def free_slots(study: optuna.Study, n_trials: int, *, on_stale: OnStale | None = None) -> tuple[int, int]:
+def free_slots(
+    study: optuna.Study, n_trials: int, *, stale_after: float = GRACE_SECONDS, on_stale: OnStale | None = None
+) -> tuple[int, int]:
     """(done trials, slots free for new trials) after failing stale ones; live trials take a slot."""
-    fail_stale(study, on_stale=on_stale)
+    fail_stale(study, stale_after=stale_after, on_stale=on_stale)
     trials = _trials(study, (*DONE, TrialState.RUNNING))
     done = sum(t.state in DONE for t in trials)
     return done, max(0, n_trials - len(trials))
