@@ -143,11 +143,13 @@ def bench_overhead(repeats: int) -> str:
 
         return call
 
-    with initialize_config_module("sweeper.conf", version_base="1.3"):
-        sweeper_trial([*tracked, "strategy.epochs=1"])  # warm-up: imports, store creation
-        raw_loop(epochs=1)
-        seconds = interleave(repeats, raw=raw_loop, sweeper=trial(tracked), untracked=trial(untracked))
-    latency_calls.restore()
+    try:
+        with initialize_config_module("sweeper.conf", version_base="1.3"):
+            sweeper_trial([*tracked, "strategy.epochs=1"])  # warm-up: imports, store creation
+            raw_loop(epochs=1)
+            seconds = interleave(repeats, raw=raw_loop, sweeper=trial(tracked), untracked=trial(untracked))
+    finally:
+        latency_calls.restore()
     raw, full, bare = (statistics.median(seconds[k]) for k in ("raw", "sweeper", "untracked"))
     print(f"raw PyTorch loop        {raw:.3f} s")
     print(f"sweeper trial           {full:.3f} s  (+{full - raw:.3f} s)")
@@ -253,17 +255,17 @@ def bench_search(repeats: int) -> str:
     every_run = pd.concat(runs.values(), keys=list(runs), names=["sampler", None])
     keys = network_keys(every_run)
     pooled = every_run.latency_ms.groupby(keys).transform("median")
-    volume: dict[str, dict[str, float]] = {}
+    volumes: dict[str, dict[str, float]] = {}
     for latency, label in ((pooled, "pooled per network"), (every_run.latency_ms, "as measured")):
         points = pd.DataFrame({"acc": -every_run.val_accuracy, "size": every_run.size_bytes, "lat": latency})
         reference = np.array([0.0, 1.1 * points["size"].max(), 1.1 * points["lat"].max()])
-        volume[label] = {name: hypervolume(points.loc[name].to_numpy(), reference) for name in runs}
+        volume = volumes[label] = {name: hypervolume(points.loc[name].to_numpy(), reference) for name in runs}
         print(f"latency {label}; reference point: accuracy 0, size {reference[1]:.0f} B, "
               f"latency {reference[2]:.4f} ms")
         for name, df in runs.items():
-            print(f"  {name:7s} {len(df):4d} trials  hypervolume {volume[label][name]:.4g}  ratio to grid "
-                  f"{volume[label][name] / volume[label]['grid']:.3f}")
-    volume = volume["pooled per network"]
+            print(f"  {name:7s} {len(df):4d} trials  hypervolume {volume[name]:.4g}  ratio to grid "
+                  f"{volume[name] / volume['grid']:.3f}")
+    volume = volumes["pooled per network"]
     print(f"peak RSS of a child {peak_rss_mb(children=True):.0f} MB")
     ratio = volume["tpe"] / volume["grid"]
     return verdict("P4", ratio, ">= 0.95 and > random", ratio >= 0.95 and volume["tpe"] > volume["random"])

@@ -1,6 +1,6 @@
 """Throughput of independent workers on one study, and the cost of the shared (PostgreSQL + server) path.
 
-    python scripts/bench_workers.py [--trials 12] [--overhead-trials 6] [--epochs 8]
+    python scripts/bench_workers.py [--trials 12] [--overhead-trials 6] [--epochs 30]
 
 1. Trials per minute with 1 worker and with 2 workers (``n_jobs=1`` each, ``threads=1``) on
    one study of ``--trials`` trials (digits, small CNN, ``--epochs``) in a journal file: wall

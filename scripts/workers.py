@@ -35,7 +35,7 @@ def main() -> None:
     if args.wait:
         codes = [proc.wait() for proc in procs]
         print(f"exit statuses: {codes}")
-        sys.exit(max(codes))
+        sys.exit(1 if any(codes) else 0)  # a worker killed by a signal has a negative code
 
 
 if __name__ == "__main__":

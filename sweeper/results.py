@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from sweeper.metrics import FINAL_METRICS, PER_EPOCH_ONLY
-from sweeper.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
+from sweeper.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri, sqlite_store_path
 
 __all__ = ["FINAL_METRICS", "ROLE_TAG", "list_sweeps", "load_history", "load_runs"]
 
@@ -64,10 +64,19 @@ def _tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
+def _existing_store(tracking_uri: str | None) -> str:
+    """The resolved tracking URI; a SQLite store must exist (reading must not create an empty one)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    store = sqlite_store_path(uri)
+    if store is not None and not store.is_file():
+        raise FileNotFoundError(f"no MLflow store at {store} (tracking_uri={uri}); run a sweep there first")
+    return uri
+
+
 def _search(experiment: str, tracking_uri: str | None, filter_string: str = "") -> pd.DataFrame:
     import mlflow
 
-    with _tracking_uri(resolve_tracking_uri(tracking_uri)):
+    with _tracking_uri(_existing_store(tracking_uri)):
         if mlflow.get_experiment_by_name(experiment) is None:
             names = sorted(e.name for e in mlflow.search_experiments())
             raise ValueError(f"experiment {experiment!r} not found; existing: {', '.join(names) or 'none'}")
@@ -161,7 +170,7 @@ def load_history(
     """
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    client = MlflowClient(tracking_uri=_existing_store(tracking_uri))
     rows = []
     for run_id in run_ids:
         run = client.get_run(run_id)

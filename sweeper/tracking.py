@@ -64,6 +64,11 @@ def _client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+def sqlite_store_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` tracking URI; ``None`` for any other store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def _create_sqlite_store_atomically(uri: str) -> None:
     """Create a new SQLite store's schema in a scratch file, then link it into place.
 
@@ -71,10 +76,8 @@ def _create_sqlite_store_atomically(uri: str) -> None:
     would leave a store that no later run can open. The link fails if another process
     created the store meanwhile, and then that one is used.
     """
-    if not uri.startswith("sqlite:///"):
-        return
-    path = Path(uri.removeprefix("sqlite:///"))
-    if path.exists():
+    path = sqlite_store_path(uri)
+    if path is None or path.exists():
         return
     from mlflow import MlflowClient
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweeper.results import FINAL_METRICS, load_runs
+from sweeper.results import FINAL_METRICS, load_history, load_runs
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +76,17 @@ def test_loading_results_leaves_the_callers_tracking_uri_alone(tracking_uri, mon
     with pytest.raises(ValueError, match="experiment 'sweeper' not found"):
         load_runs(tracking_uri=tracking_uri)
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")  # the caller's own setting is kept
+    with pytest.raises(ValueError, match="experiment 'sweeper' not found"):
+        load_runs(tracking_uri=tracking_uri)
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///elsewhere.db"
+
+
+def test_reading_a_missing_store_fails_naming_it_and_creates_nothing(tmp_path):
+    missing = tmp_path / "nowhere.db"
+    for read in (lambda: load_runs(tracking_uri=f"sqlite:///{missing}"),
+                 lambda: load_history(["0" * 32], tracking_uri=f"sqlite:///{missing}")):
+        with pytest.raises(FileNotFoundError, match=f"no MLflow store at {missing}"):
+            read()
+    assert not missing.exists()

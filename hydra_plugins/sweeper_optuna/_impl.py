@@ -222,13 +222,13 @@ class OptunaSweeperImpl(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         start, failed, last_reason, returns = time.perf_counter(), 0, "", []
-        done, free = free_slots(study, plan.n_trials, stale_after=self.stale_after, on_stale=self._close_run)
+        done, free = self._slots(study, plan)
         print(f"study {plan.study_name} in {_shown(plan.storage)}: {done}/{plan.n_trials} trials done"
               + (", resuming" if done and done < plan.n_trials else ""), flush=True)
         while done < plan.n_trials:
             if free == 0:  # the last trials run in other workers: wait in case one fails or its worker dies
                 time.sleep(WAIT_SECONDS)
-                done, free = free_slots(study, plan.n_trials, stale_after=self.stale_after, on_stale=self._close_run)
+                done, free = self._slots(study, plan)
                 continue
             batch = release_surplus(study, [study.ask() for _ in range(min(self.n_jobs, free))], plan.n_trials)
             if batch:
@@ -239,7 +239,7 @@ class OptunaSweeperImpl(Sweeper):
                     if self._tell(study, plan, trial, result) == optuna.trial.TrialState.FAIL:
                         failed, last_reason = failed + 1, trial.user_attrs.get("failure_reason", "unknown")
                 print(progress_line(study, plan.objectives, plan.n_trials, time.perf_counter() - start), flush=True)
-            done, free = free_slots(study, plan.n_trials, stale_after=self.stale_after, on_stale=self._close_run)
+            done, free = self._slots(study, plan)
             if failed > self.max_failure_rate * self.n_trials:
                 self._finish(study, plan, sweep_dir)
                 raise SweepAborted(
@@ -249,6 +249,10 @@ class OptunaSweeperImpl(Sweeper):
                 )
         self._finish(study, plan, sweep_dir)
         return returns
+
+    def _slots(self, study: optuna.Study, plan: SearchPlan) -> tuple[int, int]:
+        """(done trials, free slots), after failing trials whose worker stopped its heartbeat."""
+        return free_slots(study, plan.n_trials, stale_after=self.stale_after, on_stale=self._close_run)
 
     def _close_run(self, trial: optuna.trial.FrozenTrial, reason: str) -> None:
         """Close the MLflow run of a stale trial as KILLED (when this sweep tracks to MLflow)."""

@@ -103,8 +103,15 @@ def apply_masks(model: nn.Module, masks: dict[str, Tensor]) -> None:
 def mask_hook(masks: dict[str, Tensor]) -> StepHook:
     """A step hook that re-applies ``masks`` after every optimizer step: the mask stays fixed."""
 
+    resolved: list[tuple[Tensor, Tensor]] = []  # (parameter, mask on its device), found on the first step
+
+    @torch.no_grad()
     def hook(model: nn.Module, _step: int) -> None:
-        apply_masks(model, masks)
+        if not resolved:
+            params = dict(model.named_parameters())
+            resolved.extend((params[name], mask.to(params[name].device)) for name, mask in masks.items())
+        for param, mask in resolved:
+            param.mul_(mask)
 
     return hook
 

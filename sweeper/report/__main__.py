@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             args.sweep, args.out = sweep, Path("reports") / re.sub(r"[^\w.-]+", "_", sweep)
         result = generate(budget, args.out, experiment=args.experiment, sweep_id=args.sweep,
                           tracking_uri=args.tracking_uri)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:  # bad budget, unknown sweep, missing store
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     print(plain(result.recommendation.sentence))

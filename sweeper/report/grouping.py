@@ -49,6 +49,10 @@ def _key(value: object) -> str:
     return str(value)
 
 
+def _exact_key(value: object) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(value)
+
+
 def _candidate_columns(runs: pd.DataFrame) -> list[str]:
     dotted = sorted(c for c in runs.columns if "." in c and not c.startswith(_IGNORED_PREFIXES))
     return [c for c in GROUP_COLUMNS if c in runs] + dotted
@@ -84,6 +88,7 @@ def _first(values: pd.Series) -> object:
 
 _NETWORK_GROUPS = ("data", "model")
 _NETWORK_SHAPE = ("params", "nonzero_params", "size_bytes", "latency_kind")
+_MEASUREMENT = ("device", "threads", "measure.latency_batch")  # how the latency was taken
 _LATENCIES = ("latency_ms", "latency_ms_batch")
 
 
@@ -93,11 +98,13 @@ def network_keys(runs: pd.DataFrame) -> pd.Series:
     Two runs with the same task and model config whose artifacts have the same parameter
     count, non-zero count, size on disk and kind of kernels run the same computation
     (e.g. two optimizers, or a distilled student and the student trained alone), so any
-    difference in their measured latency is timing noise.
+    difference in their measured latency is timing noise, when it was measured the same way
+    (device, threads, batch). Values are compared exactly, not rounded as in labels.
     """
     prefixes = tuple(f"{g}." for g in _NETWORK_GROUPS)
-    columns = [c for c in runs.columns if c in _NETWORK_GROUPS or c.startswith(prefixes) or c in _NETWORK_SHAPE]
-    keys = pd.DataFrame({c: runs[c].map(_key) for c in sorted(columns)}, index=runs.index)
+    identity = (*_NETWORK_GROUPS, *_NETWORK_SHAPE, *_MEASUREMENT)
+    columns = [c for c in runs.columns if c in identity or c.startswith(prefixes)]
+    keys = pd.DataFrame({c: runs[c].map(_exact_key) for c in sorted(columns)}, index=runs.index)
     return keys.apply(lambda row: "|".join(row), axis=1) if columns else pd.Series("", index=runs.index)
 
 

@@ -4,8 +4,8 @@ Each worker (a ``python -m sweeper -m ...`` process with ``n_jobs=1``, on any ma
 trial only while the done trials plus the trials *live* in other workers leave a free slot.
 A trial is live while its worker refreshes the user attribute ``heartbeat`` (unix seconds,
 every :data:`HEARTBEAT_SECONDS`); one whose heartbeat is older than ``stale_after`` seconds
-(:data:`GRACE_SECONDS` by default) belongs to a worker that died (``kill -9``, a lost machine) and is marked FAIL, so that it is
-replaced. Two workers asking the same free slot at the same moment are told apart by trial
+(:data:`GRACE_SECONDS` by default) belongs to a worker that died (``kill -9``, a lost machine)
+and is marked FAIL, so that it is replaced. Two workers asking the same free slot at the same moment are told apart by trial
 number: the later one is a surplus, marked FAIL with ``surplus=True``, and not run.
 This works with every Optuna storage (journal file, SQLite, PostgreSQL), since it only uses
 user attributes.
