@@ -305,7 +305,7 @@ BENCHES: dict[str, tuple[Callable[[int], str], int]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=[*BENCHES, "all"])
-    parser.add_argument("--repeats", type=int, default=None, help="rounds per benchmark (default: its own)")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds of overhead, startup and latency (default: their own); search and pruner run once")
     args = parser.parse_args()
     if args.repeats is not None and args.repeats < 2:
         parser.error(f"--repeats={args.repeats}: must be >= 2")

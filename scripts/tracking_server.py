@@ -16,6 +16,8 @@ import argparse
 import os
 from pathlib import Path
 
+import sqlalchemy
+
 from sweeper.services import start_mlflow_server, start_postgres
 
 
@@ -38,7 +40,8 @@ def main() -> None:
         print(f"PostgreSQL: {cluster.url('postgres')} (data in {cluster.data_dir})")
     server = start_mlflow_server(backend, root / "artifacts", port=args.port, log_path=root / "mlflow-server.log")
     stops.insert(0, f"kill -TERM -{os.getpgid(server.process.pid)}")
-    print(f"MLflow tracking server: {server.uri} (pid {server.process.pid}, backend {backend}, "
+    shown_backend = sqlalchemy.engine.make_url(backend).render_as_string(hide_password=True)
+    print(f"MLflow tracking server: {server.uri} (pid {server.process.pid}, backend {shown_backend}, "
           f"artifacts {server.artifacts}, log {server.log_path})")
     print("use it with:")
     print(f"  export MLFLOW_TRACKING_URI={server.uri}")

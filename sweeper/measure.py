@@ -6,6 +6,7 @@ first) on one CPU thread, at batch 1 and per sample at a larger batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -43,10 +44,23 @@ def measure_latency(model: nn.Module, example: Tensor, *, min_run_time: float = 
     return Latency(median_ms=result.median * per_sample, iqr_ms=result.iqr * per_sample)
 
 
+def _weight_tensors(model: nn.Module) -> Iterator[Tensor]:
+    """Every parameter, plus the weights and biases that quantized modules hold as packed params
+    (exposed through ``weight()``/``bias()`` methods, not ``.parameters()``)."""
+    yield from (p.detach() for p in model.parameters())
+    for module in model.modules():
+        for name in ("weight", "bias"):
+            getter = getattr(type(module), name, None)
+            if callable(getter):  # a method on the class, as on torch.ao quantized modules
+                tensor = getattr(module, name)()
+                if tensor is not None:
+                    yield tensor.int_repr() if tensor.is_quantized else tensor.detach()
+
+
 def count_params(model: nn.Module) -> tuple[int, int]:
-    """(all parameter elements, non-zero parameter elements), buffers excluded."""
+    """(all weight elements, non-zero weight elements), buffers excluded; int8 weights counted by their codes."""
     total = nonzero = 0
-    for p in model.parameters():
-        total += p.numel()
-        nonzero += int(torch.count_nonzero(p.detach()))
+    for tensor in _weight_tensors(model):
+        total += tensor.numel()
+        nonzero += int(torch.count_nonzero(tensor))
     return total, nonzero

@@ -66,15 +66,14 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(tmp_path: Path, _mlflow_template: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``python -m sweeper ARGS`` in ``tmp_path`` (its own mlflow.db); return the finished process.
 
-    The end-of-multirun report is off unless ``report=True`` (its own tests cover it).
+    The end-of-multirun report is off (test_report_e2e.py covers it).
     """
 
-    def run(*args: str, timeout: float = 300, env: dict[str, str] | None = None,
-            report: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         if not (tmp_path / "mlflow.db").exists():
             shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
         return subprocess.run(
-            [sys.executable, "-m", "sweeper", *args, *([] if report else [NO_REPORT])],
+            [sys.executable, "-m", "sweeper", *args, NO_REPORT],
             cwd=tmp_path,
             env=cli_env(**(env or {})),
             capture_output=True,

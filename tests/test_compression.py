@@ -267,6 +267,7 @@ class TestPipeline(CompressionContract):
     def test_zeros_of_pruning_survive_quantization(self, trial: Trial):
         assert trial.compressed.metrics["sparsity"] == pytest.approx(0.9, abs=1e-3)
         codes = [m.weight().int_repr() for m in trial.reloaded.modules() if hasattr(m, "weight") and callable(m.weight)]
+        assert codes  # the reloaded pipeline has int8 layers to inspect
         zeros = sum(int((c == 0).sum()) for c in codes)
         assert zeros >= 0.9 * sum(c.numel() for c in codes) - 1
 

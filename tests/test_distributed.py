@@ -16,10 +16,10 @@ from sweeper.cache import atomic_path, compute_once, file_lock
 from sweeper.results import load_runs
 from sweeper.search import workers
 from sweeper.services import find_pg_bin, free_port, start_mlflow_server, start_postgres, start_workers
-from conftest import cli_env
+from conftest import NO_REPORT, cli_env
 
 TINY = ["data=synthetic", "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01",
-        "hydra.callbacks.report.enabled=false"]
+        NO_REPORT]
 
 
 # ---- the shared cache: one process computes, the others wait and read ---------------------------
@@ -81,8 +81,8 @@ def test_file_lock_excludes_other_processes_and_is_released_when_the_holder_dies
                 pytest.fail("the child never took the lock")
         holder.kill()  # no cleanup runs: the kernel releases the lock
         holder.join()
-        with file_lock(lock):
-            pass
+        with open(lock, "a+b") as handle:  # free now: a non-blocking attempt succeeds (a hang would not fail)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         holder.kill()
 

@@ -146,15 +146,8 @@ class Int8Quantization:
             kind="int8",
             payload=encode_state(quantized.state_dict()),
             latency_kind="real",
-            metrics={"bits": 8.0, **_float_params(model)},
+            metrics={"bits": 8.0},
         )
-
-
-def _float_params(model: nn.Module) -> dict[str, float]:
-    """``params``/``nonzero_params`` of the float model: quantized modules expose no ``.parameters()``."""
-    total = sum(p.numel() for p in model.parameters())
-    nonzero = sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
-    return {"params": float(total), "nonzero_params": float(nonzero)}
 
 
 @register_loader("int8")
