@@ -14,7 +14,41 @@ from sweeper.training import EarlyStopping, LRSchedule, Strategy, TrainResult, t
 from sweeper.training.loop import EpochHook, LossFn, StepHook
 from sweeper.training.optimizers import OptimizerFactory
 
-__all__ = ["CompressionContext", "CompressionMethod", "Compressed", "TrainingHooks"]
+__all__ = [
+    "ChecksModel",
+    "CompressionContext",
+    "CompressionMethod",
+    "Compressed",
+    "TrainingHooks",
+    "TrainsWithHooks",
+    "UnsupportedLayer",
+]
+
+
+class UnsupportedLayer(Exception):
+    """A method cannot handle one layer of the model: the trial FAILS, the sweep goes on.
+
+    Not a configuration error (those stop a sweep before training): the same method may fit
+    the sweep's other models. The message names the method, the layer's qualified name and type.
+
+    Example:
+        >>> str(UnsupportedLayer("quantize", "encoder.attn", nn.Bilinear(2, 2, 2), "no int8 kernel"))
+        'compression=quantize: cannot handle layer encoder.attn (Bilinear): no int8 kernel'
+    """
+
+    def __init__(self, method: str, layer: str, module: nn.Module | type, reason: str) -> None:
+        kind = module.__name__ if isinstance(module, type) else type(module).__name__
+        super().__init__(f"compression={method}: cannot handle layer {layer or '<model>'} ({kind}): {reason}")
+        self.method, self.layer, self.kind, self.reason = method, layer, kind, reason
+
+
+@dataclass
+class TrainingHooks:
+    """Changes a method makes to the main training run, and what it measured while setting them up."""
+
+    loss_fn: LossFn | None = None  # also the loss of later fine-tuning (a pipeline after distill)
+    step_hook: StepHook | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # e.g. the teacher's accuracy
 
 
 @dataclass
@@ -27,7 +61,12 @@ class CompressionContext:
     strategy: Strategy
     seed: int
     device: torch.device
-    loss_fn: LossFn | None = None  # the default loss of fine-tuning (a pipeline after distill: the KD loss)
+    hooks: TrainingHooks | None = None  # what training_hooks returned for the main training run, if any
+
+    @property
+    def loss_fn(self) -> LossFn | None:
+        """The default loss of fine-tuning: the main run's (after distillation, the KD loss)."""
+        return self.hooks.loss_fn if self.hooks is not None else None
 
     def finetune(
         self,
@@ -59,14 +98,6 @@ class CompressionContext:
 
 
 @dataclass
-class TrainingHooks:
-    """Changes a method makes to the main training run."""
-
-    loss_fn: LossFn | None = None
-    step_hook: StepHook | None = None
-
-
-@dataclass
 class Compressed:
     """The result of a method: what runs, what is written, and what it reports."""
 
@@ -75,6 +106,7 @@ class Compressed:
     payload: dict[str, Any]
     latency_kind: Literal["real", "simulated"] = "real"
     metrics: dict[str, float] = field(default_factory=dict)  # e.g. sparsity, bits
+    tags: dict[str, str] = field(default_factory=dict)  # e.g. which quantization flow ran
 
 
 @runtime_checkable
@@ -84,6 +116,23 @@ class CompressionMethod(Protocol):
     def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed: ...
 
 
-# Optional members a method may add (looked up with ``hasattr``):
-#   check(model, ctx) -> None                  raise ValueError before training (e.g. a layer would vanish)
-#   training_hooks(ctx) -> TrainingHooks       change the main training run (gradual pruning, distillation)
+@runtime_checkable
+class ChecksModel(Protocol):
+    """Optional: a method that checks the untrained model before any training.
+
+    ``check`` raises ``ValueError`` for a bad setting (the sweep stops: fix the input) and
+    :class:`UnsupportedLayer` for a layer it cannot handle (this trial fails, the sweep goes on).
+    """
+
+    def check(self, model: nn.Module, ctx: CompressionContext) -> None: ...
+
+
+@runtime_checkable
+class TrainsWithHooks(Protocol):
+    """Optional: a method that changes the main training run (gradual pruning, distillation).
+
+    The hooks it returns are handed back to ``compress`` in ``ctx.hooks``: a method keeps no
+    state between the two calls.
+    """
+
+    def training_hooks(self, ctx: CompressionContext) -> TrainingHooks: ...

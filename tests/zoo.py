@@ -1,0 +1,119 @@
+"""Networks and a token task of a user's own, of the shapes practitioners ship, for the compression tests.
+
+Each model follows the plug-in contract (keyword arguments plus ``input_shape`` and
+``num_classes``) and is plugged in by ``model._target_=zoo.<Name>``; none is an
+``nn.Sequential``. The configs under ``tests/zoo_conf`` select them like built-in options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sweeper.data import Task, load_digits
+
+DIGIT_LEVELS = 17  # scikit-learn's digits hold pixel values 0..16
+
+
+class _Residual(nn.Module):
+    """conv-bn-relu-conv-bn plus the input (through a 1x1 conv + bn where the shape changes), then ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + self.shortcut(x))
+
+
+class TinyResNet(nn.Module):
+    """A residual CNN with BatchNorm: a stem, an identity block, a strided block, global pooling."""
+
+    def __init__(self, *, input_shape: Sequence[int], num_classes: int, channels: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())
+        self.block1 = _Residual(channels, channels, 1)
+        self.block2 = _Residual(channels, 2 * channels, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * channels, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.block2(self.block1(self.stem(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class TinyTransformer(nn.Module):
+    """Image rows as tokens: a linear embedding, learned positions, a TransformerEncoder, mean pooling."""
+
+    def __init__(
+        self, *, input_shape: Sequence[int], num_classes: int, d_model: int = 32, heads: int = 4, layers: int = 2
+    ) -> None:
+        super().__init__()
+        tokens, features = int(np.prod(input_shape[:-1])), int(input_shape[-1])
+        self.embed = nn.Linear(features, d_model)
+        self.position = nn.Parameter(torch.zeros(1, tokens, d_model))
+        layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=2 * d_model, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = x.reshape(x.shape[0], -1, x.shape[-1])  # (batch, rows, row pixels)
+        hidden = self.encoder(self.embed(tokens) + self.position)
+        return self.head(self.norm(hidden).mean(dim=1))
+
+
+class BagOfTokens(nn.Module):
+    """Token ids in: an EmbeddingBag (mean) and a ReLU MLP on top."""
+
+    def __init__(self, *, input_shape: Sequence[int], num_classes: int, vocab: int = 64 * DIGIT_LEVELS, dim: int = 32) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab, dim, mode="mean")
+        self.mlp = nn.Sequential(nn.Linear(dim, 64), nn.ReLU(), nn.Linear(64, num_classes))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.mlp(self.bag(tokens))
+
+
+class SequenceCNN(nn.Module):
+    """Token ids in: an Embedding, two 1-D convolutions (ReLU, GELU), global max pooling."""
+
+    def __init__(self, *, input_shape: Sequence[int], num_classes: int, vocab: int = DIGIT_LEVELS, dim: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.conv1 = nn.Conv1d(dim, 32, 5, padding=2)
+        self.conv2 = nn.Conv1d(32, 32, 3, padding=1)
+        self.act1, self.act2 = nn.ReLU(), nn.GELU()
+        self.dropout = nn.Dropout(0.1)
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        x = self.embed(tokens).transpose(1, 2)  # (batch, dim, length)
+        x = self.act2(self.conv2(self.act1(self.conv1(x))))
+        return self.head(self.dropout(x.amax(dim=2)))
+
+
+def digit_tokens(*, seed: int, positional: bool = False) -> Task:
+    """The digits as 64 integer tokens per image: the pixel value, or ``position * 17 + value``."""
+    images = load_digits(seed=seed)
+    tokens = {}
+    for split in ("train", "val", "test"):
+        values = torch.round(getattr(images, f"x_{split}").flatten(1) * 16).long()
+        if positional:
+            values = values + DIGIT_LEVELS * torch.arange(values.shape[1])
+        tokens[split] = values
+    return Task(
+        "digit_tokens", tokens["train"], images.y_train, tokens["val"], images.y_val, tokens["test"], images.y_test,
+        num_classes=images.num_classes,
+    )
