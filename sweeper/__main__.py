@@ -3,7 +3,11 @@
 The Hydra task function only calls :func:`sweeper.run.run`. A trial that fails is logged
 (FAILED in MLflow, one line here) and the multirun goes on, unless ``fail_fast=true``. A trial
 pruned by the Optuna sweeper raises ``optuna.TrialPruned`` through to the sweeper.
-Input errors print one line and exit with status 2; ``HYDRA_FULL_ERROR=1`` shows tracebacks.
+
+Exit status: 0 every trial finished; 1 some trial failed (the others are kept; counted in
+this process, so jobs that a parallel launcher runs in other processes are not counted);
+2 bad input (one line per problem, nothing trained); 130 interrupted.
+``HYDRA_FULL_ERROR=1`` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hydra
 from omegaconf import DictConfig
 
 log = logging.getLogger("sweeper")
+_failed_trials = 0  # trials of this process that raised (the exit status says so at the end)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -36,6 +41,8 @@ def _task(cfg: DictConfig) -> dict[str, float] | None:
     except Exception as exc:
         if is_pruned(exc):
             raise  # the Optuna sweeper records the trial PRUNED (the MLflow run says so already)
+        global _failed_trials
+        _failed_trials += 1
         if cfg.get("fail_fast", False):
             raise
         log.debug("trial failed", exc_info=exc)  # the console line and the MLflow run already say why
@@ -72,6 +79,11 @@ def main() -> None:
         if show_traceback:
             raise
         print(f"sweeper: error: {type(exc).__name__}: {one_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+    if _failed_trials:
+        plural = "s" if _failed_trials > 1 else ""
+        print(f"sweeper: {_failed_trials} trial{plural} failed (failure_reason in MLflow); finished trials are kept",
               file=sys.stderr)
         sys.exit(1)
 

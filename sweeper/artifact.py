@@ -2,14 +2,18 @@
 
 An artifact is a ``torch.save`` of plain containers and tensors::
 
-    {"format": "sweeper-artifact/1", "kind": "dense", "model": <ModelSpec dict>, "payload": {...}}
+    {"format": "sweeper-artifact/1", "kind": "dense", "loader": "sweeper.artifact",
+     "model": <ModelSpec dict>, "payload": {...}}
 
 ``kind`` names the loader that turns the payload back into a module (dense weights,
-sparse weights, packed low-bit integers, ...). Loading uses ``weights_only=True``.
+sparse weights, packed low-bit integers, ...); ``loader`` is the module that registers it,
+imported on demand, so reading an artifact needs the file and the model's importable
+``_target_`` alone, not every compression method. Loading uses ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -50,7 +54,17 @@ def register_loader(kind: str) -> Callable[[Loader], Loader]:
 
 
 def _document(kind: str, spec: ModelSpec, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"format": FORMAT, "kind": kind, "model": asdict(spec), "payload": payload}
+    loader = _LOADERS[kind].__module__
+    return {"format": FORMAT, "kind": kind, "loader": loader, "model": asdict(spec), "payload": payload}
+
+
+def _loader(kind: str, module: str | None, path: Path) -> Loader:
+    """The registered loader of ``kind``, importing the module that registers it if needed."""
+    if kind not in _LOADERS and module:
+        importlib.import_module(module)
+    if kind not in _LOADERS:
+        raise ValueError(f"{path}: unknown artifact kind {kind!r}; known: {', '.join(sorted(_LOADERS))}")
+    return _LOADERS[kind]
 
 
 def save_artifact(path: Path, kind: str, spec: ModelSpec, payload: dict[str, Any]) -> int:
@@ -75,11 +89,8 @@ def load_artifact(path: Path) -> nn.Module:
     document = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file")
-    kind = document["kind"]
-    if kind not in _LOADERS:
-        raise ValueError(f"{path}: unknown artifact kind {kind!r}; known: {', '.join(sorted(_LOADERS))}")
-    module = _LOADERS[kind](ModelSpec(**document["model"]), document["payload"])
-    return module.eval()
+    loader = _loader(document["kind"], document.get("loader"), Path(path))
+    return loader(ModelSpec(**document["model"]), document["payload"]).eval()
 
 
 @register_loader("dense")

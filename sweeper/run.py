@@ -8,10 +8,11 @@ fails in a second with a one-line :class:`~sweeper.errors.ConfigError`.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sweeper.artifact import ModelSpec, dense_payload, load_artifact, save_artifact, serialized_size
-from sweeper.compression import CompressionContext, CompressionMethod
+from sweeper.compression import ChecksModel, CompressionContext, CompressionMethod, TrainsWithHooks, UnsupportedLayer
 from sweeper.data import Task
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params, measure_latency
@@ -55,16 +56,24 @@ class TrialPlan:
     device: torch.device
     seed: int
     choices: dict[str, str]
+    unsupported: UnsupportedLayer | None = None  # the compression method cannot handle this model: the trial fails
+
+    def context(self) -> CompressionContext:
+        """What the compression method may use (no training hooks yet)."""
+        return CompressionContext(self.task, self.spec, self.optimizer_factory, self.strategy, self.seed, self.device)
 
 
 def _hydra_config() -> DictConfig | None:
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
-def group_choices(cfg: DictConfig) -> dict[str, str]:
-    """The option chosen in each config group: the preset name, or the `_target_` of a plug-in."""
+def group_choices(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, str]:
+    """The option chosen in each config group: the preset name, or the `_target_` of a plug-in.
+
+    ``choices`` are Hydra's runtime choices of the job (default: those of the running job).
+    """
     hydra_cfg = _hydra_config()
-    chosen = dict(hydra_cfg.runtime.choices) if hydra_cfg is not None else {}
+    chosen = choices if choices is not None else dict(hydra_cfg.runtime.choices) if hydra_cfg is not None else {}
     result = {}
     for group in GROUPS:
         node = cfg.get(group)
@@ -93,12 +102,17 @@ def _instantiate(group: str, node: DictConfig, **runtime: Any) -> Any:
         return instantiate(node, **runtime)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
+        # a nested node (a pipeline's stage) fails under its own key: name it, not the group
+        nested = re.search(r"full_key: (\S+)", str(exc))
+        where = nested.group(1) if nested else group
+        if nested and where != group:
+            target = OmegaConf.select(node, where.removeprefix(f"{group}."), default=node).get("_target_", target)
         if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
             key = str(cause).rsplit("'", 2)[-2]
-            raise ConfigError(f"{group}.{key}: unknown key for {target}") from exc
+            raise ConfigError(f"{where}.{key}: unknown key for {target}") from exc
         if isinstance(cause, ValueError | ConfigError):
-            raise ConfigError(" ".join(str(cause).split())) from exc
-        raise ConfigError(f"{group}._target_={target}: {' '.join(str(cause).split())}") from exc
+            raise ConfigError(" ".join(str(cause).split()).replace(f"{group}.", f"{where}.", 1)) from exc
+        raise ConfigError(f"{where}._target_={target}: {' '.join(str(cause).split())}") from exc
 
 
 def _build_model(cfg: DictConfig, task: Task) -> tuple[nn.Module, ModelSpec]:
@@ -118,8 +132,12 @@ def _build_model(cfg: DictConfig, task: Task) -> tuple[nn.Module, ModelSpec]:
     return model, ModelSpec(target=target, kwargs=kwargs)
 
 
-def plan_trial(cfg: DictConfig) -> TrialPlan:
+def plan_trial(cfg: DictConfig, *, choices: dict[str, str] | None = None) -> TrialPlan:
     """Build and check every component of the trial described by ``cfg``; train nothing.
+
+    ``choices`` are Hydra's runtime choices of the job (default: the running job's). A
+    compression method that cannot handle the model leaves ``unsupported`` set (the trial
+    will fail; a sweep goes on).
 
     Raises:
         ConfigError: a value, key or plug-in is wrong (the message names it).
@@ -143,7 +161,7 @@ def plan_trial(cfg: DictConfig) -> TrialPlan:
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (isinstance(lr, int | float) and lr > 0):
         raise ConfigError(f"optimizer.lr={lr}: must be a number > 0")
-    if cfg.optimizer.get("_target_") == "torch.optim.SGD" and group_choices(cfg)["optimizer"] == "gd":
+    if cfg.optimizer.get("_target_") == "torch.optim.SGD" and group_choices(cfg, choices)["optimizer"] == "gd":
         if strategy.batch_size != "full":
             raise ConfigError(f"strategy.batch_size={strategy.batch_size}: optimizer=gd needs 'full'")
 
@@ -160,13 +178,15 @@ def plan_trial(cfg: DictConfig) -> TrialPlan:
     compressor = _instantiate("compression", cfg.compression)
     if not isinstance(compressor, CompressionMethod):
         raise ConfigError(f"compression._target_={cfg.compression.get('_target_')}: has no compress(model, ctx) method")
-    if hasattr(compressor, "check"):  # checks that need the model (layer widths, class counts), before training
-        ctx = CompressionContext(task, spec, optimizer_factory, strategy, seed, device)
+    plan = TrialPlan(cfg, task, model, spec, optimizer_factory, strategy, compressor, device, seed, group_choices(cfg, choices))
+    if isinstance(compressor, ChecksModel):  # checks that need the model (layer widths, class counts), before training
         try:
-            compressor.check(model, ctx)
+            compressor.check(model, plan.context())
+        except UnsupportedLayer as exc:  # this model, not the input, is the problem: the trial fails, a sweep goes on
+            plan.unsupported = exc
         except ValueError as exc:
             raise ConfigError(" ".join(str(exc).split())) from exc
-    return TrialPlan(cfg, task, model, spec, optimizer_factory, strategy, compressor, device, seed, group_choices(cfg))
+    return plan
 
 
 def _output_dir() -> Path:
@@ -234,8 +254,10 @@ def execute(
     pruner); the tracker records the epoch first, so a pruned trial keeps its last epoch.
     """
     cfg, task = plan.cfg, plan.task
-    ctx = CompressionContext(task, plan.spec, plan.optimizer_factory, plan.strategy, plan.seed, plan.device)
-    hooks = plan.compressor.training_hooks(ctx) if hasattr(plan.compressor, "training_hooks") else None
+    if plan.unsupported is not None:
+        raise plan.unsupported
+    ctx = plan.context()
+    hooks = plan.compressor.training_hooks(ctx) if isinstance(plan.compressor, TrainsWithHooks) else None
     epoch_hooks = ([tracker.record_epoch] if tracker is not None else []) + [epoch_hook or progress.epoch]
 
     def after_epoch(epoch: int, metrics: dict[str, float]) -> None:
@@ -257,7 +279,7 @@ def execute(
     dense_bytes = serialized_size("dense", plan.spec, dense_payload(trained))  # the fp32 baseline
 
     start = time.perf_counter()
-    compressed = plan.compressor.compress(trained, ctx)
+    compressed = plan.compressor.compress(trained, replace(ctx, hooks=hooks))
     compress_seconds = time.perf_counter() - start
     artifact_path = _output_dir() / "model.pt"
     size_bytes = save_artifact(artifact_path, compressed.kind, plan.spec, compressed.payload)
@@ -283,10 +305,11 @@ def execute(
         "compress_seconds": compress_seconds,
         "epochs_run": result.epochs_run,
         "steps": result.steps,
+        **(hooks.metrics if hooks else {}),
         **compressed.metrics,
     }
     if tracker is not None:
-        tracker.set_tags({"latency_kind": compressed.latency_kind, "device": str(plan.device)})
+        tracker.set_tags({"latency_kind": compressed.latency_kind, "device": str(plan.device), **compressed.tags})
         tracker.log_results(metrics)
         config_path = artifact_path.with_name("config.yaml")
         OmegaConf.save(cfg, config_path, resolve=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from sweeper.artifact import dense_payload, load_artifact, save_artifact, serialized_size
-from sweeper.compression import CompressionContext, Compressed
+from sweeper.compression import CompressionContext, Compressed, TrainsWithHooks
 from sweeper.compression._prune import cubic_sparsity, prunable_weights
 from sweeper.compression._storage import decode_tensor, encode_tensor, pack_bits, pack_tree, unpack_bits, unpack_tree
 from sweeper.errors import ConfigError
@@ -43,9 +44,12 @@ def _compose(*overrides: str) -> DictConfig:
         (["compression=qat", "compression.bits=1"], "compression.bits=1"),
         (["compression=prune_structured", "compression.amount=0.95"], "would remove every channel of layer 0"),
         (["compression=distill", "+compression.teacher_model.num_classes=5"], "teacher outputs 5 classes"),
-        (["compression=pipeline", "compression.stages=[distill,foo]"], "unknown stage 'foo'; allowed: distill, prune"),
-        (["compression=pipeline", "compression.stages=[quantize,prune]"], "quantize must be the last stage"),
-        (["compression=pipeline", "+compression.options.prune.amount=2"], "compression.options.prune.amount=2"),
+        (["compression=pipeline", "compression/stages=[quantize,prune]"], "quantize must be the last stage"),
+        (["compression=pipeline", "compression/stages=[prune,distill]"], "distill acts during training and must come first"),
+        (["compression=pipeline", "compression.stages.prune.amount=2"], "compression.stages.prune.amount=2: must be in [0, 1)"),
+        (["compression=pipeline", "+compression.stages.prune.foo=1"], "compression.stages.prune.foo: unknown key"),
+        (["compression=prune", "compression.exclude=[nowhere]"], "pattern 'nowhere' matches no module"),
+        (["compression=qat", "compression.include=head"], "compression.include='head': must be a list"),
     ],
 )
 def test_bad_input_fails_in_planning_with_the_key_and_allowed_values(make_cfg, monkeypatch, overrides, expected):
@@ -123,9 +127,10 @@ def test_gradual_pruning_follows_the_cubic_sequence_during_training(make_cfg):
 # --- each method on its reloaded artifact (a contract suite, one subclass per method) ---------------
 
 
-def _train(plan: TrialPlan) -> tuple[CompressionContext, object]:
-    ctx = CompressionContext(plan.task, plan.spec, plan.optimizer_factory, plan.strategy, plan.seed, plan.device)
-    hooks = plan.compressor.training_hooks(ctx) if hasattr(plan.compressor, "training_hooks") else None
+def _train(plan: TrialPlan) -> CompressionContext:
+    """Train the plan's model as a trial does; return the context to compress it with (hooks included)."""
+    ctx = plan.context()
+    hooks = plan.compressor.training_hooks(ctx) if isinstance(plan.compressor, TrainsWithHooks) else None
     train(
         plan.model,
         plan.task,
@@ -135,7 +140,7 @@ def _train(plan: TrialPlan) -> tuple[CompressionContext, object]:
         loss_fn=hooks.loss_fn if hooks else None,
         step_hook=hooks.step_hook if hooks else None,
     )
-    return ctx, hooks
+    return replace(ctx, hooks=hooks)
 
 
 class Trial:
@@ -143,11 +148,12 @@ class Trial:
 
     def __init__(self, cfg: DictConfig, path: Path) -> None:
         self.plan = plan_trial(cfg)
-        ctx, _ = _train(self.plan)
+        ctx = _train(self.plan)
         trained = self.plan.model.cpu().eval()
         self.dense_bytes = serialized_size("dense", self.plan.spec, dense_payload(trained))
         self.dense_params = count_params(trained)[0]
         self.compressed: Compressed = self.plan.compressor.compress(trained, ctx)
+        self.metrics = {**(ctx.hooks.metrics if ctx.hooks else {}), **self.compressed.metrics}
         self.size = save_artifact(path, self.compressed.kind, self.plan.spec, self.compressed.payload)
         self.reloaded = load_artifact(path)
         self.x = self.plan.task.x_test[:64]
@@ -252,20 +258,22 @@ class TestDistill(CompressionContract):
 
     def test_student_is_the_trial_model_and_teacher_is_wider(self, trial: Trial):
         assert count_params(trial.reloaded)[0] == trial.dense_params
-        assert trial.compressed.metrics["teacher_params"] > 2 * trial.dense_params
-        assert trial.compressed.metrics["teacher_cached"] == 0.0
+        assert trial.metrics["teacher_params"] > 2 * trial.dense_params
+        assert trial.metrics["teacher_cached"] == 0.0
 
 
 class TestPipeline(CompressionContract):
     overrides = (
         "compression=pipeline",
-        "+compression.options={distill: {teacher_epochs: 1}, prune: {amount: 0.9, finetune_epochs: 1}}",
+        "compression.stages.distill.teacher_epochs=1",
+        "compression.stages.prune.amount=0.9",
+        "compression.stages.prune.finetune_epochs=1",
     )
     min_ratio = 8.0  # 10% of the int8 codes + a 1-bit mask
     latency_kind = "simulated"  # int8 kernels run, the sparsity is not executed
 
     def test_zeros_of_pruning_survive_quantization(self, trial: Trial):
-        assert trial.compressed.metrics["sparsity"] == pytest.approx(0.9, abs=1e-3)
+        assert trial.metrics["sparsity"] == pytest.approx(0.9, abs=1e-3)
         codes = [m.weight().int_repr() for m in trial.reloaded.modules() if hasattr(m, "weight") and callable(m.weight)]
         assert codes  # the reloaded pipeline has int8 layers to inspect
         zeros = sum(int((c == 0).sum()) for c in codes)
@@ -276,16 +284,16 @@ def test_second_distill_trial_reuses_the_cached_teacher(make_cfg, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     overrides = ("compression=distill", "compression.teacher_epochs=1", "strategy.epochs=1")
     first = plan_trial(make_cfg(*overrides))
-    first.compressor.teacher(CompressionContext(first.task, first.spec, first.optimizer_factory, first.strategy, 0, first.device))
-    assert first.compressor.metrics["teacher_cached"] == 0.0
+    _, first_metrics = first.compressor.teacher(first.context())
+    assert first_metrics["teacher_cached"] == 0.0
     assert len(list((tmp_path / ".sweeper_cache" / "teachers").glob("*.pt"))) == 1
 
     monkeypatch.setattr("sweeper.compression._distill.train", _no_training)  # retraining would fail the test
     second = plan_trial(make_cfg(*overrides))
-    ctx = CompressionContext(second.task, second.spec, second.optimizer_factory, second.strategy, 0, second.device)
-    teacher = second.compressor.teacher(ctx)
-    assert second.compressor.metrics["teacher_cached"] == 1.0
-    assert second.compressor.metrics["teacher_test_accuracy"] == first.compressor.metrics["teacher_test_accuracy"]
+    ctx = second.context()
+    teacher, second_metrics = second.compressor.teacher(ctx)
+    assert second_metrics["teacher_cached"] == 1.0
+    assert second_metrics["teacher_test_accuracy"] == first_metrics["teacher_test_accuracy"]
     assert teacher(second.task.x_test[:4]).shape == (4, 10)
 
     other_seed = plan_trial(make_cfg(*overrides, "seed=1"))  # another key: a new teacher
@@ -293,8 +301,6 @@ def test_second_distill_trial_reuses_the_cached_teacher(make_cfg, tmp_path, monk
 
 
 def replace_seed(ctx: CompressionContext, seed: int) -> CompressionContext:
-    from dataclasses import replace
-
     return replace(ctx, seed=seed)
 
 

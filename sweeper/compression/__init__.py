@@ -2,17 +2,28 @@
 
 A compression method is a small object with one method, ``compress(model, ctx)``, that
 takes the trained network and returns a :class:`Compressed`: the module that runs, the
-artifact to write (kind + payload, see :mod:`sweeper.artifact`) and its own metrics.
-Methods that act during training (gradual pruning, distillation) also expose
-``training_hooks(ctx)``; methods whose input checks need the model expose
-``check(model, ctx)``, called before training.
+artifact to write (kind + payload, see :mod:`sweeper.artifact`), its own metrics and tags.
+Optional capabilities are typed protocols, checked once by the trial: :class:`TrainsWithHooks`
+(``training_hooks(ctx)``: methods that act during training, such as gradual pruning and
+distillation; the hooks come back to ``compress`` as ``ctx.hooks``) and :class:`ChecksModel`
+(``check(model, ctx)`` before training: ``ValueError`` for bad settings, :class:`UnsupportedLayer`
+for a layer the method cannot handle, which fails that trial only).
 
-Importing this package registers the loader of every artifact kind it writes
-(``sparse``, ``structured``, ``int8``, ``packed``), so ``load_artifact`` works after it.
+Each method's module registers the loader of the artifact kind it writes (``sparse``,
+``structured``, ``int8``, ``packed``); an artifact names that module, so ``load_artifact``
+imports only the one it needs.
 See ``docs/compression.md`` for the options, their knobs and the measured results.
 """
 
-from sweeper.compression._base import CompressionContext, CompressionMethod, Compressed, TrainingHooks
+from sweeper.compression._base import (
+    ChecksModel,
+    CompressionContext,
+    CompressionMethod,
+    Compressed,
+    TrainingHooks,
+    TrainsWithHooks,
+    UnsupportedLayer,
+)
 from sweeper.compression._distill import Distillation
 from sweeper.compression._none import NoCompression
 from sweeper.compression._pipeline import Pipeline
@@ -22,6 +33,7 @@ from sweeper.compression._quantize import Int8Quantization
 from sweeper.compression._structured import StructuredPruning
 
 __all__ = [
+    "ChecksModel",
     "CompressionContext",
     "CompressionMethod",
     "Compressed",
@@ -35,4 +47,6 @@ __all__ = [
     "RandomPruning",
     "StructuredPruning",
     "TrainingHooks",
+    "TrainsWithHooks",
+    "UnsupportedLayer",
 ]

@@ -102,7 +102,6 @@ class Distillation:
         self.teacher_epochs, self.teacher_lr, self.teacher_batch_size = teacher_epochs, float(teacher_lr), teacher_batch_size
         self.temperature, self.alpha = float(temperature), float(alpha)
         self.cache_dir = Path(cache_dir)
-        self.metrics: dict[str, float] = {}
 
     def teacher_spec(self, task: Task) -> ModelSpec:
         """How to rebuild the teacher: its builder's path and arguments, sized for ``task``."""
@@ -125,8 +124,15 @@ class Distillation:
     def check(self, model: nn.Module, ctx: CompressionContext) -> None:
         """Fail before training when the teacher cannot be built or predicts another number of classes."""
         teacher = self._build_teacher(ctx)
-        with torch.no_grad():
-            classes = teacher(ctx.task.x_train[:2]).shape[-1]
+        try:
+            with torch.no_grad():
+                classes = teacher(ctx.task.x_train[:2]).shape[-1]
+        except Exception as exc:  # e.g. a CNN teacher on token ids: the user must choose another teacher
+            raise ValueError(
+                f"compression.teacher_model: the teacher {self.teacher_spec(ctx.task).target} cannot run on "
+                f"this task's inputs ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+                "allowed: a model config that accepts them"
+            ) from exc
         if classes != ctx.task.num_classes:
             raise ValueError(
                 f"compression.teacher_model: the teacher outputs {classes} classes, the student "
@@ -140,8 +146,8 @@ class Distillation:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"compression.teacher_model: {' '.join(str(exc).split())}") from exc
 
-    def teacher(self, ctx: CompressionContext) -> nn.Module:
-        """The trained teacher: loaded from the cache, or trained and cached.
+    def teacher(self, ctx: CompressionContext) -> tuple[nn.Module, dict[str, float]]:
+        """The trained teacher (loaded from the cache, or trained and cached) and its metrics.
 
         ``compute_once`` makes concurrent trials (other processes, other workers sharing the
         cache directory) wait for the one that trains it, instead of training it twice.
@@ -164,11 +170,14 @@ class Distillation:
             path.unlink(missing_ok=True)
             cached = torch.load(compute_once(path, train_teacher), map_location="cpu", weights_only=True)
         teacher.load_state_dict(cached["state_dict"])
-        self.metrics["teacher_cached"] = 0.0 if trained_here else 1.0
         teacher = teacher.cpu().eval()
-        self.metrics["teacher_test_accuracy"] = evaluate_accuracy(teacher, ctx.task.x_test, ctx.task.y_test)
-        self.metrics["teacher_params"] = float(sum(p.numel() for p in teacher.parameters()))
-        return teacher.to(ctx.device)
+        metrics = {
+            "teacher_cached": 0.0 if trained_here else 1.0,
+            "teacher_test_accuracy": evaluate_accuracy(teacher, ctx.task.x_test, ctx.task.y_test),
+            "teacher_params": float(sum(p.numel() for p in teacher.parameters())),
+            "teacher_epochs": float(self.teacher_epochs),
+        }
+        return teacher.to(ctx.device), metrics
 
     def loss(self, teacher: nn.Module) -> LossFn:
         """The distillation loss against ``teacher``, as a training-loop ``loss_fn``."""
@@ -183,9 +192,10 @@ class Distillation:
 
     def training_hooks(self, ctx: CompressionContext) -> TrainingHooks:
         """The main training run trains the student on the distillation loss."""
-        return TrainingHooks(loss_fn=self.loss(self.teacher(ctx)))
+        teacher, metrics = self.teacher(ctx)
+        return TrainingHooks(loss_fn=self.loss(teacher), metrics=metrics)
 
     def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed:
-        """The distilled student, saved dense."""
+        """The distilled student, saved dense (the teacher's metrics come with the training hooks)."""
         model = model.cpu().eval()
-        return Compressed(module=model, kind="dense", payload=dense_payload(model), metrics=dict(self.metrics))
+        return Compressed(module=model, kind="dense", payload=dense_payload(model))

@@ -1,7 +1,10 @@
 """Unstructured pruning: magnitude, random (the control) and gradual (Zhu & Gupta, 2017).
 
-All three share one core: choose which weights of the Linear/Conv layers to zero
-(:func:`select_masks`), hold those zeros fixed while fine-tuning (:func:`mask_hook`), and
+All three share one core: choose which weights to zero (:func:`select_masks`) among the
+weight matrices of any network (Linear and Conv layers, the projections inside
+``nn.MultiheadAttention``, embedding tables when ``embeddings: true``; ``include`` / ``exclude``
+name patterns keep parts dense, see :mod:`sweeper.compression._targets`), hold those zeros
+fixed while fine-tuning (:func:`mask_hook`), and
 store the result as a ``sparse`` artifact: a bitmask of the kept positions plus the kept
 values (:mod:`sweeper.compression._storage`). The reloaded network runs the zeros on
 dense kernels, so its latency is tagged ``simulated``: the saving is in bytes, not time.
@@ -10,6 +13,7 @@ dense kernels, so its latency is tagged ``simulated``: the saving is in bytes, n
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -18,6 +22,7 @@ from torch import Tensor, nn
 from sweeper.artifact import ModelSpec, register_loader
 from sweeper.compression._base import CompressionContext, Compressed, TrainingHooks
 from sweeper.compression._storage import decode_state, encode_state
+from sweeper.compression._targets import WeightSelection, weight_refs
 from sweeper.training.loop import StepHook
 
 __all__ = [
@@ -31,19 +36,15 @@ __all__ = [
 ]
 
 Scope = Literal["global", "layer"]
-_PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The weight matrices/kernels of every Linear and Conv layer, by parameter name.
+def prunable_weights(model: nn.Module, selection: WeightSelection | None = None) -> dict[str, Tensor]:
+    """The selected weight tensors (default: every Linear, Conv and attention matrix), by parameter name.
 
     Raises:
-        ValueError: the model has no such layer.
+        ValueError: nothing to prune, or a pattern of ``selection`` matches no module.
     """
-    weights = {f"{name}.weight" if name else "weight": m.weight for name, m in model.named_modules() if isinstance(m, _PRUNABLE)}
-    if not weights:
-        raise ValueError(f"compression: {type(model).__name__} has no Linear or Conv layer to prune")
-    return weights
+    return {ref.name: ref.tensor for ref in weight_refs(model, selection)}
 
 
 def _check_amount(amount: float, key: str = "amount") -> float:
@@ -118,24 +119,24 @@ def mask_hook(masks: dict[str, Tensor]) -> StepHook:
 
 def existing_zeros(model: nn.Module) -> dict[str, Tensor]:
     """Keep-masks of the weights that are non-zero now: later fine-tuning keeps earlier pruning."""
-    return {name: w.detach() != 0 for name, w in prunable_weights(model).items()}
+    return {name: w.detach() != 0 for name, w in prunable_weights(model, WeightSelection(embeddings=True)).items()}
 
 
-def sparsity(model: nn.Module) -> float:
-    """Fraction of zeros among the prunable weights."""
-    weights = list(prunable_weights(model).values())
+def sparsity(model: nn.Module, selection: WeightSelection | None = None) -> float:
+    """Fraction of zeros among the selected weights."""
+    weights = list(prunable_weights(model, selection).values())
     zeros = sum(int((w == 0).sum()) for w in weights)
     return zeros / sum(w.numel() for w in weights)
 
 
-def sparse_compressed(model: nn.Module) -> Compressed:
+def sparse_compressed(model: nn.Module, selection: WeightSelection | None = None) -> Compressed:
     """The ``sparse`` artifact of a pruned float model, tagged ``simulated`` (dense kernels)."""
     return Compressed(
         module=model,
         kind="sparse",
         payload=encode_state(model.state_dict()),
         latency_kind="simulated",
-        metrics={"sparsity": sparsity(model)},
+        metrics={"sparsity": sparsity(model, selection)},
     )
 
 
@@ -149,10 +150,24 @@ def _load_sparse(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
 class _UnstructuredPruning:
     """The shared core: select masks on the trained model, fine-tune with the masks fixed."""
 
-    def __init__(self, *, amount: float = 0.8, scope: Scope = "global", finetune_epochs: int = 5) -> None:
+    def __init__(
+        self,
+        *,
+        amount: float = 0.8,
+        scope: Scope = "global",
+        finetune_epochs: int = 5,
+        embeddings: bool = False,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> None:
         self.amount = _check_amount(amount)
         self.scope = _check_scope(scope)
         self.finetune_epochs = _check_epochs(finetune_epochs)
+        self.selection = WeightSelection(embeddings=embeddings, include=include, exclude=exclude)
+
+    def check(self, model: nn.Module, ctx: CompressionContext) -> None:
+        """Fail before training when the patterns match no module or leave nothing to prune."""
+        weight_refs(model, self.selection)
 
     def scores(self, weights: dict[str, Tensor], ctx: CompressionContext) -> dict[str, Tensor] | None:
         """Importance per weight; ``None`` means magnitude."""
@@ -160,21 +175,24 @@ class _UnstructuredPruning:
 
     def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed:
         """Prune ``model`` to ``amount`` sparsity, fine-tune with the mask fixed, store it sparse."""
-        weights = prunable_weights(model)
+        weights = prunable_weights(model, self.selection)
         masks = select_masks(weights, self.amount, scope=self.scope, scores=self.scores(weights, ctx))
         apply_masks(model, masks)
         if self.finetune_epochs:
             ctx.finetune(model, self.finetune_epochs, step_hook=mask_hook(masks))
-        return sparse_compressed(model.cpu().eval())
+        return sparse_compressed(model.cpu().eval(), self.selection)
 
 
 class MagnitudePruning(_UnstructuredPruning):
     """``compression=prune``: remove the ``amount`` smallest-magnitude weights, then fine-tune.
 
     Args:
-        amount: target sparsity of the Linear/Conv weights, in [0, 1) (biases are kept).
-        scope: ``global`` (one threshold over all layers) or ``layer`` (each layer to ``amount``).
+        amount: target sparsity of the selected weights, in [0, 1) (biases and norms are kept).
+        scope: ``global`` (one threshold over all layers) or ``layer`` (each tensor to ``amount``).
         finetune_epochs: epochs of fine-tuning with the mask held fixed.
+        embeddings: prune embedding tables too.
+        include: module-name patterns to prune (empty: every Linear, Conv and attention matrix).
+        exclude: module-name patterns kept dense, e.g. ``[head]`` for the classifier.
     """
 
 
@@ -225,6 +243,7 @@ class GradualPruning(_UnstructuredPruning):
         end: where the final sparsity is reached, in (begin, 1].
         frequency: ``dt``, steps between mask updates (>= 1).
         finetune_epochs: extra epochs with the final mask fixed, after training.
+        embeddings, include, exclude: which weights, as for ``prune``.
 
     After training, the weights are pruned to ``amount`` by magnitude once more: a no-op when
     the schedule ran to its end, the remainder when early stopping ended training first.
@@ -240,8 +259,13 @@ class GradualPruning(_UnstructuredPruning):
         end: float = 0.7,
         frequency: int = 10,
         finetune_epochs: int = 0,
+        embeddings: bool = False,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
     ) -> None:
-        super().__init__(amount=amount, scope=scope, finetune_epochs=finetune_epochs)
+        super().__init__(
+            amount=amount, scope=scope, finetune_epochs=finetune_epochs, embeddings=embeddings, include=include, exclude=exclude
+        )
         self.initial_sparsity = _check_amount(initial_sparsity, "initial_sparsity")
         if self.initial_sparsity > self.amount:
             raise ValueError(f"compression.initial_sparsity={initial_sparsity}: must be <= amount ({amount})")
@@ -269,7 +293,7 @@ class GradualPruning(_UnstructuredPruning):
             due = offset >= 0 and offset % self.frequency == 0 and offset // self.frequency <= schedule["num_updates"]
             if due:
                 target = cubic_sparsity(step, initial=self.initial_sparsity, final=self.amount, **schedule)
-                masks.update(select_masks(prunable_weights(model), target, scope=self.scope))
+                masks.update(select_masks(prunable_weights(model, self.selection), target, scope=self.scope))
                 self.history.append((step, target))
             if masks:
                 apply_masks(model, masks)

@@ -1,7 +1,8 @@
 """Quantization-aware training at 2..8 bits, exported with the weights really packed at that width.
 
-During fine-tuning every Linear/Conv weight goes through a fake quantizer (symmetric,
-per output channel, ``2**(bits-1) - 1`` steps each side of zero, straight-through
+During fine-tuning every selected weight (Linear, Conv and attention matrices, and embedding
+tables unless ``embeddings: false``; see :mod:`sweeper.compression._targets`) goes through a
+fake quantizer (a parametrization: symmetric, per output channel / per embedding row, ``2**(bits-1) - 1`` steps each side of zero, straight-through
 gradient), so the network learns weights that survive rounding. The ``packed`` artifact
 stores each weight as its integer codes packed at ``bits`` bits per value (a bitmask plus
 the non-zero codes when that is smaller) and one float32 scale per output channel.
@@ -13,6 +14,7 @@ in float.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,12 +23,11 @@ from torch.nn.utils import parametrize
 
 from sweeper.artifact import ModelSpec, register_loader
 from sweeper.compression._base import CompressionContext, Compressed
-from sweeper.compression._prune import _check_epochs, prunable_weights
+from sweeper.compression._prune import _check_epochs
 from sweeper.compression._storage import decode_tensor, encode_tensor, pack_tree, unpack_tree
+from sweeper.compression._targets import WeightSelection, weight_refs
 
 __all__ = ["QuantizationAwareTraining", "quantize_weight"]
-
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def quantize_weight(weight: Tensor, bits: int) -> tuple[Tensor, Tensor]:
@@ -70,39 +71,53 @@ class QuantizationAwareTraining:
     Args:
         bits: weight bit width, 2..8.
         finetune_epochs: epochs of quantization-aware fine-tuning of the trained model (>= 0).
+        embeddings: quantize embedding tables too (per row).
+        include: module-name patterns to quantize (empty: every supported layer).
+        exclude: module-name patterns kept in float, e.g. ``[head]``.
     """
 
-    def __init__(self, *, bits: int = 4, finetune_epochs: int = 5) -> None:
+    def __init__(
+        self,
+        *,
+        bits: int = 4,
+        finetune_epochs: int = 5,
+        embeddings: bool = True,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> None:
         if not (isinstance(bits, int) and 2 <= bits <= 8):
             raise ValueError(f"compression.bits={bits}: allowed: integers 2..8")
         self.bits = bits
         self.finetune_epochs = _check_epochs(finetune_epochs)
+        self.selection = WeightSelection(embeddings=embeddings, include=include, exclude=exclude)
+
+    def check(self, model: nn.Module, ctx: CompressionContext) -> None:
+        """Fail before training when the patterns match no module or leave nothing to quantize."""
+        weight_refs(model, self.selection, method="qat")
 
     def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed:
         """Fine-tune with fake quantization (zeros from earlier pruning stay zero), then pack the codes."""
-        weights = prunable_weights(model)  # raises when there is nothing to quantize
-        layers = [m for m in model.modules() if isinstance(m, _LAYERS)]
-        kept = {id(m): (m.weight.detach() != 0) for m in layers}
-        for layer in layers:
-            parametrize.register_parametrization(layer, "weight", _FakeQuantize(self.bits))
+        refs = weight_refs(model, self.selection, method="qat")
+        kept = [ref.tensor.detach() != 0 for ref in refs]
+        for ref in refs:
+            parametrize.register_parametrization(ref.module, ref.attr, _FakeQuantize(self.bits))
 
         def keep_zeros(_model: nn.Module, _step: int) -> None:
             with torch.no_grad():
-                for layer in layers:
-                    original = layer.parametrizations.weight.original
-                    original.mul_(kept[id(layer)].to(original.device))
+                for ref, mask in zip(refs, kept, strict=True):
+                    original = getattr(ref.module.parametrizations, ref.attr).original
+                    original.mul_(mask.to(original.device))
 
         if self.finetune_epochs:
             ctx.finetune(model, self.finetune_epochs, step_hook=keep_zeros)
         model = model.cpu().eval()
-        for layer in layers:
-            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
-        quantized = {name: quantize_weight(w, self.bits) for name, w in prunable_weights(model).items()}
+        for ref in refs:
+            parametrize.remove_parametrizations(ref.module, ref.attr, leave_parametrized=False)
+        quantized = {ref.name: quantize_weight(ref.tensor, self.bits) for ref in refs}
         with torch.no_grad():  # the in-memory model runs exactly what the loader will rebuild
-            params = dict(model.named_parameters())
-            for name, (codes, scales) in quantized.items():
-                params[name].copy_(dequantize(codes, scales))
-        others = {k: encode_tensor(v) for k, v in model.state_dict().items() if k not in weights}
+            for ref in refs:
+                ref.tensor.copy_(dequantize(*quantized[ref.name]))
+        others = {k: encode_tensor(v) for k, v in model.state_dict().items() if k not in quantized}
         payload = pack_tree(
             {
                 "bits": self.bits,

@@ -1,0 +1,94 @@
+"""Check every job of a grid multirun before the first one trains.
+
+A Hydra callback (``hydra.callbacks.preflight`` in ``conf/config.yaml``): at the start of a
+multirun run by Hydra's basic (grid) sweeper it expands the sweep into its jobs exactly as
+that sweeper does, composes each job's config and plans its trial (:func:`sweeper.run.plan_trial`:
+every component instantiated and checked, nothing trained). Then:
+
+* jobs with bad input (an unknown key, an out-of-range value, a plug-in that fails) are
+  reported all at once, one line each, and the process exits with status 2 before any
+  training (Hydra turns a callback's exceptions into warnings, so the callback exits itself);
+* jobs whose compression method cannot handle the model (:class:`~sweeper.compression.UnsupportedLayer`)
+  are announced; they run as FAILED trials with that reason, and the sweep goes on.
+
+The Optuna sweeper checks its own search space (one config per branch). Switch the check off
+with ``hydra.callbacks.preflight.enabled=false``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict
+
+from sweeper.errors import one_line
+
+__all__ = ["PreflightCallback", "bad_jobs", "grid_jobs"]
+
+log = logging.getLogger("sweeper")
+
+_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def grid_jobs(config: DictConfig) -> list[list[str]]:
+    """The override lists of the jobs Hydra's basic sweeper launches for this multirun config."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [str(a) for a in config.hydra.overrides.task]
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()] + arguments
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+class PreflightCallback(Callback):
+    """Plans every job of a grid multirun before launching it; see the module docstring.
+
+    Args:
+        enabled: false to skip the check.
+    """
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.enabled or config.hydra.sweeper.get("_target_") != _BASIC_SWEEPER:
+            return
+        jobs = grid_jobs(config)
+        bad = bad_jobs(config, jobs)
+        if bad:
+            lines = [f"{len(bad)} of {len(jobs)} jobs have bad input; nothing was trained", *bad]
+            print("\n".join(f"sweeper: error: {line}" for line in lines), file=sys.stderr)
+            raise SystemExit(2)
+
+
+def bad_jobs(config: DictConfig, jobs: list[list[str]]) -> list[str]:
+    """One line per job whose config fails to compose or plan; jobs that will FAIL are logged."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from sweeper.run import plan_trial
+
+    hydra = GlobalHydra.instance().hydra
+    assert hydra is not None  # a multirun is running
+    bad: list[str] = []
+    for index, overrides in enumerate(jobs):
+        shown = " ".join(overrides) or "(no overrides)"
+        try:
+            job_cfg = hydra.compose_config(
+                str(config.hydra.job.config_name), overrides, run_mode=RunMode.RUN, with_log_configuration=False
+            )
+            choices = {str(k): str(v) for k, v in job_cfg.hydra.runtime.choices.items()}
+            with open_dict(job_cfg):
+                del job_cfg["hydra"]
+            plan = plan_trial(job_cfg, choices=choices)
+        except Exception as exc:  # ConfigError, or a composition error: bad input either way
+            bad.append(f"job {index} ({shown}): {one_line(exc)}")
+            continue
+        if plan.unsupported is not None:
+            log.warning("job %d (%s) will fail: %s", index, shown, plan.unsupported)
+    return bad
