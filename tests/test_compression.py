@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,17 +12,16 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from sweeper.artifact import dense_payload, load_artifact, save_artifact, serialized_size
-from sweeper.compression import CompressionContext, Compressed, TrainsWithHooks
+from sweeper.compression import CompressionContext
 from sweeper.compression._prune import cubic_sparsity, prunable_weights
 from sweeper.compression._storage import decode_tensor, encode_tensor, pack_bits, pack_tree, unpack_bits, unpack_tree
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params
 from sweeper.results import FINAL_METRICS, load_runs
-from sweeper.run import TrialPlan, plan_trial
-from sweeper.training import train
+from sweeper.run import plan_trial
 
-from conftest import FAST
+from conftest import FAST, REPO_ROOT
+from trials import Trial, train_as_a_trial
 
 SMALL = ["strategy.epochs=1"]
 
@@ -110,7 +111,7 @@ def test_gradual_pruning_follows_the_cubic_sequence_during_training(make_cfg):
         "compression=prune_gradual", *SMALL, "compression.amount=0.9", "compression.frequency=3", "compression.initial_sparsity=0.2"
     )
     plan = plan_trial(cfg)
-    _train(plan)
+    train_as_a_trial(plan)
     method = plan.compressor
     plan_steps = -(-len(plan.task.x_train) // 64) * plan.strategy.epochs  # batch 64
     schedule = method.schedule(plan_steps)
@@ -125,38 +126,6 @@ def test_gradual_pruning_follows_the_cubic_sequence_during_training(make_cfg):
 
 
 # --- each method on its reloaded artifact (a contract suite, one subclass per method) ---------------
-
-
-def _train(plan: TrialPlan) -> CompressionContext:
-    """Train the plan's model as a trial does; return the context to compress it with (hooks included)."""
-    ctx = plan.context()
-    hooks = plan.compressor.training_hooks(ctx) if isinstance(plan.compressor, TrainsWithHooks) else None
-    train(
-        plan.model,
-        plan.task,
-        plan.optimizer_factory,
-        plan.strategy,
-        seed=plan.seed,
-        loss_fn=hooks.loss_fn if hooks else None,
-        step_hook=hooks.step_hook if hooks else None,
-    )
-    return replace(ctx, hooks=hooks)
-
-
-class Trial:
-    """A trained, compressed, saved and reloaded trial."""
-
-    def __init__(self, cfg: DictConfig, path: Path) -> None:
-        self.plan = plan_trial(cfg)
-        ctx = _train(self.plan)
-        trained = self.plan.model.cpu().eval()
-        self.dense_bytes = serialized_size("dense", self.plan.spec, dense_payload(trained))
-        self.dense_params = count_params(trained)[0]
-        self.compressed: Compressed = self.plan.compressor.compress(trained, ctx)
-        self.metrics = {**(ctx.hooks.metrics if ctx.hooks else {}), **self.compressed.metrics}
-        self.size = save_artifact(path, self.compressed.kind, self.plan.spec, self.compressed.payload)
-        self.reloaded = load_artifact(path)
-        self.x = self.plan.task.x_test[:64]
 
 
 class CompressionContract:
@@ -335,3 +304,56 @@ def test_every_option_runs_in_a_multirun_with_all_metrics(run_cli, tmp_path):
         "prune_gradual": "simulated", "quantize": "real", "qat": "simulated", "distill": "real", "pipeline": "simulated",
     }
     assert by.loc["distill", "teacher_cached"] == 0 and by.loc["pipeline", "teacher_cached"] == 1  # same teacher
+
+
+# --- a user's own networks through `model._target_` (tests/zoo.py, configs in tests/zoo_conf) -------
+
+ZOO = ("--config-dir", str(REPO_ROOT / "tests" / "zoo_conf"))
+ZOO_ENV = {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")])}
+SEVEN = "none,prune,prune_structured,quantize,qat,distill,pipeline"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize("model", ["tiny_resnet", "tiny_transformer"])
+def test_a_users_residual_and_attention_networks_run_every_method(run_cli, tmp_path, model):
+    proc = run_cli(*ZOO, "-m", f"model={model}", f"compression={SEVEN}", "strategy.epochs=2",
+                   "measure.latency_seconds=0.01", env=ZOO_ENV, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = load_runs(sweep_id="latest", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert sorted(runs["compression"]) == sorted(SEVEN.split(","))
+    assert (runs["status"] == "FINISHED").all(), runs[["compression", "status", "failure_reason"]]
+    assert (runs["model"] == f"zoo.{'TinyResNet' if model == 'tiny_resnet' else 'TinyTransformer'}").all()
+    by = runs.set_index("compression")
+    for name in ("quantize", "qat"):
+        assert by.loc[name, "size_bytes"] <= 0.5 * by.loc["none", "size_bytes"], name
+    assert by.loc["prune", "nonzero_params"] <= 0.6 * by.loc["prune", "params"]
+    assert by.loc["prune_structured", "params"] < by.loc["none", "params"]
+    assert by.loc["quantize", "quantization_flow"] in ("fx", "eager")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_method_that_cannot_handle_a_layer_fails_its_trial_and_the_grid_goes_on(run_cli, tmp_path):
+    proc = run_cli(*ZOO, "-m", "model=row_gru", "compression=none,prune_structured,prune", "strategy.epochs=1",
+                   "measure.latency_seconds=0.01", env=ZOO_ENV)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a trial failed
+    assert "1 trial failed" in proc.stderr
+    said = re.search(r"job 1 \(.*compression=prune_structured.*\) will fail: (.*)", proc.stdout + proc.stderr)
+    assert said and "cannot handle layer gru (GRU)" in said.group(1)  # said before the first trial trained
+    assert (proc.stdout + proc.stderr).index("will fail") < proc.stdout.index("trial 1/3")
+    runs = load_runs(sweep_id="latest", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").set_index("compression")
+    assert runs.loc["none", "status"] == runs.loc["prune", "status"] == "FINISHED"
+    assert runs.loc["prune_structured", "status"] == "FAILED"
+    reason = runs.loc["prune_structured", "failure_reason"]
+    assert "compression=prune_structured" in reason and "gru (GRU)" in reason
+
+
+def test_a_grid_reports_every_bad_job_before_any_training(run_cli, tmp_path):
+    proc = run_cli("-m", "compression=prune,prune_random,qat", "compression.amount=0.5,1.5", "strategy.epochs=50")
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("sweeper: error:")]
+    assert lines[0] == "sweeper: error: 4 of 6 jobs have bad input; nothing was trained"
+    assert sum("compression.amount=1.5: must be in [0, 1)" in line for line in lines) == 2  # prune, prune_random
+    assert sum("(compression=qat compression.amount=" in line and "unknown key" in line for line in lines) == 2
+    assert len(lines) == 5 and "Launching" not in proc.stdout + proc.stderr  # no job was launched

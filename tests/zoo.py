@@ -117,3 +117,16 @@ def digit_tokens(*, seed: int, positional: bool = False) -> Task:
         "digit_tokens", tokens["train"], images.y_train, tokens["val"], images.y_val, tokens["test"], images.y_test,
         num_classes=images.num_classes,
     )
+
+
+class RowGRU(nn.Module):
+    """Image rows as a sequence through a GRU, the last hidden state classified (a layer torch-pruning cannot resize)."""
+
+    def __init__(self, *, input_shape: Sequence[int], num_classes: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.gru = nn.GRU(int(input_shape[-1]), hidden, batch_first=True)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _, last = self.gru(x.reshape(x.shape[0], -1, x.shape[-1]))
+        return self.head(last[-1])
