@@ -18,15 +18,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Task", "load_digits", "make_synthetic", "stratified_split"]
+__all__ = ["DIGIT_LEVELS", "Task", "digit_tokens", "load_digits", "make_synthetic", "stratified_split"]
+
+DIGIT_LEVELS = 17  # scikit-learn's digits hold pixel values 0..16
 
 
 @dataclass(frozen=True)
 class Task:
     """A classification task split into train, validation and test tensors.
 
-    Inputs are float32 with any per-sample shape (``input_shape``); labels are int64
-    class indices in ``[0, num_classes)``. Validation drives early stopping and search;
+    Inputs are float32 features, or int64 token / item ids, with any per-sample shape
+    (``input_shape``); labels are int64 class indices in ``[0, num_classes)``. Validation drives early stopping and search;
     test is only used for the final numbers.
     """
 
@@ -66,6 +68,8 @@ class Task:
     ) -> Task:
         """Split arrays into stratified train/val/test parts, reproducibly from ``seed``.
 
+        Integer ``x`` (token or item ids) is kept as int64, anything else becomes float32.
+
         Example:
             >>> import numpy as np
             >>> x, y = np.random.rand(100, 4), np.arange(100) % 2
@@ -78,7 +82,8 @@ class Task:
                 raise ValueError(f"data.{key}={value}: must be in (0, 1)")
         if val_fraction + test_fraction >= 1:
             raise ValueError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction}: must be < 1")
-        x_np = np.asarray(x, dtype=np.float32)
+        x_np = np.asarray(x)
+        x_np = x_np.astype(np.int64 if np.issubdtype(x_np.dtype, np.integer) else np.float32)  # ids stay ids
         y_np = np.asarray(y, dtype=np.int64)
         if x_np.ndim < 2 or y_np.ndim != 1 or len(x_np) != len(y_np):
             raise ValueError(f"Task.from_arrays needs x of shape (n, ...) and y of shape (n,); got {x_np.shape}, {y_np.shape}")
@@ -110,20 +115,48 @@ def stratified_split(
     return train, val, test
 
 
-def load_digits(*, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.2) -> Task:
-    """The 1,797 8x8 handwritten digits that scikit-learn ships, as 1x8x8 images in [0, 1].
-
-    The CSV file bundled with scikit-learn is read directly: importing scikit-learn costs
-    seconds of start-up that a trial does not need.
-    """
+def _digits_table() -> np.ndarray:
+    """scikit-learn's digits CSV: 64 pixel values in 0..16, then the label (read without importing sklearn)."""
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("data=digits needs scikit-learn installed (it ships the digits file)")
     path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
-    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    return np.loadtxt(path, delimiter=",", dtype=np.float32)
+
+
+def load_digits(*, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.2, image_size: int = 8) -> Task:
+    """The 1,797 8x8 handwritten digits that scikit-learn ships, as 1x8x8 images in [0, 1].
+
+    The CSV file bundled with scikit-learn is read directly: importing scikit-learn costs
+    seconds of start-up that a trial does not need. ``image_size`` > 8 resizes the images
+    (bilinear), for networks whose cost should be that of larger inputs.
+    """
+    if not (isinstance(image_size, int) and image_size >= 8):
+        raise ValueError(f"data.image_size={image_size}: must be an integer >= 8")
+    table = _digits_table()
     images = table[:, :-1].reshape(-1, 1, 8, 8) / 16.0
+    if image_size != 8:
+        resized = torch.nn.functional.interpolate(torch.from_numpy(images), size=image_size, mode="bilinear")
+        images = resized.numpy()
     return Task.from_arrays(
         images, table[:, -1].astype(np.int64), seed=seed, name="digits",
+        val_fraction=val_fraction, test_fraction=test_fraction,
+    )
+
+
+def digit_tokens(*, seed: int, positional: bool = False, val_fraction: float = 0.15, test_fraction: float = 0.2) -> Task:
+    """The same digits as sequences of 64 integer tokens (row by row): each pixel's value 0..16,
+    or ``position * 17 + value`` with ``positional`` (a bag-of-tokens model then sees where).
+
+    For token models (embeddings, 1-D convolutions, transformers over ids); vocabulary 17,
+    or 64 * 17 = 1,088 with ``positional``.
+    """
+    table = _digits_table()
+    tokens = table[:, :-1].astype(np.int64)
+    if positional:
+        tokens = tokens + DIGIT_LEVELS * np.arange(tokens.shape[1])
+    return Task.from_arrays(
+        tokens, table[:, -1].astype(np.int64), seed=seed, name="digit_tokens",
         val_fraction=val_fraction, test_fraction=test_fraction,
     )
 

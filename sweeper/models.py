@@ -3,7 +3,9 @@
 A model plug-in is any callable named by `model._target_`. It receives the keyword
 arguments of its config plus ``input_shape`` (per-sample shape, e.g. ``(1, 8, 8)``) and
 ``num_classes``, and returns an ``nn.Module`` mapping a batch of inputs to class logits.
-Networks are plain ``nn.Sequential`` stacks so that compression methods can walk them.
+``mlp`` and ``cnn`` are ``nn.Sequential`` stacks; ``resnet`` (residual blocks with BatchNorm)
+and ``transformer`` (a ``nn.TransformerEncoder`` over tokens or feature vectors) are the
+shapes of networks practitioners ship, and every compression method handles all four.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-__all__ = ["make_mlp", "make_cnn"]
+__all__ = ["ResNet", "TransformerClassifier", "make_cnn", "make_mlp", "make_resnet", "make_transformer"]
 
 
 def _check_widths(key: str, widths: Sequence[int]) -> list[int]:
@@ -88,3 +91,123 @@ def make_cnn(
         nn.Linear(hidden, num_classes),
     ]
     return nn.Sequential(*layers)
+
+
+class _BasicBlock(nn.Module):
+    """ResNet's basic block: conv-bn-relu-conv-bn plus the (projected) input, then ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A ResNet-style CNN (He et al., 2016): a 3x3 stem, stages of basic blocks, global pooling.
+
+    Each stage after the first halves the spatial size; see :func:`make_resnet`.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, channels: Sequence[int], blocks: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels[0], 3, padding=1, bias=False), nn.BatchNorm2d(channels[0]), nn.ReLU())
+        stages, width = [], channels[0]
+        for i, out_ch in enumerate(channels):
+            stages += [_BasicBlock(width if b == 0 else out_ch, out_ch, 2 if i and b == 0 else 1) for b in range(blocks)]
+            width = out_ch
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+
+
+def make_resnet(
+    *, input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (16, 32, 64), blocks: int = 1
+) -> ResNet:
+    """A ResNet-style CNN for ``(C, H, W)`` images: one stage of ``blocks`` basic blocks per width.
+
+    Example:
+        >>> make_resnet(input_shape=(1, 8, 8), num_classes=10)(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
+    channels = _check_widths("channels", channels)
+    if len(input_shape) != 3:
+        raise ValueError(f"model=resnet needs inputs shaped (C, H, W); got {tuple(input_shape)}")
+    if not (isinstance(blocks, int) and blocks >= 1):
+        raise ValueError(f"model.blocks={blocks}: must be an integer >= 1")
+    return ResNet(int(input_shape[0]), num_classes, channels, blocks)
+
+
+class TransformerClassifier(nn.Module):
+    """Tokens (ids through an embedding, or feature vectors through a linear map) plus learned
+    positions, a ``nn.TransformerEncoder`` (pre-norm, GELU), mean pooling and a linear head."""
+
+    def __init__(
+        self, *, length: int, features: int | None, vocab: int | None, num_classes: int,
+        d_model: int, heads: int, layers: int, ff: int, dropout: float,
+    ) -> None:
+        super().__init__()
+        self.embed: nn.Module = nn.Embedding(vocab, d_model) if vocab else nn.Linear(int(features or 1), d_model)
+        self.position = nn.Parameter(torch.zeros(1, length, d_model))
+        nn.init.normal_(self.position, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            d_model, heads, dim_feedforward=ff, dropout=dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:  # images (B, C, H, W): C*H rows of W pixels
+            x = x.flatten(1, 2)
+        hidden = self.encoder(self.embed(x) + self.position)
+        return self.head(self.norm(hidden).mean(dim=1))
+
+
+def make_transformer(
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    vocab: int | None = None,
+    d_model: int = 64,
+    heads: int = 4,
+    layers: int = 2,
+    ff: int | None = None,
+    dropout: float = 0.1,
+) -> TransformerClassifier:
+    """A Transformer-encoder classifier.
+
+    ``input_shape`` ``(L,)`` with ``vocab`` set reads L integer token ids; ``(L, F)`` reads L
+    feature vectors; an image ``(C, H, W)`` reads its C*H rows of W pixels as tokens.
+    ``ff`` defaults to ``4 * d_model``.
+
+    Example:
+        >>> make_transformer(input_shape=(16,), num_classes=3, vocab=20)(torch.zeros(2, 16, dtype=torch.long)).shape
+        torch.Size([2, 3])
+    """
+    _check_widths("d_model", [d_model])
+    if d_model % heads:
+        raise ValueError(f"model.heads={heads}: must divide model.d_model={d_model}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"model.dropout={dropout}: must be in [0, 1)")
+    shape = [int(s) for s in input_shape]
+    if vocab is not None and len(shape) != 1:
+        raise ValueError(f"model.vocab={vocab}: token ids need inputs shaped (L,); got {tuple(input_shape)}")
+    if vocab is None and len(shape) not in (2, 3):
+        raise ValueError(f"model=transformer needs (L,) token ids with model.vocab set, or (L, F) / (C, H, W) inputs; got {tuple(input_shape)}")
+    return TransformerClassifier(
+        length=shape[0] if vocab else math.prod(shape[:-1]), features=None if vocab else shape[-1], vocab=vocab,
+        num_classes=num_classes, d_model=d_model, heads=heads, layers=layers, ff=ff or 4 * d_model, dropout=dropout,
+    )

@@ -27,7 +27,7 @@ NETWORKS: dict[str, list[str]] = {
     "tiny_resnet": ["model=tiny_resnet"],
     "tiny_transformer": ["model=tiny_transformer"],
     "bag_of_tokens": [
-        "data=digit_tokens_positional", "model=bag_of_tokens",
+        "data=digit_tokens", "data.positional=true", "model=bag_of_tokens",
         "compression.teacher_model={_target_: zoo.BagOfTokens, _partial_: true, dim: 64}",
     ],
     "sequence_cnn": [

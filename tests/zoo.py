@@ -2,7 +2,8 @@
 
 Each model follows the plug-in contract (keyword arguments plus ``input_shape`` and
 ``num_classes``) and is plugged in by ``model._target_=zoo.<Name>``; none is an
-``nn.Sequential``. The configs under ``tests/zoo_conf`` select them like built-in options.
+``nn.Sequential``. The configs under ``tests/zoo_conf`` select them like built-in options; the
+token models read ``data=digit_tokens`` (``data.positional=true`` for the bag of tokens).
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sweeper.data import Task, load_digits
-
-DIGIT_LEVELS = 17  # scikit-learn's digits hold pixel values 0..16
+from sweeper.data import DIGIT_LEVELS, digit_tokens  # noqa: F401  (zoo.digit_tokens: the token task)
 
 
 class _Residual(nn.Module):
@@ -102,21 +101,6 @@ class SequenceCNN(nn.Module):
         x = self.embed(tokens).transpose(1, 2)  # (batch, dim, length)
         x = self.act2(self.conv2(self.act1(self.conv1(x))))
         return self.head(self.dropout(x.amax(dim=2)))
-
-
-def digit_tokens(*, seed: int, positional: bool = False) -> Task:
-    """The digits as 64 integer tokens per image: the pixel value, or ``position * 17 + value``."""
-    images = load_digits(seed=seed)
-    tokens = {}
-    for split in ("train", "val", "test"):
-        values = torch.round(getattr(images, f"x_{split}").flatten(1) * 16).long()
-        if positional:
-            values = values + DIGIT_LEVELS * torch.arange(values.shape[1])
-        tokens[split] = values
-    return Task(
-        "digit_tokens", tokens["train"], images.y_train, tokens["val"], images.y_val, tokens["test"], images.y_test,
-        num_classes=images.num_classes,
-    )
 
 
 class RowGRU(nn.Module):
