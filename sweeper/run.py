@@ -24,7 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sweeper.artifact import ModelSpec, dense_payload, load_artifact, save_artifact, serialized_size
-from sweeper.compression import ChecksModel, CompressionContext, CompressionMethod, TrainsWithHooks, UnsupportedLayer
+from sweeper.compression import (
+    ChecksModel,
+    CompressionContext,
+    CompressionMethod,
+    Compressed,
+    TrainingHooks,
+    TrainsWithHooks,
+    UnsupportedLayer,
+)
 from sweeper.data import Task
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params, measure_latency
@@ -32,11 +40,11 @@ from sweeper.progress import TrialProgress
 from sweeper.search import trial_context
 from sweeper.search.trial_context import TrialContext
 from sweeper.tracking import TrialRun, finished_trial, flatten, resolve_tracking_uri, trial_key
-from sweeper.training import Strategy, build_optimizers, evaluate_accuracy, train
+from sweeper.training import Strategy, TrainResult, build_optimizers, evaluate_accuracy, train
 from sweeper.training.loop import EpochHook
 from sweeper.training.optimizers import OptimizerFactory
 
-__all__ = ["GROUPS", "TrialPlan", "group_choices", "plan_trial", "run"]
+__all__ = ["GROUPS", "Deployed", "Trained", "TrialPlan", "deploy_stage", "execute", "group_choices", "plan_trial", "run", "train_stage"]
 
 GROUPS = ("data", "model", "optimizer", "strategy", "compression")
 _BUILTIN_PREFIXES = ("sweeper.", "torch.optim.")
@@ -245,43 +253,52 @@ def _run_label(choices: dict[str, str], cfg: DictConfig) -> str:
     return f"{choices['model']}-{choices['optimizer']}-{choices['strategy']}-{choices['compression']}-seed{cfg.seed}"
 
 
-def execute(
-    plan: TrialPlan, tracker: TrialRun | None, progress: TrialProgress, *, epoch_hook: EpochHook | None = None
-) -> dict[str, float]:
-    """Train, compress, export, reload and measure; log to ``tracker``; return the final metrics.
+@dataclass
+class Trained:
+    """What the training stage hands to the deployment stage."""
 
-    ``epoch_hook`` replaces ``progress.epoch`` after each validation (a search chains its
-    pruner); the tracker records the epoch first, so a pruned trial keeps its last epoch.
-    """
-    cfg, task = plan.cfg, plan.task
+    result: TrainResult
+    hooks: TrainingHooks | None = None  # the compression method's changes to training, if any
+
+
+def train_stage(plan: TrialPlan, *, epoch_hook: EpochHook | None = None) -> Trained:
+    """Train the plan's model in place, with the compression method's training hooks if it has any."""
     if plan.unsupported is not None:
         raise plan.unsupported
-    ctx = plan.context()
-    hooks = plan.compressor.training_hooks(ctx) if isinstance(plan.compressor, TrainsWithHooks) else None
-    epoch_hooks = ([tracker.record_epoch] if tracker is not None else []) + [epoch_hook or progress.epoch]
-
-    def after_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        for hook in epoch_hooks:
-            hook(epoch, metrics)
-
+    hooks = plan.compressor.training_hooks(plan.context()) if isinstance(plan.compressor, TrainsWithHooks) else None
     result = train(
         plan.model,
-        task,
+        plan.task,
         plan.optimizer_factory,
         plan.strategy,
         seed=plan.seed,
         device=plan.device,
         loss_fn=hooks.loss_fn if hooks else None,
         step_hook=hooks.step_hook if hooks else None,
-        epoch_hook=after_epoch,
+        epoch_hook=epoch_hook,
     )
-    trained = plan.model.cpu().eval()
-    dense_bytes = serialized_size("dense", plan.spec, dense_payload(trained))  # the fp32 baseline
+    return Trained(result, hooks)
+
+
+@dataclass
+class Deployed:
+    """The deployment stage's outcome: the artifact on disk and every number measured on it reloaded."""
+
+    compressed: Compressed  # the in-memory result of the compression method
+    path: Path
+    module: nn.Module  # the artifact reloaded from ``path``: what was measured
+    metrics: dict[str, float]
+
+
+def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path) -> Deployed:
+    """Compress the trained model, write the artifact, reload it and measure the reloaded module."""
+    cfg, task, result = plan.cfg, plan.task, trained.result
+    model = plan.model.cpu().eval()
+    dense_bytes = serialized_size("dense", plan.spec, dense_payload(model))  # the fp32 baseline
 
     start = time.perf_counter()
-    compressed = plan.compressor.compress(trained, replace(ctx, hooks=hooks))
+    compressed = plan.compressor.compress(model, replace(plan.context(), hooks=trained.hooks))
     compress_seconds = time.perf_counter() - start
-    artifact_path = _output_dir() / "model.pt"
     size_bytes = save_artifact(artifact_path, compressed.kind, plan.spec, compressed.payload)
 
     deployed = load_artifact(artifact_path)  # every number below is of the reloaded artifact
@@ -305,16 +322,36 @@ def execute(
         "compress_seconds": compress_seconds,
         "epochs_run": result.epochs_run,
         "steps": result.steps,
-        **(hooks.metrics if hooks else {}),
+        **(trained.hooks.metrics if trained.hooks else {}),
         **compressed.metrics,
     }
+    return Deployed(compressed, artifact_path, deployed, metrics)
+
+
+def execute(
+    plan: TrialPlan, tracker: TrialRun | None, progress: TrialProgress, *, epoch_hook: EpochHook | None = None
+) -> dict[str, float]:
+    """Train, compress, export, reload and measure; log to ``tracker``; return the final metrics.
+
+    ``epoch_hook`` replaces ``progress.epoch`` after each validation (a search chains its
+    pruner); the tracker records the epoch first, so a pruned trial keeps its last epoch.
+    """
+    epoch_hooks = ([tracker.record_epoch] if tracker is not None else []) + [epoch_hook or progress.epoch]
+
+    def after_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        for hook in epoch_hooks:
+            hook(epoch, metrics)
+
+    trained = train_stage(plan, epoch_hook=after_epoch)
+    deployed = deploy_stage(plan, trained, _output_dir() / "model.pt")
     if tracker is not None:
-        tracker.set_tags({"latency_kind": compressed.latency_kind, "device": str(plan.device), **compressed.tags})
-        tracker.log_results(metrics)
-        config_path = artifact_path.with_name("config.yaml")
-        OmegaConf.save(cfg, config_path, resolve=True)
-        tracker.log_artifacts([config_path, artifact_path])
-    return metrics
+        tags = {"latency_kind": deployed.compressed.latency_kind, "device": str(plan.device), **deployed.compressed.tags}
+        tracker.set_tags(tags)
+        tracker.log_results(deployed.metrics)
+        config_path = deployed.path.with_name("config.yaml")
+        OmegaConf.save(plan.cfg, config_path, resolve=True)
+        tracker.log_artifacts([config_path, deployed.path])
+    return deployed.metrics
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

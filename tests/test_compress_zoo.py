@@ -15,10 +15,10 @@ from omegaconf import DictConfig
 
 from sweeper.compression._targets import WeightSelection, weight_refs
 from sweeper.measure import count_params
-from sweeper.run import plan_trial
+from sweeper.run import plan_trial, train_stage
 
 from conftest import FAST, REPO_ROOT
-from trials import Trial, train_as_a_trial
+from trials import Trial
 
 ZOO_CONF = REPO_ROOT / "tests" / "zoo_conf"
 
@@ -84,7 +84,7 @@ def trial_of(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
     def trained_state(network: str) -> dict[str, torch.Tensor]:
         if network not in trained:
             plan = plan_trial(compose_trial(*_overrides(network, "none")))
-            train_as_a_trial(plan)
+            train_stage(plan)
             trained[network] = {k: v.clone() for k, v in plan.model.state_dict().items()}
         return trained[network]
 

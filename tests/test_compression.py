@@ -18,10 +18,10 @@ from sweeper.compression._storage import decode_tensor, encode_tensor, pack_bits
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params
 from sweeper.results import FINAL_METRICS, load_runs
-from sweeper.run import plan_trial
+from sweeper.run import plan_trial, train_stage
 
 from conftest import FAST, REPO_ROOT
-from trials import Trial, train_as_a_trial
+from trials import Trial
 
 SMALL = ["strategy.epochs=1"]
 
@@ -111,7 +111,7 @@ def test_gradual_pruning_follows_the_cubic_sequence_during_training(make_cfg):
         "compression=prune_gradual", *SMALL, "compression.amount=0.9", "compression.frequency=3", "compression.initial_sparsity=0.2"
     )
     plan = plan_trial(cfg)
-    train_as_a_trial(plan)
+    train_stage(plan)
     method = plan.compressor
     plan_steps = -(-len(plan.task.x_train) // 64) * plan.strategy.epochs  # batch 64
     schedule = method.schedule(plan_steps)
