@@ -33,14 +33,37 @@ _LOADERS: dict[str, Loader] = {}
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Enough to rebuild the architecture: the builder's path and its keyword arguments."""
+    """Enough to rebuild the architecture: the builder's path, its keyword arguments, and the
+    size changes a method made to the built network (structured pruning), as plain data.
+
+    Attributes:
+        target: the builder (a model plug-in or a built-in), an importable path.
+        kwargs: its keyword arguments.
+        resized: module name -> integer size attributes to set (``out_features``, ``embed_dim``, ...).
+        shapes: parameter/buffer name -> its shape, where it differs from the built network's.
+    """
 
     target: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    resized: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shapes: dict[str, list[int]] = field(default_factory=dict)
 
     def build(self, **overrides: Any) -> nn.Module:
-        """Call the builder (a model plug-in or a built-in) with the stored arguments."""
-        return get_object(self.target)(**{**self.kwargs, **overrides})
+        """Call the builder with the stored arguments, then give the network its recorded sizes
+        (fresh, uninitialised tensors of the recorded shapes: a state dict is loaded next)."""
+        model = get_object(self.target)(**{**self.kwargs, **overrides})
+        for name, attrs in self.resized.items():
+            module = model.get_submodule(name)
+            for attr, value in attrs.items():
+                setattr(module, attr, tuple(value) if isinstance(getattr(module, attr, None), tuple) else value)
+        for key, shape in self.shapes.items():
+            module_name, _, attr = key.rpartition(".")
+            module = model.get_submodule(module_name)
+            current = getattr(module, attr)
+            fresh = torch.empty(shape, dtype=current.dtype, device=current.device)
+            # a buffer stays a buffer: setattr on a registered buffer's name replaces the buffer
+            setattr(module, attr, nn.Parameter(fresh, requires_grad=current.requires_grad) if isinstance(current, nn.Parameter) else fresh)
+        return model
 
 
 def register_loader(kind: str) -> Callable[[Loader], Loader]:

@@ -299,7 +299,7 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path) -> Depl
     start = time.perf_counter()
     compressed = plan.compressor.compress(model, replace(plan.context(), hooks=trained.hooks))
     compress_seconds = time.perf_counter() - start
-    size_bytes = save_artifact(artifact_path, compressed.kind, plan.spec, compressed.payload)
+    size_bytes = save_artifact(artifact_path, compressed.kind, compressed.spec or plan.spec, compressed.payload)
 
     deployed = load_artifact(artifact_path)  # every number below is of the reloaded artifact
     params, nonzero = count_params(deployed)

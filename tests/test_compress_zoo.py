@@ -49,13 +49,18 @@ METHODS: dict[str, list[str]] = {
     "qat": ["compression.bits=4", "compression.finetune_epochs=1"],
     "distill": ["compression.teacher_epochs=1"],
     "pipeline": ["compression.stages.distill.teacher_epochs=1", "compression.stages.prune.finetune_epochs=1"],
+    # a smaller network, then its weights quantized: the later stage rebuilds the pruned architecture
+    "structured+qat": ["compression/stages=[prune_structured,qat]", "compression.stages.prune_structured.finetune_epochs=0",
+                       "compression.stages.qat.finetune_epochs=1"],
+    "structured+quantize": ["compression/stages=[prune_structured,quantize]",
+                            "compression.stages.prune_structured.finetune_epochs=0"],
 }
 PAIRS = [(network, method) for network in NETWORKS for method in METHODS]
 UNSTRUCTURED = ("prune", "prune_random", "prune_gradual")
 
 
 def _overrides(network: str, method: str) -> list[str]:
-    overrides = [f"compression={method}", *METHODS[method]]
+    overrides = [f"compression={'pipeline' if '+' in method else method}", *METHODS[method]]
     for item in NETWORKS[network]:
         if item.startswith(TEACHER):
             key = {"distill": TEACHER, "pipeline": "compression.stages.distill.teacher_model"}.get(method)
@@ -125,9 +130,10 @@ def test_pruned_weights_are_zero_in_the_reloaded_artifact(trial_of, network, met
         assert attention and sum(int((r.tensor == 0).sum()) for r in attention) > 0
 
 
+@pytest.mark.parametrize("method", ["prune_structured", "structured+qat", "structured+quantize"])
 @pytest.mark.parametrize("network", NETWORKS)
-def test_structured_pruning_shrinks_the_network_and_keeps_its_outputs(trial_of, network):
-    trial = trial_of(network, "prune_structured")
+def test_structured_pruning_shrinks_the_network_and_keeps_its_outputs(trial_of, network, method):
+    trial = trial_of(network, method)
     assert count_params(trial.reloaded)[0] < 0.8 * trial.dense_params
     assert trial.reloaded(trial.x).shape == trial.dense_outputs.shape
 

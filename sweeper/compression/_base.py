@@ -107,6 +107,7 @@ class Compressed:
     latency_kind: Literal["real", "simulated"] = "real"
     metrics: dict[str, float] = field(default_factory=dict)  # e.g. sparsity, bits
     tags: dict[str, str] = field(default_factory=dict)  # e.g. which quantization flow ran
+    spec: ModelSpec | None = None  # the architecture when the method changed it (structured pruning)
 
 
 @runtime_checkable

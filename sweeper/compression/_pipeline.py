@@ -32,6 +32,7 @@ from sweeper.compression._base import (
     Compressed,
     TrainingHooks,
     TrainsWithHooks,
+    UnsupportedLayer,
 )
 from sweeper.compression._qat import QuantizationAwareTraining
 from sweeper.compression._quantize import Int8Quantization
@@ -68,10 +69,15 @@ class Pipeline:
         self.stages = _check_stages(stages)
 
     def check(self, model: nn.Module, ctx: CompressionContext) -> None:
-        """Every stage's own check, before training."""
-        for stage in self.stages.values():
+        """Every stage's own check, before training; a bad value is named under its stage's key."""
+        for name, stage in self.stages.items():
             if isinstance(stage, ChecksModel):
-                stage.check(model, ctx)
+                try:
+                    stage.check(model, ctx)
+                except UnsupportedLayer:
+                    raise
+                except ValueError as exc:
+                    raise ValueError(str(exc).replace("compression.", f"compression.stages.{name}.", 1)) from exc
 
     def training_hooks(self, ctx: CompressionContext) -> TrainingHooks:
         """The hooks of the stages that act during training, combined (the first loss wins)."""
@@ -96,11 +102,13 @@ class Pipeline:
         simulated = False
         result: Compressed | None = None
         module = model
+        spec = None
         for stage in self.stages.values():
             result = stage.compress(module, ctx)
-            module = result.module
+            module, spec = result.module, result.spec or spec
+            ctx = replace(ctx, spec=spec or ctx.spec)  # a later stage rebuilds the network as it now is
             metrics.update(result.metrics)
             tags.update(result.tags)
             simulated |= result.latency_kind == "simulated"
         assert result is not None  # at least one stage, checked in __init__
-        return replace(result, metrics=metrics, tags=tags, latency_kind="simulated" if simulated else "real")
+        return replace(result, metrics=metrics, tags=tags, spec=spec, latency_kind="simulated" if simulated else "real")
