@@ -90,3 +90,9 @@ def test_reading_a_missing_store_fails_naming_it_and_creates_nothing(tmp_path):
         with pytest.raises(FileNotFoundError, match=f"no MLflow store at {missing}"):
             read()
     assert not missing.exists()
+
+
+def test_a_single_run_whose_trial_fails_exits_with_status_1(run_cli):
+    proc = run_cli("optimizer=sgd", "optimizer.lr=1e6", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01")
+    assert proc.returncode == 1
+    assert "FAILED TrainingDiverged" in proc.stdout and "1 trial failed" in proc.stderr
