@@ -1,34 +1,67 @@
-"""Benchmark of the `compression` group on the default task: one process, several seeds, a markdown table.
+"""Benchmark of the `compression` group: one process, several seeds, one markdown table per network.
 
-    python scripts/bench_compression.py [--seeds 3] [--methods none,prune,...] [--latency-seconds 0.5]
+    python scripts/bench_compression.py [--networks small,transformer,resnet] [--seeds 3]
+        [--methods none,prune,...] [--rounds 5] [--latency-seconds 0.2] [--threads 2]
 
 (with the package installed, or ``PYTHONPATH=.`` from the repository root)
 
-Every number is measured by the trial itself (:func:`sweeper.run.execute`) on the artifact
-reloaded from disk: test accuracy (mean +- std over seeds), size in bytes, compression
-ratio against the same model's fp32 dense artifact, median per-sample latency at batch 1
-and at the larger batch, and whether the latency saving is ``real`` or ``simulated``.
-Tracking is off; trained teachers are cached under ``.sweeper_cache/`` in the working
-directory, as in any run.
+Networks:
+  small        the default task: digits 8x8, ``model=cnn``, 20 epochs (call overhead dominates latency)
+  transformer  digits as 64 tokens, ``model=transformer`` d_model 256, 4 layers, 4 heads, ff 512
+  resnet       digits resized to 32x32, ``model=resnet`` channels [32, 64, 128]
+
+Accuracy, size, params and compression ratio come from each trial's own stages
+(:func:`sweeper.run.train_stage` / ``deploy_stage``) on the artifact reloaded from disk, for
+every seed. Methods that do not change the main training run share it: the seed's dense
+model is trained once (training is deterministic for a seed, so this is the same model each
+method would have trained) and each method compresses a copy. Latency is measured at the
+end, side by side: the reloaded artifacts of seed 0 are timed in interleaved rounds (batch 1
+and batch 64, one thread, round-robin in a rotating order), and each method's speed-up is the
+median over rounds of its ratio to ``none`` measured in the same round, so the host's CPU
+speed drift cancels. Tracking is off; teachers are cached under ``.sweeper_cache/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
-from typing import Any
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_module
+from torch import nn
 
-from sweeper.progress import TrialProgress
-from sweeper.run import execute, plan_trial
+from sweeper.compression import TrainsWithHooks
+from sweeper.measure import measure_latency
+from sweeper.run import Trained, TrialPlan, deploy_stage, plan_trial, train_stage
+
+NETWORKS: dict[str, list[str]] = {
+    "small": [],
+    "transformer": [
+        "data=digit_tokens", "model=transformer", "model.vocab=17", "model.d_model=256", "model.layers=4",
+        "model.heads=4", "model.ff=512", "model.dropout=0.0", "optimizer.lr=0.0005", "strategy.epochs=8",
+        "~compression.teacher_model",
+        "+compression.teacher_model={_target_: sweeper.models.make_transformer, _partial_: true, vocab: 17, "
+        "d_model: 256, layers: 6, heads: 4, ff: 1024, dropout: 0.0}",
+        "compression.teacher_epochs=8", "compression.teacher_lr=0.0005",
+    ],
+    "resnet": [
+        "data.image_size=32", "model=resnet", "model.channels=[32,64,128]", "strategy.epochs=10",
+        "~compression.teacher_model",
+        "+compression.teacher_model={_target_: sweeper.models.make_resnet, _partial_: true, channels: [64, 128, 256]}",
+        "compression.teacher_epochs=10",
+    ],
+}
+TEACHER_KEYS = ("compression.teacher_model", "compression.teacher_epochs", "compression.teacher_lr")
 
 # The method settings the project's targets refer to (the presets' defaults where they agree).
 METHODS: dict[str, list[str]] = {
     "none": ["compression=none"],
     "prune": ["compression=prune", "compression.amount=0.9"],
     "prune@0.8": ["compression=prune", "compression.amount=0.8"],  # the preset's default
-    "prune@0.9,ft10": ["compression=prune", "compression.amount=0.9", "compression.finetune_epochs=10"],
     "prune_random": ["compression=prune_random", "compression.amount=0.9"],
     "prune_gradual": ["compression=prune_gradual", "compression.amount=0.9"],
     "prune_structured": ["compression=prune_structured", "compression.amount=0.5"],
@@ -36,74 +69,142 @@ METHODS: dict[str, list[str]] = {
     "qat": ["compression=qat", "compression.bits=4"],
     "distill": ["compression=distill"],
     "pipeline": ["compression=pipeline"],  # distill -> prune 0.8 -> int8
-    "pipeline@0.9": ["compression=pipeline", "+compression.options={prune: {amount: 0.9}}"],
 }
 
 
-def run_method(overrides: list[str], seed: int, latency_seconds: float) -> tuple[dict[str, float], str]:
-    """One trial with tracking off; its final metrics and latency kind."""
+def network_overrides(network: str, method: str) -> list[str]:
+    """The network's overrides for one method: teacher keys go to the method that has a teacher."""
+    stage = {"distill": "compression", "pipeline": "compression.stages.distill"}.get(method)
+    out = []
+    for item in NETWORKS[network]:
+        key = next((k for k in TEACHER_KEYS if item.lstrip("~+").startswith(k)), None)
+        if key is None:
+            out.append(item)
+        elif stage is not None:
+            out.append(item.replace("compression.", f"{stage}.", 1))
+    return out
+
+
+@dataclass
+class Row:
+    """One method on one network: the metrics of every seed and the seed-0 artifact to time."""
+
+    runs: list[dict[str, float]] = field(default_factory=list)
+    latency_kind: str = ""
+    module: nn.Module | None = None
+    example: torch.Tensor | None = None
+
+
+def compose_plan(network: str, method: str, seed: int, threads: int) -> TrialPlan:
     with initialize_config_module("sweeper.conf", version_base="1.3"):
         cfg = compose(
             "config",
-            overrides=[*overrides, f"seed={seed}", "tracking.enabled=false", f"measure.latency_seconds={latency_seconds}"],
+            overrides=[*METHODS[method], *network_overrides(network, method), f"seed={seed}", f"threads={threads}",
+                       "tracking.enabled=false", "measure.latency_seconds=0.01"],
         )
-    plan = plan_trial(cfg)
-    compress, results = plan.compressor.compress, []
-
-    def keep_result(model: Any, ctx: Any) -> Any:  # the latency kind travels with the compressed result
-        results.append(compress(model, ctx))
-        return results[-1]
-
-    plan.compressor.compress = keep_result  # type: ignore[method-assign]
-    metrics = execute(plan, None, TrialProgress(f"{' '.join(overrides)} seed={seed}", plan.strategy.epochs))
-    return metrics, results[-1].latency_kind
+    torch.set_num_threads(threads)
+    return plan_trial(cfg)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def run_network(network: str, methods: list[str], seeds: int, threads: int, scratch: Path) -> dict[str, Row]:
+    """Every method on every seed of one network; shared training where the method allows it."""
+    rows = {m: Row() for m in methods}
+    for seed in range(seeds):
+        base: tuple[dict[str, torch.Tensor], Trained] | None = None
+        for method in methods:
+            plan = compose_plan(network, method, seed, threads)
+            if isinstance(plan.compressor, TrainsWithHooks):
+                trained = train_stage(plan)
+            else:
+                if base is None:  # the seed's dense model, trained once
+                    base_plan = compose_plan(network, "none", seed, threads)
+                    base_trained = train_stage(base_plan)
+                    base = ({k: v.clone() for k, v in base_plan.model.state_dict().items()}, base_trained)
+                plan.model.load_state_dict(base[0])
+                trained = copy.copy(base[1])
+            deployed = deploy_stage(plan, trained, scratch / f"{network}-{method}-{seed}.pt")
+            row = rows[method]
+            row.runs.append(deployed.metrics)
+            row.latency_kind = deployed.compressed.latency_kind
+            if seed == 0:
+                row.module, row.example = deployed.module, plan.task.x_test
+            print(f"{network} {method} seed {seed}: test_accuracy {deployed.metrics['test_accuracy']:.4f} "
+                  f"size {deployed.metrics['size_bytes']:,.0f} B", flush=True)
+    return rows
 
 
-def table(results: dict[str, list[dict[str, float]]], kinds: dict[str, str]) -> str:
-    """The markdown table: one row per method, means over seeds, differences against ``none``."""
-    base_acc = statistics.fmean(m["test_accuracy"] for m in results["none"]) if "none" in results else None
-    base_lat = statistics.median(m["latency_ms"] for m in results["none"]) if "none" in results else None
+def interleaved_latency(rows: dict[str, Row], rounds: int, seconds: float) -> dict[str, dict[str, float]]:
+    """Median latency (ms per sample) at batch 1 and 64, and the median per-round ratio to ``none``."""
+    names = [n for n, r in rows.items() if r.module is not None]
+    times: dict[str, dict[int, list[float]]] = {n: {1: [], 64: []} for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate: no method always goes first
+        for batch in (1, 64):
+            for name in order:
+                row = rows[name]
+                assert row.module is not None and row.example is not None
+                times[name][batch].append(measure_latency(row.module, row.example[:batch], min_run_time=seconds).median_ms)
+    out = {}
+    for name in names:
+        out[name] = {f"ms_b{b}": statistics.median(times[name][b]) for b in (1, 64)}
+        if "none" in times:
+            for b in (1, 64):
+                ratios = [base / own for base, own in zip(times["none"][b], times[name][b], strict=True)]
+                out[name][f"speedup_b{b}"] = statistics.median(ratios)
+    return out
+
+
+def table(rows: dict[str, Row], latency: dict[str, dict[str, float]]) -> str:
+    """One markdown row per method: score over seeds, size, ratio, interleaved latency and speed-ups."""
+    base = statistics.fmean(m["test_accuracy"] for m in rows["none"].runs) if "none" in rows else None
     lines = [
-        "| method | test accuracy % (mean ± std) | Δ vs none (pp) | size_bytes | compression_ratio | latency_ms (b=1) "
-        "| speed-up b=1 | latency_ms_batch | latency_kind | sparsity | bits |",
+        "| method | test accuracy % (mean ± std) | Δ vs none (pp) | size_bytes | compression_ratio | params "
+        "| latency_ms b=1 | speed-up b=1 | latency_ms/sample b=64 | speed-up b=64 | latency_kind |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, runs in results.items():
-        acc, std = _mean_std([100 * m["test_accuracy"] for m in runs])
-        delta = f"{acc - 100 * base_acc:+.2f}" if base_acc is not None else "-"
-        latency = statistics.median(m["latency_ms"] for m in runs)
-        speedup = f"{base_lat / latency:.2f}x" if base_lat else "-"
-        optional = [f"{statistics.fmean(m[k] for m in runs):.3g}" if k in runs[0] else "-" for k in ("sparsity", "bits")]
+    for name, row in rows.items():
+        accs = [100 * m["test_accuracy"] for m in row.runs]
+        acc, std = statistics.fmean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
+        delta = f"{acc - 100 * base:+.2f}" if base is not None else "-"
+        lat = latency.get(name, {})
+
+        def cell(key: str, fmt: str, suffix: str = "") -> str:
+            return format(lat[key], fmt) + suffix if key in lat else "-"
+
+        def mean(key: str) -> float:
+            return statistics.fmean(m[key] for m in row.runs)
+
         lines.append(
-            f"| {name} | {acc:.2f} ± {std:.2f} | {delta} | {statistics.fmean(m['size_bytes'] for m in runs):,.0f} "
-            f"| {statistics.fmean(m['compression_ratio'] for m in runs):.2f}x | {latency:.3f} | {speedup} "
-            f"| {statistics.median(m['latency_ms_batch'] for m in runs):.4f} | {kinds[name]} | {' | '.join(optional)} |"
+            f"| {name} | {acc:.2f} ± {std:.2f} | {delta} | {mean('size_bytes'):,.0f} | {mean('compression_ratio'):.2f}x "
+            f"| {mean('params'):,.0f} | {cell('ms_b1', '.3f')} | {cell('speedup_b1', '.2f', 'x')} "
+            f"| {cell('ms_b64', '.4f')} | {cell('speedup_b64', '.2f', 'x')} | {row.latency_kind} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", default="small", help=f"comma-separated, from {', '.join(NETWORKS)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
-    parser.add_argument("--latency-seconds", type=float, default=0.5, help="timing budget per latency measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
+    parser.add_argument("--latency-seconds", type=float, default=0.2, help="timing budget per measurement in a round")
+    parser.add_argument("--threads", type=int, default=2, help="training threads (latency is always one thread)")
     args = parser.parse_args(argv)
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        parser.error(f"--methods: unknown {', '.join(unknown)}; allowed: {', '.join(METHODS)}")
-
-    results: dict[str, list[dict[str, float]]] = {}
-    kinds: dict[str, str] = {}
-    for name in names:
-        for seed in range(args.seeds):
-            metrics, kinds[name] = run_method(METHODS[name], seed, args.latency_seconds)
-            results.setdefault(name, []).append(metrics)
-        print(f"\n{table(results, kinds)}\n", flush=True)  # the table so far: a long run can be read as it goes
+    chosen = {"--networks": [n.strip() for n in args.networks.split(",") if n.strip()],
+              "--methods": [m.strip() for m in args.methods.split(",") if m.strip()]}
+    for flag, allowed in (("--networks", NETWORKS), ("--methods", METHODS)):
+        unknown = [n for n in chosen[flag] if n not in allowed]
+        if unknown:
+            parser.error(f"{flag}: unknown {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    methods = chosen["--methods"]
+    if "none" in methods:  # the baseline first: the others are compared with it
+        methods = ["none", *[m for m in methods if m != "none"]]
+    with tempfile.TemporaryDirectory() as scratch:
+        for network in chosen["--networks"]:
+            rows = run_network(network, methods, args.seeds, args.threads, Path(scratch))
+            latency = interleaved_latency(rows, args.rounds, args.latency_seconds)
+            print(f"\n### {network}\n\n{table(rows, latency)}\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ class ModelSpec:
 
     def build(self, **overrides: Any) -> nn.Module:
         """Call the builder with the stored arguments, then give the network its recorded sizes
-        (fresh, uninitialised tensors of the recorded shapes: a state dict is loaded next)."""
+        (fresh zero tensors of the recorded shapes: a state dict is loaded next)."""
         model = get_object(self.target)(**{**self.kwargs, **overrides})
         for name, attrs in self.resized.items():
             module = model.get_submodule(name)
@@ -60,7 +60,7 @@ class ModelSpec:
             module_name, _, attr = key.rpartition(".")
             module = model.get_submodule(module_name)
             current = getattr(module, attr)
-            fresh = torch.empty(shape, dtype=current.dtype, device=current.device)
+            fresh = torch.zeros(shape, dtype=current.dtype, device=current.device)
             # a buffer stays a buffer: setattr on a registered buffer's name replaces the buffer
             setattr(module, attr, nn.Parameter(fresh, requires_grad=current.requires_grad) if isinstance(current, nn.Parameter) else fresh)
         return model

@@ -156,9 +156,10 @@ class TransformerClassifier(nn.Module):
 
     def __init__(
         self, *, length: int, features: int | None, vocab: int | None, num_classes: int,
-        d_model: int, heads: int, layers: int, ff: int, dropout: float,
+        d_model: int, heads: int, layers: int, ff: int, dropout: float, images: bool = False,
     ) -> None:
         super().__init__()
+        self.images = images  # (B, C, H, W) inputs: C*H rows of W pixels (a constant, so FX can trace forward)
         self.embed: nn.Module = nn.Embedding(vocab, d_model) if vocab else nn.Linear(int(features or 1), d_model)
         self.position = nn.Parameter(torch.zeros(1, length, d_model))
         nn.init.normal_(self.position, std=0.02)
@@ -170,7 +171,7 @@ class TransformerClassifier(nn.Module):
         self.head = nn.Linear(d_model, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 4:  # images (B, C, H, W): C*H rows of W pixels
+        if self.images:
             x = x.flatten(1, 2)
         hidden = self.encoder(self.embed(x) + self.position)
         return self.head(self.norm(hidden).mean(dim=1))
@@ -210,4 +211,5 @@ def make_transformer(
     return TransformerClassifier(
         length=shape[0] if vocab else math.prod(shape[:-1]), features=None if vocab else shape[-1], vocab=vocab,
         num_classes=num_classes, d_model=d_model, heads=heads, layers=layers, ff=ff or 4 * d_model, dropout=dropout,
+        images=len(shape) == 3,
     )

@@ -118,8 +118,9 @@ def load_runs(
         ``seed``, ``lr``, ``batch_size``, ``epochs``, the tags ``sweep_id``, ``job``,
         ``latency_kind``, ``failure_reason`` (and ``optuna_study``, ``optuna_trial``,
         ``optuna_state`` for trials of an Optuna search), every final metric (``test_accuracy``,
-        ``size_bytes``, ``latency_ms``, ...; NaN where a run has none) and every config
-        value under its dotted key (``optimizer.lr``, ``compression.amount``, ...).
+        ``size_bytes``, ``latency_ms``, ...; NaN where a run has none), every config
+        value under its dotted key (``optimizer.lr``, ``compression.amount``, ...) and the
+        other tags a trial set (e.g. ``quantization_flow``).
 
     Raises:
         ValueError: the experiment or the sweep does not exist (the message lists those that do).
@@ -154,7 +155,10 @@ def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
         frame[name] = pd.to_numeric(raw.get(f"metrics.{name}"), errors="coerce") if f"metrics.{name}" in raw else float("nan")
     params = {c.removeprefix("params."): raw[c].map(_numeric) for c in raw.columns if c.startswith("params.")}
     params = {k: v for k, v in params.items() if k not in frame.columns}
-    frame = pd.concat([frame, pd.DataFrame(params, index=raw.index)], axis=1)
+    # the other tags a trial sets (a compression method's, e.g. quantization_flow), MLflow's own left out
+    tags = {c.removeprefix("tags."): raw[c] for c in raw.columns if c.startswith("tags.") and not c.startswith("tags.mlflow.")}
+    tags = {k: v for k, v in tags.items() if k not in frame.columns and k not in params}
+    frame = pd.concat([frame, pd.DataFrame(params, index=raw.index), pd.DataFrame(tags, index=raw.index)], axis=1)
     return frame.sort_values("start_time").reset_index(drop=True)
 
 

@@ -156,14 +156,20 @@ def unpack_tree(packed: dict[str, Any]) -> Any:
     return walk(json.loads(zlib.decompress(packed["index"].numpy().tobytes())))
 
 
+_PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams)
+
+
 def _encode_value(value: Any) -> Any:
     if isinstance(value, Tensor) and value.is_quantized:
         encoded: dict[str, Any] = {"quantized": str(value.dtype).removeprefix("torch."), "int_repr": encode_tensor(value.int_repr())}
-        if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        if value.qscheme() in _PER_CHANNEL:
             encoded.update(
+                qscheme=str(value.qscheme()).removeprefix("torch."),
                 scales=encode_tensor(value.q_per_channel_scales()),
-            zero_points=encode_tensor(value.q_per_channel_zero_points()),  # all zero when symmetric
-            axis=value.q_per_channel_axis(),
+                # integers (all zero when symmetric), or floats for per_channel_affine_float_qparams
+                # (int8 embedding rows: value = (code - zero_point) * scale, both per row)
+                zero_points=encode_tensor(value.q_per_channel_zero_points()),
+                axis=value.q_per_channel_axis(),
             )
         else:
             encoded.update(scale=value.q_scale(), zero_point=value.q_zero_point())
@@ -183,9 +189,15 @@ def _decode_value(encoded: dict[str, Any]) -> Any:
         with warnings.catch_warnings():  # quantized tensors are deprecated in torch, still what the kernels take
             warnings.simplefilter("ignore")
             if "scales" in encoded:
-                return torch._make_per_channel_quantized_tensor(
+                # float zero points give per_channel_affine_float_qparams, integer ones per_channel_affine
+                value = torch._make_per_channel_quantized_tensor(
                     codes, decode_tensor(encoded["scales"]), decode_tensor(encoded["zero_points"]), encoded["axis"]
                 )
+                stored = encoded.get("qscheme")  # absent in payloads written before it was recorded
+                rebuilt_float = value.qscheme() == torch.per_channel_affine_float_qparams
+                if stored is not None and (stored == "per_channel_affine_float_qparams") != rebuilt_float:
+                    raise ValueError(f"quantized tensor stored as {stored}, rebuilt as {value.qscheme()}")
+                return value
             return torch._make_per_tensor_quantized_tensor(codes, encoded["scale"], encoded["zero_point"])
     if "tensor" in encoded:
         return decode_tensor(encoded["tensor"])
@@ -197,7 +209,11 @@ def _decode_value(encoded: dict[str, Any]) -> Any:
 
 
 def encode_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A state dict (float, sparse or int8-quantized tensors) as one compact blob payload.
+    """A state dict (float, sparse or quantized tensors) as one compact blob payload.
+
+    Quantized tensors keep their integer codes (sparse when mostly zero) and their
+    quantization parameters: per tensor, per channel, or per row with float zero points
+    (``per_channel_affine_float_qparams``, the int8 embedding tables).
 
     The modules' state-dict versions (``state._metadata``) are kept: quantized modules read
     their state differently by version.
