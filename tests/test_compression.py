@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from sweeper.compression import CompressionContext
-from sweeper.compression._prune import cubic_sparsity, prunable_weights
+from sweeper.compression._prune import cubic_sparsity
+from sweeper.compression._targets import prunable_weights
 from sweeper.compression._storage import decode_tensor, encode_tensor, pack_bits, pack_tree, unpack_bits, unpack_tree
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params

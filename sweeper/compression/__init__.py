@@ -11,9 +11,15 @@ for a layer the method cannot handle, which fails that trial only).
 
 Each method's module registers the loader of the artifact kind it writes (``sparse``,
 ``structured``, ``int8``, ``packed``); an artifact names that module, so ``load_artifact``
-imports only the one it needs.
+imports only the one it needs; the methods below are imported on first use (PEP 562), so
+``import sweeper.compression`` stays cheap.
 See ``docs/compression.md`` for the options, their knobs and the measured results.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from sweeper.compression._base import (
     ChecksModel,
@@ -24,13 +30,27 @@ from sweeper.compression._base import (
     TrainsWithHooks,
     UnsupportedLayer,
 )
-from sweeper.compression._distill import Distillation
-from sweeper.compression._none import NoCompression
-from sweeper.compression._pipeline import Pipeline
-from sweeper.compression._prune import GradualPruning, MagnitudePruning, RandomPruning
-from sweeper.compression._qat import QuantizationAwareTraining
-from sweeper.compression._quantize import Int8Quantization
-from sweeper.compression._structured import StructuredPruning
+
+if TYPE_CHECKING:
+    from sweeper.compression._distill import Distillation
+    from sweeper.compression._none import NoCompression
+    from sweeper.compression._pipeline import Pipeline
+    from sweeper.compression._prune import GradualPruning, MagnitudePruning, RandomPruning
+    from sweeper.compression._qat import QuantizationAwareTraining
+    from sweeper.compression._quantize import Int8Quantization
+    from sweeper.compression._structured import StructuredPruning
+
+_METHODS = {
+    "Distillation": "_distill",
+    "GradualPruning": "_prune",
+    "Int8Quantization": "_quantize",
+    "MagnitudePruning": "_prune",
+    "NoCompression": "_none",
+    "Pipeline": "_pipeline",
+    "QuantizationAwareTraining": "_qat",
+    "RandomPruning": "_prune",
+    "StructuredPruning": "_structured",
+}
 
 __all__ = [
     "ChecksModel",
@@ -50,3 +70,10 @@ __all__ = [
     "TrainsWithHooks",
     "UnsupportedLayer",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a method's module when the method is first asked for (``sweeper.compression.Pipeline``)."""
+    if name in _METHODS:
+        return getattr(importlib.import_module(f"sweeper.compression.{_METHODS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,23 @@ __all__ = [
     "TrainingHooks",
     "TrainsWithHooks",
     "UnsupportedLayer",
+    "check_epochs",
+    "check_fraction",
 ]
+
+
+def check_fraction(value: float, key: str = "amount") -> float:
+    """``value`` as a float in [0, 1), else ``ValueError`` naming ``compression.<key>``."""
+    if not (isinstance(value, int | float) and 0 <= value < 1):
+        raise ValueError(f"compression.{key}={value}: must be in [0, 1)")
+    return float(value)
+
+
+def check_epochs(epochs: int, key: str = "finetune_epochs") -> int:
+    """``epochs`` as an integer >= 0, else ``ValueError`` naming ``compression.<key>``."""
+    if not (isinstance(epochs, int) and epochs >= 0):
+        raise ValueError(f"compression.{key}={epochs}: must be an integer >= 0")
+    return epochs
 
 
 class UnsupportedLayer(Exception):

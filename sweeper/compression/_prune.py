@@ -20,17 +20,15 @@ import torch
 from torch import Tensor, nn
 
 from sweeper.artifact import ModelSpec, register_loader
-from sweeper.compression._base import CompressionContext, Compressed, TrainingHooks
+from sweeper.compression._base import CompressionContext, Compressed, TrainingHooks, check_epochs, check_fraction
 from sweeper.compression._storage import decode_state, encode_state
-from sweeper.compression._targets import WeightSelection, weight_refs
-from sweeper.training.loop import StepHook
+from sweeper.compression._targets import WeightSelection, apply_masks, mask_hook, prunable_weights, weight_refs
 
 __all__ = [
     "GradualPruning",
     "MagnitudePruning",
     "RandomPruning",
     "cubic_sparsity",
-    "prunable_weights",
     "select_masks",
     "sparse_compressed",
 ]
@@ -38,31 +36,10 @@ __all__ = [
 Scope = Literal["global", "layer"]
 
 
-def prunable_weights(model: nn.Module, selection: WeightSelection | None = None) -> dict[str, Tensor]:
-    """The selected weight tensors (default: every Linear, Conv and attention matrix), by parameter name.
-
-    Raises:
-        ValueError: nothing to prune, or a pattern of ``selection`` matches no module.
-    """
-    return {ref.name: ref.tensor for ref in weight_refs(model, selection)}
-
-
-def _check_amount(amount: float, key: str = "amount") -> float:
-    if not (isinstance(amount, int | float) and 0 <= amount < 1):
-        raise ValueError(f"compression.{key}={amount}: must be in [0, 1)")
-    return float(amount)
-
-
 def _check_scope(scope: str) -> Scope:
     if scope not in ("global", "layer"):
         raise ValueError(f"compression.scope={scope!r}: allowed: global, layer")
     return scope  # type: ignore[return-value]
-
-
-def _check_epochs(epochs: int, key: str = "finetune_epochs") -> int:
-    if not (isinstance(epochs, int) and epochs >= 0):
-        raise ValueError(f"compression.{key}={epochs}: must be an integer >= 0")
-    return epochs
 
 
 def select_masks(
@@ -91,35 +68,6 @@ def select_masks(
         for name, part in zip(names, torch.split(keep, [weights[n].numel() for n in names]), strict=True):
             masks[name] = part.view_as(weights[name])
     return masks
-
-
-@torch.no_grad()
-def apply_masks(model: nn.Module, masks: dict[str, Tensor]) -> None:
-    """Zero the pruned weights in place."""
-    params = dict(model.named_parameters())
-    for name, mask in masks.items():
-        params[name].mul_(mask.to(params[name].device))
-
-
-def mask_hook(masks: dict[str, Tensor]) -> StepHook:
-    """A step hook that re-applies ``masks`` after every optimizer step: the mask stays fixed."""
-
-    resolved: list[tuple[Tensor, Tensor]] = []  # (parameter, mask on its device), found on the first step
-
-    @torch.no_grad()
-    def hook(model: nn.Module, _step: int) -> None:
-        if not resolved:
-            params = dict(model.named_parameters())
-            resolved.extend((params[name], mask.to(params[name].device)) for name, mask in masks.items())
-        for param, mask in resolved:
-            param.mul_(mask)
-
-    return hook
-
-
-def existing_zeros(model: nn.Module) -> dict[str, Tensor]:
-    """Keep-masks of the weights that are non-zero now: later fine-tuning keeps earlier pruning."""
-    return {name: w.detach() != 0 for name, w in prunable_weights(model, WeightSelection(embeddings=True)).items()}
 
 
 def sparsity(model: nn.Module, selection: WeightSelection | None = None) -> float:
@@ -160,9 +108,9 @@ class _UnstructuredPruning:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
     ) -> None:
-        self.amount = _check_amount(amount)
+        self.amount = check_fraction(amount)
         self.scope = _check_scope(scope)
-        self.finetune_epochs = _check_epochs(finetune_epochs)
+        self.finetune_epochs = check_epochs(finetune_epochs)
         self.selection = WeightSelection(embeddings=embeddings, include=include, exclude=exclude)
 
     def check(self, model: nn.Module, ctx: CompressionContext) -> None:
@@ -266,7 +214,7 @@ class GradualPruning(_UnstructuredPruning):
         super().__init__(
             amount=amount, scope=scope, finetune_epochs=finetune_epochs, embeddings=embeddings, include=include, exclude=exclude
         )
-        self.initial_sparsity = _check_amount(initial_sparsity, "initial_sparsity")
+        self.initial_sparsity = check_fraction(initial_sparsity, "initial_sparsity")
         if self.initial_sparsity > self.amount:
             raise ValueError(f"compression.initial_sparsity={initial_sparsity}: must be <= amount ({amount})")
         if not 0 <= begin < end <= 1:

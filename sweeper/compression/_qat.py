@@ -22,8 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from sweeper.artifact import ModelSpec, register_loader
-from sweeper.compression._base import CompressionContext, Compressed
-from sweeper.compression._prune import _check_epochs
+from sweeper.compression._base import CompressionContext, Compressed, check_epochs
 from sweeper.compression._storage import decode_tensor, encode_tensor, pack_tree, unpack_tree
 from sweeper.compression._targets import WeightSelection, weight_refs
 
@@ -88,7 +87,7 @@ class QuantizationAwareTraining:
         if not (isinstance(bits, int) and 2 <= bits <= 8):
             raise ValueError(f"compression.bits={bits}: allowed: integers 2..8")
         self.bits = bits
-        self.finetune_epochs = _check_epochs(finetune_epochs)
+        self.finetune_epochs = check_epochs(finetune_epochs)
         self.selection = WeightSelection(embeddings=embeddings, include=include, exclude=exclude)
 
     def check(self, model: nn.Module, ctx: CompressionContext) -> None:

@@ -54,8 +54,8 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from sweeper.artifact import ModelSpec, register_loader
-from sweeper.compression._base import CompressionContext, Compressed, UnsupportedLayer
-from sweeper.compression._prune import _check_amount, _check_epochs, existing_zeros, mask_hook
+from sweeper.compression._base import CompressionContext, Compressed, UnsupportedLayer, check_epochs, check_fraction
+from sweeper.compression._targets import existing_zeros, mask_hook
 from sweeper.compression._storage import decode_state, encode_state
 from sweeper.data import Task
 
@@ -291,11 +291,11 @@ class StructuredPruning:
     """
 
     def __init__(self, *, amount: float = 0.5, norm: int = 2, finetune_epochs: int = 5) -> None:
-        self.amount = _check_amount(amount)
+        self.amount = check_fraction(amount)
         if norm not in (1, 2):
             raise ValueError(f"compression.norm={norm}: allowed: 1, 2")
         self.norm = norm
-        self.finetune_epochs = _check_epochs(finetune_epochs)
+        self.finetune_epochs = check_epochs(finetune_epochs)
 
     def check(self, model: nn.Module, ctx: CompressionContext) -> None:
         """Prune a deep copy of the untrained model as :meth:`compress` will, and run it once.

@@ -1,4 +1,5 @@
-"""Which weight tensors a method acts on, in any ``nn.Module``: Linear, Conv, attention, (opt-in) embeddings.
+"""Which weight tensors a method acts on, in any ``nn.Module``: Linear, Conv, attention, (opt-in) embeddings;
+and the keep-masks that hold pruned weights at zero while a network fine-tunes.
 
 Unstructured pruning and quantization-aware training both work on "the weight matrices of
 the network", wherever they sit: top-level layers, residual blocks, the projections inside
@@ -14,9 +15,12 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["WeightRef", "WeightSelection", "weight_refs"]
+from sweeper.training.loop import StepHook
+
+__all__ = ["WeightRef", "WeightSelection", "apply_masks", "existing_zeros", "mask_hook", "prunable_weights", "weight_refs"]
 
 _MATRIX_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
@@ -107,3 +111,41 @@ def weight_refs(model: nn.Module, selection: WeightSelection | None = None, *, m
             + (f" with include={list(selection.include)} exclude={list(selection.exclude)}" if selection.include or selection.exclude else "")
         )
     return refs
+
+
+def prunable_weights(model: nn.Module, selection: WeightSelection | None = None) -> dict[str, Tensor]:
+    """The selected weight tensors (default: every Linear, Conv and attention matrix), by parameter name.
+
+    Raises:
+        ValueError: nothing to prune, or a pattern of ``selection`` matches no module.
+    """
+    return {ref.name: ref.tensor for ref in weight_refs(model, selection)}
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: dict[str, Tensor]) -> None:
+    """Zero the pruned weights in place."""
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask.to(params[name].device))
+
+
+def mask_hook(masks: dict[str, Tensor]) -> StepHook:
+    """A step hook that re-applies ``masks`` after every optimizer step: the mask stays fixed."""
+
+    resolved: list[tuple[Tensor, Tensor]] = []  # (parameter, mask on its device), found on the first step
+
+    @torch.no_grad()
+    def hook(model: nn.Module, _step: int) -> None:
+        if not resolved:
+            params = dict(model.named_parameters())
+            resolved.extend((params[name], mask.to(params[name].device)) for name, mask in masks.items())
+        for param, mask in resolved:
+            param.mul_(mask)
+
+    return hook
+
+
+def existing_zeros(model: nn.Module) -> dict[str, Tensor]:
+    """Keep-masks of the weights that are non-zero now: later fine-tuning keeps earlier pruning."""
+    return {name: w.detach() != 0 for name, w in prunable_weights(model, WeightSelection(embeddings=True)).items()}
