@@ -17,7 +17,7 @@ import torch
 import torch.ao.nn.intrinsic.quantized as nniq
 import torch.ao.nn.quantized as nnq
 import torch.ao.nn.quantized.dynamic as nnqd
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 import zoo
@@ -27,7 +27,7 @@ from sweeper.compression._quantize import FLOWS, Int8Quantization, _quantize_wei
 from sweeper.compression._storage import decode_state, encode_state
 from sweeper.training import evaluate_accuracy
 
-from trials import Trial
+from trials import Trial, with_nodes
 
 TOKENS = {"_target_": "zoo.digit_tokens", "positional": False}
 # network -> (its model: a built-in's override or a plug-in's node, its data node, the int8 layer kinds it holds)
@@ -53,13 +53,7 @@ EPOCHS = 5  # a second each; at 2 epochs some networks are near chance, where th
 def _config(make_cfg: Callable[..., DictConfig], model: str | dict, data: dict | None, *overrides: str) -> DictConfig:
     builtin = [model] if isinstance(model, str) else []
     quantize = ["compression=quantize", "compression.calibration_samples=256"]
-    cfg = make_cfg(*builtin, f"strategy.epochs={EPOCHS}", *quantize, *overrides)
-    with open_dict(cfg):
-        if not builtin:
-            cfg.model = model
-        if data is not None:
-            cfg.data = data
-    return cfg
+    return with_nodes(make_cfg(*builtin, f"strategy.epochs={EPOCHS}", *quantize, *overrides), model=model, data=data)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from sweeper.artifact import load_artifact, save_artifact
@@ -24,6 +24,8 @@ from sweeper.errors import ConfigError
 from sweeper.measure import count_params
 from sweeper.run import TrialPlan, plan_trial
 from sweeper.training import train
+
+from trials import with_nodes
 
 AMOUNT = 0.5
 MakeCfg = Callable[..., DictConfig]
@@ -46,12 +48,7 @@ def _config(
     builtin = [f"model={model}"] if isinstance(model, str) else []
     method = ["compression=prune_structured", f"compression.amount={AMOUNT}", "compression.finetune_epochs=1"]
     cfg = make_cfg(*builtin, *method, "strategy.epochs=1", *overrides)  # later overrides win
-    with open_dict(cfg):
-        if not builtin:
-            cfg.model = model
-        if data is not None:
-            cfg.data = data
-    return cfg
+    return with_nodes(cfg, model=model, data=data)
 
 
 def _classifier(model: nn.Module) -> nn.Linear:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from sweeper.compression import TrainsWithHooks
 from sweeper.measure import count_params
@@ -36,3 +36,13 @@ class Trial:
         self.compressed, self.reloaded, self.metrics = deployed.compressed, deployed.module, deployed.metrics
         self.size = int(self.metrics["size_bytes"])
         self.dense_bytes = self.metrics["compression_ratio"] * self.size
+
+
+def with_nodes(cfg: DictConfig, *, model: dict | str | None = None, data: dict | None = None) -> DictConfig:
+    """``cfg`` with its ``model`` and/or ``data`` node replaced by a plug-in's node (a string: a built-in, kept)."""
+    with open_dict(cfg):
+        if isinstance(model, dict):
+            cfg.model = model
+        if data is not None:
+            cfg.data = data
+    return cfg

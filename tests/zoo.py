@@ -17,38 +17,37 @@ from torch import Tensor, nn
 from sweeper.data import DIGIT_LEVELS, digit_tokens  # noqa: F401  (zoo.digit_tokens: the token task)
 
 
-class _Residual(nn.Module):
-    """conv-bn-relu-conv-bn plus the input (through a 1x1 conv + bn where the shape changes), then ReLU."""
+class _PreActivation(nn.Module):
+    """A pre-activation residual block (He et al., 2016b): bn-relu-conv twice, plus the input
+    (through a strided 1x1 conv where the shape changes)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
         super().__init__()
+        self.norm1, self.norm2 = nn.BatchNorm2d(in_ch), nn.BatchNorm2d(out_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.relu = nn.ReLU()
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+        self.act = nn.ReLU()
+        self.project = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False) if stride != 1 or in_ch != out_ch else None
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        return self.relu(out + self.shortcut(x))
+        skip = x if self.project is None else self.project(x)
+        return skip + self.conv2(self.act(self.norm2(self.conv1(self.act(self.norm1(x))))))
 
 
 class TinyResNet(nn.Module):
-    """A residual CNN with BatchNorm: a stem, an identity block, a strided block, global pooling."""
+    """A residual CNN with BatchNorm: a stem, an identity and a strided pre-activation block, global pooling."""
 
     def __init__(self, *, input_shape: Sequence[int], num_classes: int, channels: int = 16) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(input_shape[0], channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())
-        self.block1 = _Residual(channels, channels, 1)
-        self.block2 = _Residual(channels, 2 * channels, 2)
+        self.block1 = _PreActivation(channels, channels, 1)
+        self.block2 = _PreActivation(channels, 2 * channels, 2)
+        self.final = nn.Sequential(nn.BatchNorm2d(2 * channels), nn.ReLU())  # pre-activation nets end normalised
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(2 * channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.block2(self.block1(self.stem(x)))
+        x = self.final(self.block2(self.block1(self.stem(x))))
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
