@@ -8,8 +8,10 @@ hidden), and a missing database driver with the command that installs it.
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from sweeper.errors import ConfigError
 
@@ -60,13 +62,16 @@ def check_tracking_uri(uri: str, *, key: str = "tracking.uri") -> None:
     """Check that the MLflow tracking store at ``uri`` answers.
 
     ``http(s)://`` servers must answer an HTTP request within :data:`TIMEOUT_SECONDS` (any HTTP
-    status counts: the server is there); database URIs are checked like a storage; local files
-    and other schemes are left to MLflow.
+    status counts: the server is there); database URIs are checked like a storage; a
+    ``sqlite:///`` file must be writable (or creatable) where it is; other schemes are left to MLflow.
 
     Raises:
-        ConfigError: the server or database cannot be reached, or the driver is missing.
+        ConfigError: the server or database cannot be reached, the driver is missing, or the
+            SQLite file cannot be written.
     """
-    if uri.startswith(("http://", "https://")):
+    if uri.startswith("sqlite:///"):
+        _check_writable(Path(uri.removeprefix("sqlite:///")), key=key, uri=uri)
+    elif uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=TIMEOUT_SECONDS).close()
         except urllib.error.HTTPError:
@@ -76,3 +81,20 @@ def check_tracking_uri(uri: str, *, key: str = "tracking.uri") -> None:
             raise ConfigError(f"{key}={uri}: the MLflow tracking server does not answer ({reason})") from exc
     elif uri.startswith(("postgresql", "mysql", "mssql")):
         check_database_url(uri, key=key)
+
+
+def _check_writable(path: Path, *, key: str, uri: str) -> None:
+    """``ConfigError`` unless ``path`` is a writable file or could be created (its nearest existing folder writable)."""
+    if path.exists():
+        ok, where = os.access(path, os.W_OK) and path.is_file(), path
+    else:
+        where = path.parent
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        ok = where.is_dir() and os.access(where, os.W_OK | os.X_OK)
+        try:  # os.access trusts the mode bits; a pseudo file system such as /proc refuses anyway
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            ok = False
+    if not ok:
+        raise ConfigError(f"{key}={uri}: cannot write the MLflow store there ({where} is not writable)")

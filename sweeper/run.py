@@ -388,7 +388,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if previous is not None:
                 progress.skipped(previous[0])
                 return previous[1]
-        tracker = TrialRun(uri, experiment, run_name=label, tags=tags)
+        try:
+            tracker = TrialRun(uri, experiment, run_name=label, tags=tags)
+        except ConfigError:
+            raise  # an unreachable or unwritable store: bad input, one line
+        except Exception as exc:  # nothing is tracked yet: say it here, or the failure goes unseen
+            progress.failed(f"{type(exc).__name__}: {exc} (creating its MLflow run at {uri})")
+            raise
         if search is not None:
             search.attach_run(tracker.run_id)
     try:

@@ -47,3 +47,13 @@ def test_bad_input_exits_2_with_one_line_naming_the_key(overrides, message, tmp_
     assert lines[0].startswith("sweeper: error: ") and message in lines[0], lines[0]
     assert "Traceback" not in err
     assert not (tmp_path / "mlflow.db").exists()  # nothing ran, nothing was tracked
+
+
+def test_an_unwritable_tracking_store_is_one_line_before_training(run_cli):
+    proc = run_cli("tracking.uri=sqlite:////proc/nope/mlflow.db", "strategy.epochs=50")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "sweeper: error: tracking.uri=sqlite:////proc/nope/mlflow.db: cannot write the MLflow store there "
+        "(/proc is not writable)"
+    )
+    assert "trial" not in proc.stdout
