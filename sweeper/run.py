@@ -140,6 +140,31 @@ def _build_model(cfg: DictConfig, task: Task) -> tuple[nn.Module, ModelSpec]:
     return model, ModelSpec(target=target, kwargs=kwargs)
 
 
+_BASELINE_TARGET = "sweeper.compression.NoCompression"
+
+
+def _equal_budget(cfg: DictConfig, strategy: Strategy) -> Strategy:
+    """``compare.equal_budget=true``: the uncompressed baseline trains ``compare.extra_epochs`` epochs more.
+
+    Compressed configurations fine-tune after training (or train a teacher); the baseline then
+    gets as many epochs in all, so a difference is the method's, not the extra training's.
+    Other trials are unchanged.
+
+    Raises:
+        ConfigError: ``compare.equal_budget=true`` without ``compare.extra_epochs`` >= 1.
+    """
+    compare = cfg.get("compare")
+    if compare is None or compare.get("equal_budget") is not True:
+        return strategy
+    extra = compare.get("extra_epochs", 0)
+    if not (isinstance(extra, int) and not isinstance(extra, bool) and extra >= 1):
+        raise ConfigError(f"compare.extra_epochs={extra!r}: compare.equal_budget=true needs an integer >= 1, the "
+                          "fine-tuning epochs of the longest compressed configuration (e.g. 5 for compression=prune)")
+    if cfg.compression.get("_target_") != _BASELINE_TARGET:
+        return strategy
+    return replace(strategy, epochs=strategy.epochs + extra)
+
+
 def plan_trial(cfg: DictConfig, *, choices: dict[str, str] | None = None) -> TrialPlan:
     """Build and check every component of the trial described by ``cfg``; train nothing.
 
@@ -166,6 +191,7 @@ def plan_trial(cfg: DictConfig, *, choices: dict[str, str] | None = None) -> Tri
         strategy = Strategy.from_dict(OmegaConf.to_container(cfg.strategy, resolve=True))  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from exc
+    strategy = _equal_budget(cfg, strategy)
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (isinstance(lr, int | float) and lr > 0):
         raise ConfigError(f"optimizer.lr={lr}: must be a number > 0")
@@ -240,6 +266,29 @@ def _command_line_sweep(argv: tuple[str, ...]) -> tuple[frozenset[str], int | No
         except Exception:  # a sweep Hydra expands itself (glob, interval for a custom sweeper)
             size = None
     return frozenset(o.get_key_element() for o in swept), size
+
+
+_NOT_FIXED = ("seed", "resume", "fail_fast")
+_NOT_FIXED_PREFIXES = ("hydra.", "hydra/", "tracking.")
+
+
+@functools.cache
+def _fixed_overrides(argv: tuple[str, ...]) -> str:
+    """The command line's overrides that are not swept (e.g. ``strategy.epochs=200``), sorted, space-separated.
+
+    Logged as the tag ``fixed_overrides``: a sweep dir re-run with other fixed overrides holds
+    two configuration spaces, which the report tells apart by it. Seeds, Hydra's and tracking's
+    settings, ``resume`` and ``fail_fast`` are left out.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+    except Exception:  # not ours to report: Hydra has already accepted these overrides
+        return ""
+    keys = [(o, o.get_key_element().lstrip("+~")) for o in overrides if not o.is_sweep_override()]
+    return " ".join(sorted(o.input_line for o, key in keys
+                           if key not in _NOT_FIXED and not key.startswith(_NOT_FIXED_PREFIXES)))
 
 
 def _run_label(choices: dict[str, str], cfg: DictConfig) -> str:
@@ -322,6 +371,9 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path) -> Depl
         "compress_seconds": compress_seconds,
         "epochs_run": result.epochs_run,
         "steps": result.steps,
+        "train_samples": len(task.x_train),  # after the validation carve
+        "val_samples": len(task.x_val),
+        "test_samples": len(task.x_test),
         **(trained.hooks.metrics if trained.hooks else {}),
         **compressed.metrics,
     }
@@ -381,6 +433,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tags = {**plan.choices, "seed": str(plan.seed), "sweep_id": sweep_id, "trial_key": trial_key(config)}
         if index is not None:
             tags["job"] = str(index - 1)
+        if sweep_id and _fixed_overrides(tuple(sys.argv[1:])):
+            tags["fixed_overrides"] = _fixed_overrides(tuple(sys.argv[1:]))
         if search is not None:
             tags.update(search.tags())
         elif sweep_id and cfg.get("resume", True):  # a study resumes itself; a grid re-run skips what finished
