@@ -10,13 +10,14 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from sweeper.report.analysis import family_summary, optimizer_summary
+from sweeper.report.analysis import family_summary, matched_ratios, optimizer_summary, ratio_curves
 from sweeper.report.build import prepare_runs, write_report
 from sweeper.report.callback import ReportCallback
 from sweeper.report.families import family_of
-from sweeper.report.grouping import group_configs, tied
+from sweeper.report.grouping import FIXED_TAG, group_configs, split_sweeps
 from sweeper.report.pareto import hypervolume, pareto_mask
 from sweeper.report.recommend import Budget, recommend
+from sweeper.report.stats import compare_scores, holm, mean_interval
 
 EMPTY_HISTORY = pd.DataFrame(columns=["run_id", "metric", "epoch", "value"])
 SECTIONS = ["Sweep", "Recommendation", "Ranking", "Pareto front", "Per-family summary against none",
@@ -88,19 +89,147 @@ def test_labels_name_what_varies_besides_the_seed(make_runs):
     assert family_of("quantize") == "quantization" and family_of("prune_structured") == "pruning"
 
 
-def test_ties_are_detected_when_seeds_overlap(make_runs):
-    overlapping = make_runs(*[dict(compression="none", seed=s, test_accuracy=a) for s, a in enumerate([0.90, 0.94])],
-                            *[dict(compression="quantize", seed=s, test_accuracy=a, size_bytes=10_000)
-                              for s, a in enumerate([0.89, 0.93])])
-    table = group_configs(prepare_runs(overlapping))
-    rec = recommend(table, Budget())
-    assert rec.best == "compression=none" and rec.runner_up == "compression=quantize"
-    assert rec.tie and "tied" in rec.sentence and "choose compression=quantize if size matters" in rec.sentence
+def _two_configs(make_runs, a: list[float], b: list[float], **b_spec) -> pd.DataFrame:
+    """compression=none with test accuracies ``a`` and quantize with ``b``, seeds 0, 1, ..."""
+    return make_runs(*[dict(compression="none", seed=s, test_accuracy=v) for s, v in enumerate(a)],
+                     *[dict(compression="quantize", seed=s, test_accuracy=v, size_bytes=10_000, **b_spec)
+                       for s, v in enumerate(b)])
 
-    apart = overlapping.assign(test_accuracy=[0.90, 0.91, 0.80, 0.81])
-    rec = recommend(group_configs(prepare_runs(apart)), Budget())
-    assert not rec.tie and "tie" not in rec.sentence
-    assert tied(0.9, float("nan"), 0.9, float("nan")) and not tied(0.9, float("nan"), 0.91, float("nan"))
+
+def test_two_pp_over_three_seeds_is_significant_with_small_spread_and_a_tie_with_large(make_runs):
+    tight = _two_configs(make_runs, [0.921, 0.920, 0.919], [0.899, 0.900, 0.901])  # 2 pp apart, 0.1 pp spread
+    rec = recommend(group_configs(prepare_runs(tight)), Budget())
+    assert rec.best == "compression=none" and rec.runner_up == "compression=quantize"
+    assert not rec.tie and "significant" in rec.sentence and "not distinguishable" not in rec.sentence
+
+    wide = _two_configs(make_runs, [0.95, 0.89, 0.92], [0.87, 0.93, 0.90])  # 2 pp apart, 3 pp spread
+    rec = recommend(group_configs(prepare_runs(wide)), Budget())
+    assert rec.tie and "a tie, not distinguishable with 3 seeds (about" in rec.sentence
+    assert "choose compression=quantize if size matters" in rec.sentence
+
+
+def test_welch_knows_the_number_of_seeds_and_unequal_spreads():
+    """The old rule (mean ± 1 std overlap) called these apart; Welch's test does not (p ~ 0.06 at n = 3)."""
+    adam, sgd = {0: 0.90, 1: 0.91, 2: 0.92}, {10: 0.72, 11: 0.82, 12: 0.62}
+    comparison = compare_scores(adam, sgd)
+    assert not comparison.paired and 0.05 < comparison.p < 0.1 and comparison.tie
+    assert comparison.p_improve == 1.0  # every seed pair favours adam: P(A>B) alone is no test
+    single = compare_scores({0: 0.9}, {0: 0.8})
+    assert single.tie and "1 seed" in single.words()
+    assert math.isnan(mean_interval([0.9])[1])
+
+
+def test_a_paired_comparison_detects_a_consistent_gain_that_an_unpaired_one_misses():
+    base = [0.80, 0.85, 0.90, 0.95]  # seeds differ a lot (split, init) ...
+    gain = [0.011, 0.009, 0.010, 0.012]  # ... the method adds about 1 pp on every one of them
+    a = {s: v + g for s, (v, g) in enumerate(zip(base, gain))}
+    b = dict(enumerate(base))
+    paired = compare_scores(a, b)
+    unpaired = compare_scores({s + 10: v for s, v in a.items()}, b)  # the same numbers, other seeds
+    assert paired.paired and not paired.tie and paired.p_improve == 1.0 and paired.low > 0
+    assert not unpaired.paired and unpaired.tie and unpaired.low < 0 < unpaired.high
+    assert math.isfinite(unpaired.needed) and unpaired.needed > 4
+
+
+def test_holm_adjusts_within_one_table():
+    assert holm([0.01, 0.04, 0.03, float("nan")])[:3] == [0.03, 0.06, 0.06]
+    assert math.isnan(holm([float("nan")])[0])
+
+
+def test_selection_uses_validation_even_when_another_lr_has_the_best_test(make_runs, tmp_path):
+    runs = make_runs(*[dict(optimizer="adam", lr=0.001, seed=s, val_accuracy=0.95, test_accuracy=0.90 + 0.001 * s)
+                       for s in range(3)],
+                     *[dict(optimizer="adam", lr=0.01, seed=s, val_accuracy=0.90, test_accuracy=0.93 + 0.001 * s)
+                       for s in range(3)],
+                     *[dict(optimizer="sgd", lr=0.1, seed=s, val_accuracy=0.80, test_accuracy=0.95)
+                       for s in range(3)])
+    prepared = prepare_runs(runs)
+    table = group_configs(prepared)
+    assert table.index[0] == "optimizer=adam optimizer.lr=0.001" and table.iloc[0]["rank"] == 1
+    summary = optimizer_summary(prepared, table, EMPTY_HISTORY, target=0.8).set_index("optimizer")
+    assert summary.loc["adam", "lr"] == 0.001 and summary.loc["adam", "acc_mean"] == pytest.approx(0.901)
+    assert list(summary.index) == ["adam", "sgd"]  # sgd's best test does not make it first
+    assert recommend(table, Budget()).best == "optimizer=adam optimizer.lr=0.001"
+    markdown = (write_report(runs, EMPTY_HISTORY, Budget(), tmp_path).out_dir / "report.md").read_text()
+    assert "made on the mean **validation** accuracy" in markdown and "[95 % CI]" in markdown
+    assert "tie: " in markdown or "significant" in markdown
+
+
+def test_a_sweep_dir_rerun_with_other_overrides_yields_two_sweeps(make_runs, tmp_path):
+    def invocation(epochs: int, start: int) -> list[dict]:
+        return [dict(optimizer=o, seed=s, epochs=epochs, epochs_run=epochs, start_time=start + i,
+                     test_accuracy=(0.95 if epochs == 200 else 0.85) + 0.001 * s,
+                     **{FIXED_TAG: f"strategy.epochs={epochs}"})
+                for i, (o, s) in enumerate(itertools.product(("adam", "sgd"), (0, 1)))]
+
+    runs = make_runs(*invocation(200, 0), *invocation(20, 100))
+    parts = split_sweeps(runs)
+    assert [name for name, _ in parts] == ["strategy.epochs=20", "strategy.epochs=200"]  # the latest first
+    result = write_report(runs, EMPTY_HISTORY, Budget(), tmp_path, sweep_id="multirun/x")
+    (other,) = result.others
+    assert other.out_dir == tmp_path / "sweep-2" and (other.out_dir / "report.md").is_file()
+    for report, epochs in ((result, 20), (other, 200)):
+        assert list(report.table.index) == ["optimizer=adam", "optimizer=sgd"]  # the epochs are not a dimension
+        assert (report.table["n_seeds"] == 2).all() and (report.runs["epochs"] == epochs).all()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "2 sweeps under one sweep id" in markdown and "`strategy.epochs`" in markdown
+    assert "sweep-2/report.md" in markdown
+    assert len(split_sweeps(runs.drop(columns=FIXED_TAG))) == 1  # older runs without the tag: one sweep
+
+
+def test_budget_counts_fine_tuning_and_the_recommendation_says_so(make_runs, tmp_path):
+    runs = make_runs(*[dict(compression="none", seed=s, epochs_run=3, test_accuracy=0.85 + 0.001 * s)
+                       for s in range(3)],
+                     *[dict(compression="prune", seed=s, epochs_run=3, test_accuracy=0.90 + 0.001 * s,
+                            size_bytes=20_000, **{"compression.finetune_epochs": 5}) for s in range(3)],
+                     *[dict(compression="distill", seed=s, epochs_run=3, test_accuracy=0.80, teacher_epochs=30)
+                       for s in range(3)])
+    table = group_configs(prepare_runs(runs))
+    assert table.loc["compression=prune", "total_epochs"] == 8
+    assert table.loc["compression=distill", "total_epochs"] == 33
+    assert table.loc["compression=none", "total_epochs"] == 3
+    rec = recommend(table, Budget())
+    assert rec.best == "compression=prune" and "trained 8 epochs in all" in rec.sentence and "against 3" in rec.sentence
+    summary = family_summary(table).set_index("family")
+    assert summary.loc["pruning", "epochs"] == 8 and summary.loc["pruning", "baseline_epochs"] == 3
+    markdown = (write_report(runs, EMPTY_HISTORY, Budget(), tmp_path).out_dir / "report.md").read_text()
+    assert "8 vs 3 (more training)" in markdown and "epochs in all" in markdown
+
+
+def test_families_are_compared_at_matched_compression_ratios(make_runs, tmp_path):
+    specs = []
+    for amount, ratio, acc in ((0.5, 2.0, 0.90), (0.75, 4.0, 0.88), (0.9, 10.0, 0.80)):
+        specs += [dict(compression="prune", seed=s, compression_ratio=ratio, size_bytes=40_000 / ratio,
+                       test_accuracy=acc + 0.002 * s, **{"compression.amount": amount}) for s in range(2)]
+    for bits, ratio, acc in ((8, 4.0, 0.91), (4, 8.0, 0.86)):
+        specs += [dict(compression="quantize", seed=s, compression_ratio=ratio, size_bytes=40_000 / ratio,
+                       test_accuracy=acc + 0.002 * s, **{"compression.bits": bits}) for s in range(2)]
+    specs += [dict(compression="none", seed=s, test_accuracy=0.92 + 0.002 * s) for s in range(2)]
+    runs = make_runs(*specs)
+    table = group_configs(prepare_runs(runs))
+    curves = ratio_curves(table)
+    assert set(curves["family"]) == {"pruning", "quantization"} and len(curves) == 5
+    matched = matched_ratios(curves, points=2)
+    assert matched["ratio"].tolist() == pytest.approx([4.0, 8.0])
+    matched = matched.assign(ratio=matched["ratio"].round(6)).set_index("ratio")
+    # at 8x, pruning interpolates between 4x (0.881) and 10x (0.801) in log ratio
+    expected = 0.881 + (0.801 - 0.881) * math.log(8 / 4) / math.log(10 / 4)
+    assert matched.loc[8.0, "acc_a"] == pytest.approx(expected) and matched.loc[8.0, "acc_b"] == pytest.approx(0.861)
+    write_report(runs, EMPTY_HISTORY, Budget(), tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Accuracy against compression ratio" in markdown and (tmp_path / "accuracy_vs_ratio.png").is_file()
+    assert "matched compression ratios" in markdown
+
+
+def test_header_shows_split_sizes_and_warns_on_small_training_data(make_runs, tmp_path):
+    sizes = dict(train_samples=1530, val_samples=270, test_samples=450)
+    write_report(make_runs(dict(**sizes), dict(seed=1, **sizes)), EMPTY_HISTORY, Budget(), tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "Split sizes (samples): train 1,530, validation 270, test 450." in markdown
+    assert "**Warning**: 1,530 training samples" in markdown
+    large = dict(train_samples=5000, val_samples=900, test_samples=1000)
+    write_report(make_runs(dict(**large)), EMPTY_HISTORY, Budget(), tmp_path / "large")
+    assert "Warning" not in (tmp_path / "large" / "report.md").read_text()
 
 
 def _random_table(make_runs, seed: int) -> pd.DataFrame:
@@ -283,3 +412,32 @@ def test_configurations_deploying_the_same_network_share_one_latency():
     latency = table.set_index(["optimizer", "compression"])["latency_ms"]
     assert latency["adam", "none"] == latency["sgd", "distill"] == pytest.approx(0.40)  # median of 0.2, 0.4, 0.9
     assert latency["sgd", "quantize"] == pytest.approx(0.50)  # another network keeps its own
+
+
+def test_an_equal_budget_sweep_gives_none_the_longer_schedule(make_cfg):
+    from sweeper.run import run
+
+    small = ["data=synthetic", "data.n_samples=300", "model=mlp", "measure.latency_seconds=0.01"]
+    equal = ["compare.equal_budget=true", "compare.extra_epochs=5"]
+    none = run(make_cfg(*small, *equal))
+    pruned = run(make_cfg(*small, *equal, "compression=prune"))  # 3 epochs + 5 of fine-tuning
+    plain = run(make_cfg(*small))
+    assert none["epochs_run"] == 8 and pruned["epochs_run"] == 3 and plain["epochs_run"] == 3
+    assert none["train_samples"] + none["val_samples"] + none["test_samples"] == 300
+
+
+def test_an_equal_budget_without_extra_epochs_is_a_one_line_error(make_cfg):
+    from sweeper.errors import ConfigError
+    from sweeper.run import plan_trial
+
+    with pytest.raises(ConfigError, match=r"compare.extra_epochs=0: compare.equal_budget=true needs an integer >= 1"):
+        plan_trial(make_cfg("data=synthetic", "model=mlp", "compare.equal_budget=true"))
+
+
+def test_trials_tag_the_fixed_overrides_of_their_command_line():
+    from sweeper.run import _fixed_overrides
+
+    argv = ("-m", "optimizer=adam,sgd", "strategy.epochs=200", "seed=0,1", "model=mlp",
+            "hydra.callbacks.report.enabled=false", "tracking.uri=sqlite:///x.db")
+    assert _fixed_overrides(argv) == "model=mlp strategy.epochs=200"
+    assert _fixed_overrides(("-m", "optimizer=adam,sgd", "seed=0,1")) == ""

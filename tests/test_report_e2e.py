@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -22,6 +23,12 @@ def test_multirun_writes_its_report_in_the_sweep_dir_and_in_mlflow(tiny_sweep):
     for name in ("report.md", "report.html", "runs.csv", "accuracy_vs_size.png", "accuracy_vs_latency.png"):
         assert (report_dir / name).is_file(), name
     assert len(load_runs("sweeper", sweep_id=sweep_id, tracking_uri=uri)) == 4  # the report run is no trial
+    markdown = (report_dir / "report.md").read_text()
+    assert "made on the mean **validation** accuracy" in markdown and "[95 % CI]" in markdown
+    assert "vs #1" in markdown and "vs adam" in markdown  # tie markers or differences in every table
+    assert "Split sizes (samples): train 19" in markdown and "validation 45" in markdown  # 300 samples, carved
+    assert "**Warning**: 19" in markdown  # under 2,000 training samples
+    assert "sweeps under one sweep id" not in markdown  # one command line: one sweep
 
     from mlflow import MlflowClient
 
@@ -80,3 +87,19 @@ def test_notebook_runs_against_the_sweep(tiny_sweep):
     text = " ".join(str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
     assert "**Budget**" in text and "Choose **optimizer=" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_a_sweep_over_a_compression_strength_draws_accuracy_against_ratio(tmp_path, _mlflow_template):
+    shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper", "-m", "compression=prune", "compression.amount=0.5,0.9", "seed=0,1",
+         "compression.finetune_epochs=1", "data=synthetic", "data.n_samples=300", "model=mlp", "strategy.epochs=2",
+         "measure.latency_seconds=0.01"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep_id,) = list_sweeps("sweeper", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    report_dir = tmp_path / sweep_id / "report"
+    markdown = (report_dir / "report.md").read_text()
+    assert "## Accuracy against compression ratio" in markdown and (report_dir / "accuracy_vs_ratio.png").is_file()
+    assert "epochs in all" in markdown

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from sweeper.report.families import BASELINE
-from sweeper.report.grouping import baseline_for, tied
+from sweeper.report.grouping import baseline_for, compare_configs, strength_columns
+from sweeper.report.stats import SCORE, SELECT, Comparison, decide, mean_interval
 
 __all__ = [
     "baseline_runs",
@@ -21,29 +22,42 @@ __all__ = [
     "family_summary",
     "learning_curves",
     "lr_sensitivity",
+    "matched_ratios",
     "optimizer_summary",
+    "ratio_curves",
     "strategy_summary",
     "target_accuracy",
+    "versus_first",
 ]
 
-
 def _best_per(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Each value of ``column``'s configuration with the best mean validation score."""
     ranked = table[table["acc_mean"].notna()]
-    return ranked.sort_values("acc_mean", ascending=False).groupby(column, sort=False).head(1)
+    return ranked.sort_values("val_mean", ascending=False).groupby(column, sort=False).head(1)
+
+
+def versus_first(table: pd.DataFrame, configs: list[str]) -> list[Comparison | None]:
+    """Each of ``configs`` against the first (None for the first itself), Holm-adjusted together."""
+    if not configs:
+        return []
+    decided = decide([compare_configs(table, c, configs[0]) for c in configs[1:]])
+    return [None, *decided]
 
 
 def family_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Each compression family's best configuration against its `none` baseline.
+    """Each compression family's configuration with the best validation score against its `none` baseline.
 
     Columns: ``family``, ``methods`` (options run), ``configs``, ``best``, ``baseline``,
     ``size_ratio`` (baseline size / size: x smaller), ``latency_ratio`` (latency at batch 1 /
-    baseline's: > 1 is slower), ``accuracy_delta_pp``, ``tie`` (within the seeds' spread).
-    Empty when the sweep has no `none` configuration or nothing else.
+    baseline's: > 1 is slower), ``accuracy_delta_pp`` (test), ``comparison`` (the test-score
+    comparison, Holm-adjusted over the families), ``tie``, ``epochs`` and ``baseline_epochs``
+    (total epochs incl. fine-tuning and teacher). Empty when the sweep has no `none`
+    configuration or nothing else.
     """
     rows = []
     ranked = table[table["acc_mean"].notna()]
     for family, group in ranked[ranked["compression"] != BASELINE].groupby("family", sort=True):
-        best = str(group["acc_mean"].idxmax())
+        best = str(group["val_mean"].idxmax())
         base = baseline_for(table, best)
         if base is None:
             continue
@@ -58,9 +72,15 @@ def family_summary(table: pd.DataFrame) -> pd.DataFrame:
             "latency_ratio": a["latency_ms"] / b["latency_ms"],
             "latency_kind": a["latency_kind"],
             "accuracy_delta_pp": 100 * (a["acc_mean"] - b["acc_mean"]),
-            "tie": tied(a["acc_mean"], a["acc_std"], b["acc_mean"], b["acc_std"]),
+            "comparison": compare_configs(table, best, base),
+            "epochs": a["total_epochs"],
+            "baseline_epochs": b["total_epochs"],
         })
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["comparison"] = decide(list(frame["comparison"]))
+        frame["tie"] = [c.tie for c in frame["comparison"]]
+    return frame
 
 
 def baseline_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -75,12 +95,23 @@ def baseline_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 
 def lr_sensitivity(runs: pd.DataFrame) -> pd.DataFrame:
-    """Test accuracy against learning rate: ``optimizer``, ``lr``, ``mean``, ``std``, ``n`` (runs)."""
+    """Validation accuracy against learning rate (what selects the lr).
+
+    Columns: ``optimizer``, ``lr``, ``mean``, ``low``, ``high`` (95 % t-interval; NaN for one
+    seed), ``n`` (runs), ``test_mean``.
+    """
+    columns = ["optimizer", "lr", "mean", "low", "high", "n", "test_mean"]
     chosen = runs[runs["lr"].notna()] if "lr" in runs else runs.iloc[0:0]
     if chosen.empty:
-        return pd.DataFrame(columns=["optimizer", "lr", "mean", "std", "n"])
-    grouped = chosen.assign(lr=chosen["lr"].astype(float)).groupby(["optimizer", "lr"])["test_accuracy"]
-    return grouped.agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index()
+        return pd.DataFrame(columns=columns)
+    chosen = chosen.assign(lr=chosen["lr"].astype(float),
+                           _sel=chosen[SELECT].fillna(chosen[SCORE]) if SELECT in chosen else chosen[SCORE])
+    rows = []
+    for (optimizer, lr), group in chosen.groupby(["optimizer", "lr"]):
+        mean, low, high = mean_interval(group["_sel"].astype(float).tolist())
+        rows.append({"optimizer": optimizer, "lr": lr, "mean": mean, "low": low, "high": high, "n": len(group),
+                     "test_mean": float(group[SCORE].astype(float).mean())})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def target_accuracy(runs: pd.DataFrame) -> float:
@@ -103,16 +134,20 @@ def optimizer_summary(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
                       target: float) -> pd.DataFrame:
     """DeepOBS-style comparison, one row per optimizer.
 
-    Columns: ``optimizer``, ``best`` (its most accurate configuration), ``lr`` of that one,
-    ``acc_mean``, ``acc_std`` (over seeds), ``n_seeds``, ``epochs_to_target`` (median over
-    the best configuration's seeds; NaN if not reached), ``reached`` (seeds reaching it),
-    ``lrs_tried`` and ``tunability`` (share of tried learning rates whose mean accuracy is
-    within 1 pp of the optimizer's best learning rate).
+    Columns: ``optimizer``, ``best`` (its configuration with the best mean validation
+    accuracy: the lr is selected on validation), ``lr`` of that one, ``acc_mean``,
+    ``acc_low``, ``acc_high``, ``acc_std`` (test, over seeds), ``n_seeds``, ``comparison``
+    (against the first row's optimizer, Holm-adjusted; None for the first),
+    ``epochs_to_target`` (median over the best configuration's seeds; NaN if not reached),
+    ``reached`` (seeds reaching it), ``lrs_tried`` and ``tunability`` (share of tried
+    learning rates whose mean validation accuracy is within 1 pp of the best one's).
+    Rows: best validation accuracy first.
     """
     sensitivity = lr_sensitivity(runs)
     speed = epochs_to_target(history, target)
     rows = []
-    for config, best in _best_per(table[table.index.isin(runs["config"])], "optimizer").iterrows():
+    bests = _best_per(table[table.index.isin(runs["config"])], "optimizer")
+    for (config, best), comparison in zip(bests.iterrows(), versus_first(table, list(bests.index))):
         opt_name = best["optimizer"]
         epochs = [speed.get(str(i), math.nan) for i in runs.loc[runs["config"] == config, "run_id"]]
         curve = sensitivity[sensitivity["optimizer"] == opt_name]
@@ -121,9 +156,7 @@ def optimizer_summary(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
             "optimizer": opt_name,
             "best": config,
             "lr": best["lr"],
-            "acc_mean": best["acc_mean"],
-            "acc_std": best["acc_std"],
-            "n_seeds": best["n_seeds"],
+            **_accuracy(best, comparison),
             "epochs_to_target": float(np.nanmedian(epochs)) if any(not math.isnan(e) for e in epochs) else math.nan,
             "reached": f"{sum(not math.isnan(e) for e in epochs)}/{len(epochs)}",
             "lrs_tried": len(curve),
@@ -132,23 +165,29 @@ def optimizer_summary(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
     return pd.DataFrame(rows)
 
 
+def _accuracy(row: pd.Series, comparison: Comparison | None) -> dict[str, object]:
+    """The test-accuracy columns of a summary row."""
+    return {"acc_mean": row["acc_mean"], "acc_low": row["acc_low"], "acc_high": row["acc_high"],
+            "acc_std": row["acc_std"], "n_seeds": row["n_seeds"], "comparison": comparison}
+
+
 def strategy_summary(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """Each training strategy's best configuration: accuracy and epochs run against planned.
 
-    Columns: ``strategy``, ``best``, ``acc_mean``, ``acc_std``, ``n_seeds``, ``epochs_run``
+    Columns: ``strategy``, ``best`` (best mean validation accuracy), ``acc_mean``, ``acc_low``,
+    ``acc_high``, ``acc_std``, ``n_seeds``, ``comparison`` (as in :func:`optimizer_summary`), ``epochs_run``
     (mean), ``epochs_planned`` (``strategy.epochs``), ``saving`` (share of planned epochs not
     run, early stopping's saving), ``train_seconds`` (mean).
     """
     rows = []
-    for config, best in _best_per(table[table.index.isin(runs["config"])], "strategy").iterrows():
+    bests = _best_per(table[table.index.isin(runs["config"])], "strategy")
+    for (config, best), comparison in zip(bests.iterrows(), versus_first(table, list(bests.index))):
         chosen = runs[runs["config"] == config]
         planned = chosen["strategy.epochs"].astype(float).mean() if "strategy.epochs" in chosen else math.nan
         rows.append({
             "strategy": best["strategy"],
             "best": config,
-            "acc_mean": best["acc_mean"],
-            "acc_std": best["acc_std"],
-            "n_seeds": best["n_seeds"],
+            **_accuracy(best, comparison),
             "epochs_run": best["epochs_run"],
             "epochs_planned": planned,
             "saving": 1 - best["epochs_run"] / planned if planned else math.nan,
@@ -176,3 +215,62 @@ def learning_curves(runs: pd.DataFrame, history: pd.DataFrame, configs: dict[str
     if not frames:
         return pd.DataFrame(columns=["name", "metric", "epoch", "mean", "std"])
     return pd.concat(frames, ignore_index=True)[["name", "metric", "epoch", "mean", "std"]]
+
+
+def ratio_curves(table: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy against compression ratio per family, when the sweep varies a strength.
+
+    A point is a configuration (mean over seeds, 95 % t-interval); the `none` baseline is
+    the point at ratio 1 of every family's curve in the plot, not a family of its own.
+    Empty unless the sweep varies a compression strength
+    (:func:`sweeper.report.grouping.strength_columns`) and some family has configurations at
+    two or more compression ratios.
+
+    Columns: ``family``, ``config``, ``ratio``, ``mean``, ``low``, ``high``, ``n_seeds``.
+    """
+    columns = ["family", "config", "ratio", "mean", "low", "high", "n_seeds"]
+    ranked = table[table["acc_mean"].notna() & table["compression_ratio"].notna()]
+    ranked = ranked[ranked["compression"] != BASELINE]
+    frame = pd.DataFrame({"family": ranked["family"], "config": ranked.index, "ratio": ranked["compression_ratio"],
+                          "mean": ranked["acc_mean"], "low": ranked["acc_low"], "high": ranked["acc_high"],
+                          "n_seeds": ranked["n_seeds"]}, columns=columns).reset_index(drop=True)
+    varied = [c for c in strength_columns(table) if table[c].nunique() > 1] if len(frame) else []
+    if not varied or frame.groupby("family")["ratio"].nunique().max() < 2:
+        return pd.DataFrame(columns=columns)
+    return frame.sort_values(["family", "ratio"]).reset_index(drop=True)
+
+
+def matched_ratios(curves: pd.DataFrame, points: int = 4) -> pd.DataFrame:
+    """Families compared at the same compression ratios, interpolated linearly in log ratio.
+
+    Each family's curve (mean test accuracy over seeds per configuration, several
+    configurations at one ratio averaged) is interpolated at ``points`` ratios spread
+    evenly (in log) over the range every pair of families shares; no extrapolation.
+
+    Returns:
+        Columns ``family_a``, ``family_b``, ``ratio``, ``acc_a``, ``acc_b``, ``delta_pp``
+        (A - B); empty when no two families overlap.
+
+    Example:
+        >>> curves = pd.DataFrame({"family": ["p", "p", "q", "q"], "ratio": [2.0, 8.0, 4.0, 8.0],
+        ...                        "mean": [0.9, 0.7, 0.85, 0.8]})
+        >>> matched_ratios(curves, points=2)[["ratio", "acc_a", "acc_b"]].round(3).values.tolist()
+        [[4.0, 0.8, 0.85], [8.0, 0.7, 0.8]]
+    """
+    columns = ["family_a", "family_b", "ratio", "acc_a", "acc_b", "delta_pp"]
+    per_family = {family: group.groupby("ratio")["mean"].mean().sort_index()
+                  for family, group in curves.groupby("family", sort=True) if group["ratio"].nunique() >= 2}
+    rows = []
+    families = sorted(per_family)
+    for i, fa in enumerate(families):
+        for fb in families[i + 1:]:
+            a, b = per_family[fa], per_family[fb]
+            low, high = max(a.index.min(), b.index.min()), min(a.index.max(), b.index.max())
+            if not low < high:
+                continue
+            for ratio in np.geomspace(low, high, points):
+                acc_a = float(np.interp(np.log(ratio), np.log(a.index.to_numpy(float)), a.to_numpy(float)))
+                acc_b = float(np.interp(np.log(ratio), np.log(b.index.to_numpy(float)), b.to_numpy(float)))
+                rows.append({"family_a": fa, "family_b": fb, "ratio": float(ratio), "acc_a": acc_a, "acc_b": acc_b,
+                             "delta_pp": 100 * (acc_a - acc_b)})
+    return pd.DataFrame(rows, columns=columns)

@@ -6,7 +6,7 @@ does the work on DataFrames already loaded (tests and notebooks call it directly
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,15 +15,25 @@ import pandas as pd
 
 from sweeper.report import analysis, plots
 from sweeper.report.families import family_of
-from sweeper.report.grouping import classify, config_labels, group_configs
+from sweeper.report.grouping import classify, config_labels, differing_keys, group_configs, split_sweeps
 from sweeper.report.pareto import dominators, hypervolume, pareto_mask
 from sweeper.report.recommend import Budget, Recommendation, recommend
 from sweeper.report.render import Image, Section, Table, render_html, render_markdown
+from sweeper.report.stats import Comparison
 
-__all__ = ["ReportResult", "generate", "load_sweep", "plain", "prepare_runs", "write_report"]
+__all__ = ["METHOD", "SMALL_TRAIN", "TIES_RULE", "ReportResult", "generate", "load_sweep", "plain", "prepare_runs",
+           "write_report"]
 
-TIES_RULE = ("Ties: two configurations are tied when their intervals mean ± 1 std of test accuracy over seeds "
-             "overlap; a configuration with one seed has no measured spread (its interval is a point).")
+METHOD = ("Method: every choice (the best learning rate of an optimizer, the best configuration of a family, "
+          "strategy or optimizer, the ranking and the recommendation) is made on the mean **validation** accuracy "
+          "over seeds; the **test** accuracy of what was selected is reported, never used to select. Intervals: "
+          "95 % Student-t interval of the mean over seeds.")
+TIES_RULE = ("Ties: a difference of test accuracy is tested with a paired t-test when the two configurations share "
+             "their seeds (same seed: same split and initialisation), Welch's t-test otherwise, at 5 % after Holm's "
+             "correction over the comparisons of one table; P(A>B) is the share of seed pairs where A beats B. "
+             "A difference that is not significant is a tie: \"not distinguishable with N seeds\", with the seeds "
+             "a test at 80 % power would need at the observed effect. One seed: no interval, never a win.")
+SMALL_TRAIN = 2000  # fewer training samples (after the validation carve) than this: a warning in the header
 
 
 @dataclass
@@ -35,6 +45,7 @@ class ReportResult:
     recommendation: Recommendation
     table: pd.DataFrame
     runs: pd.DataFrame
+    others: list[ReportResult] = field(default_factory=list)  # the other sweeps of the same sweep id
 
     @property
     def finished(self) -> int:
@@ -67,10 +78,20 @@ def load_sweep(experiment: str, sweep_id: str | None, tracking_uri: str | None) 
     return load_runs(experiment, sweep_id=sweep_id, tracking_uri=tracking_uri), sweep_id
 
 
-def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
+def _ci(mean: float, low: float, high: float, scale: float = 100.0, digits: int = 1) -> str:
+    """``91.0 [88.5, 93.5]`` (mean and its 95 % interval), or ``91.0 (1 seed: no interval)``."""
     if pd.isna(mean):
         return "—"
-    return f"{scale * mean:.{digits}f}" + ("" if pd.isna(std) else f" ± {scale * std:.{digits}f}")
+    if pd.isna(low):
+        return f"{scale * mean:.{digits}f} (1 seed: no interval)"
+    return f"{scale * mean:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+
+def _verdict(comparison: Comparison | None, reference: str) -> str:
+    """A table's tie marker against its reference row: ``tie (...)``, or the significant difference."""
+    if comparison is None:
+        return reference
+    return ("tie: " if comparison.tie else "") + comparison.words()
 
 
 def _num(value: float, fmt: str) -> str:
@@ -78,21 +99,30 @@ def _num(value: float, fmt: str) -> str:
 
 
 def _ranking(table: pd.DataFrame, batch: str) -> Table:
+    ranked = [str(c) for c in table.index[table["acc_mean"].notna()]]
+    verdicts = dict(zip(ranked, analysis.versus_first(table, ranked)))
     rows = [{
         "#": "—" if pd.isna(r["rank"]) else int(r["rank"]),
         "configuration": config,
-        "test accuracy (%)": _pm(r["acc_mean"], r["acc_std"]),
+        "val accuracy (%)": _num(100 * r["val_mean"], ".1f"),
+        "test accuracy (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
+        "vs #1": _verdict(verdicts.get(str(config)), "—") if str(config) in verdicts else "—",
         "size (KiB)": _num(r["size_bytes"] / 1024, ".1f"),
         "compression ratio": _num(r["compression_ratio"], ".2f") + ("x" if pd.notna(r["compression_ratio"]) else ""),
         "latency batch 1 (ms)": _num(r["latency_ms"], ".3f"),
         f"latency/sample batch {batch} (ms)": _num(r["latency_ms_batch"], ".4f"),
         "latency kind": r["latency_kind"] or "—",
+        "epochs in all": _num(r["total_epochs"], ".0f"),
+        "steps": _num(r["steps"], ".0f"),
         "train time (s)": _num(r["train_seconds"], ".1f"),
         "seeds": int(r["n_seeds"]),
         "failed": int(r["n_failed"]),
         "pruned": int(r["n_pruned"]),
     } for config, r in table.iterrows()]
-    return Table(pd.DataFrame(rows), "One row per configuration; mean ± std over seeds (sample std).")
+    return Table(pd.DataFrame(rows), "One row per configuration, ranked by mean validation accuracy over seeds; "
+                                     "test accuracy: mean [95 % t-interval]; vs #1: the test-accuracy comparison "
+                                     "with the first row (Holm over the table); epochs in all: epochs run + "
+                                     "fine-tuning + teacher epochs (means over seeds).")
 
 
 def _objectives(ranked: pd.DataFrame) -> np.ndarray:
@@ -154,10 +184,36 @@ def _family_section(table: pd.DataFrame) -> Section:
         "baseline": r["baseline"], "size ratio (x smaller)": f"{r['size_ratio']:.2f}",
         "latency ratio batch 1 (x, >1 slower)": f"{r['latency_ratio']:.2f}" + (
             " (simulated)" if r["latency_kind"] == "simulated" else ""),
-        "accuracy Δ (pp)": f"{r['accuracy_delta_pp']:+.1f}" + (" (tie)" if r["tie"] else ""),
+        "accuracy Δ (pp)": _verdict(r["comparison"], ""),
+        "epochs in all (vs baseline)": f"{_num(r['epochs'], '.0f')} vs {_num(r['baseline_epochs'], '.0f')}" + (
+            " (more training)" if r["epochs"] > r["baseline_epochs"] else ""),
     } for _, r in summary.iterrows()]
-    section.blocks.append(Table(pd.DataFrame(rows), "Each family's most accurate configuration against its "
-                                                    "`none` baseline trained the same way"))
+    section.blocks.append(Table(pd.DataFrame(rows), "Each family's configuration with the best validation accuracy "
+                                                    "against the `none` baseline with the same data, model, optimizer, "
+                                                    "strategy and lr; the total epochs say whether both had the same "
+                                                    "training budget (`compare.equal_budget=true` gives `none` the "
+                                                    "extra epochs); Holm over the families"))
+    return section
+
+
+def _ratio_section(table: pd.DataFrame, out_dir: Path) -> Section | None:
+    curves = analysis.ratio_curves(table)
+    if curves.empty:
+        return None
+    section = Section("Accuracy against compression ratio")
+    section.blocks.append(Image(plots.plot_ratio_curves(curves, table, out_dir / "accuracy_vs_ratio.png"),
+                                "Test accuracy (mean, 95 % t-interval over seeds) against compression ratio, one "
+                                "curve per family; the star: the uncompressed baseline"))
+    matched = analysis.matched_ratios(curves)
+    if matched.empty:
+        section.blocks.append("No two families reach overlapping compression ratios: no matched comparison.")
+        return section
+    rows = [{"family A": r["family_a"], "family B": r["family_b"], "compression ratio": f"{r['ratio']:.2f}x",
+             "test accuracy A (%)": f"{100 * r['acc_a']:.1f}", "test accuracy B (%)": f"{100 * r['acc_b']:.1f}",
+             "A - B (pp)": f"{r['delta_pp']:+.1f}"} for _, r in matched.iterrows()]
+    section.blocks.append(Table(pd.DataFrame(rows), "Families at matched compression ratios: each family's curve of "
+                                                    "mean test accuracy interpolated linearly in log ratio, within the "
+                                                    "range both reach (no extrapolation)"))
     return section
 
 
@@ -168,13 +224,16 @@ def _optimizer_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.Data
     target = analysis.target_accuracy(chosen)
     summary = analysis.optimizer_summary(chosen, table, history, target)
     section.blocks.append(
-        f"From {which}. Best: the optimizer's most accurate configuration. Speed: epochs until validation "
+        f"From {which}. Best: the optimizer's configuration (learning rate) with the best mean validation "
+        "accuracy; its test accuracy is reported. Speed: epochs until validation "
         f"accuracy first reaches {100 * target:.1f} % (90 % of the best validation accuracy in the sweep), median "
-        "over its seeds. Tunability: share of the learning rates tried whose mean test accuracy is within 1 pp "
-        "of the optimizer's best learning rate.")
+        "over its seeds. Tunability: share of the learning rates tried whose mean validation accuracy is within "
+        "1 pp of the optimizer's best learning rate.")
+    first = summary["optimizer"].iloc[0] if len(summary) else ""
     rows = [{
         "optimizer": r["optimizer"], "best configuration": r["best"], "lr": _num(r["lr"], ".3g"),
-        "test accuracy (%)": _pm(r["acc_mean"], r["acc_std"]), "seeds": int(r["n_seeds"]),
+        "test accuracy (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]), "seeds": int(r["n_seeds"]),
+        f"vs {first}": _verdict(r["comparison"], "—"),
         "epochs to target": _num(r["epochs_to_target"], ".0f") + f" ({r['reached']} seeds reached)",
         "tunability": f"{100 * r['tunability']:.0f} % of {r['lrs_tried']} lr" if r["lrs_tried"] else "—",
     } for _, r in summary.iterrows()]
@@ -183,7 +242,8 @@ def _optimizer_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.Data
     sensitivity = analysis.lr_sensitivity(chosen)
     if len(sensitivity):
         section.blocks.append(Image(plots.plot_lr_sensitivity(sensitivity, out_dir / "lr_sensitivity.png"),
-                                    "Test accuracy against learning rate, one curve per optimizer"))
+                                    "Validation accuracy (what selects the lr) against learning rate, one curve per "
+                                    "optimizer, 95 % t-intervals over seeds"))
     curves = analysis.learning_curves(chosen, history, dict(zip(summary.get("optimizer", []),
                                                                  summary.get("best", []))))
     if len(curves):
@@ -197,11 +257,13 @@ def _strategy_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
     section = Section("Training strategies")
     chosen, which = analysis.baseline_runs(runs)
     summary = analysis.strategy_summary(chosen, table)
-    section.blocks.append(f"From {which}; each strategy's most accurate configuration. Saving: the share of "
-                          "planned epochs not run (early stopping).")
+    section.blocks.append(f"From {which}; each strategy's configuration with the best mean validation accuracy. "
+                          "Saving: the share of planned epochs not run (early stopping).")
+    first = summary["strategy"].iloc[0] if len(summary) else ""
     rows = [{
         "strategy": r["strategy"], "best configuration": r["best"],
-        "test accuracy (%)": _pm(r["acc_mean"], r["acc_std"]), "seeds": int(r["n_seeds"]),
+        "test accuracy (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]), "seeds": int(r["n_seeds"]),
+        f"vs {first}": _verdict(r["comparison"], "—"),
         "epochs run": _num(r["epochs_run"], ".1f"), "epochs planned": _num(r["epochs_planned"], ".0f"),
         "saving": "—" if pd.isna(r["saving"]) else f"{100 * r['saving']:.0f} %",
         "train time (s)": _num(r["train_seconds"], ".1f"),
@@ -236,18 +298,30 @@ def _batch_label(runs: pd.DataFrame) -> str:
     return "≤" + "/".join(str(int(v)) for v in sorted(values)) if len(values) else "N"
 
 
-def write_report(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out_dir: Path | str, *,
-                 sweep_id: str = "", experiment: str = "") -> ReportResult:
-    """Write ``report.md``, ``report.html``, PNG plots and ``runs.csv`` for the runs of one sweep.
+def _split_sizes(runs: pd.DataFrame) -> list[str]:
+    """The header's split sizes (train / val / test samples) and a warning when training data is small."""
+    ok = runs[runs["outcome"] == "ok"]
+    columns = [c for c in ("train_samples", "val_samples", "test_samples") if c in ok and ok[c].notna().any()]
+    if not columns:
+        return ["Split sizes: not logged by these runs (trials log `train_samples`, `val_samples`, `test_samples`)."]
 
-    Args:
-        runs: :func:`sweeper.results.load_runs` output (one sweep).
-        history: :func:`sweeper.results.load_history` output for those runs (may be empty).
-        budget: the limits of the recommendation.
-        out_dir: created if missing.
-        sweep_id: experiment: shown in the title.
-    """
-    out = Path(out_dir)
+    def shown(column: str) -> str:
+        values = ok[column].dropna().astype(int)
+        low, high = values.min(), values.max()
+        return f"{low:,}" if low == high else f"{low:,}–{high:,}"
+
+    names = {"train_samples": "train", "val_samples": "validation", "test_samples": "test"}
+    lines = ["Split sizes (samples): " + ", ".join(f"{names[c]} {shown(c)}" for c in columns) + "."]
+    if "train_samples" in columns and ok["train_samples"].min() < SMALL_TRAIN:
+        lines.append(f"**Warning**: {int(ok['train_samples'].min()):,} training samples after the validation carve "
+                     f"(fewer than {SMALL_TRAIN:,}): on small data the carve itself costs accuracy; compare with "
+                     "published numbers only after training on every training sample, or lower `data.val_fraction`.")
+    return lines
+
+
+def _write_one(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: Path, *, sweep_id: str,
+               experiment: str, note: str = "") -> ReportResult:
+    """The report of one configuration space (see :func:`write_report`)."""
     out.mkdir(parents=True, exist_ok=True)
     runs = prepare_runs(runs)
     runs.to_csv(out / "runs.csv", index=False)
@@ -260,6 +334,9 @@ def write_report(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out_
         f"Experiment `{experiment or '?'}`, sweep `{sweep_id or '?'}`: {len(runs)} runs, "
         f"{counts.get('ok', 0)} finished, {counts.get('failed', 0)} failed, {counts.get('pruned', 0)} pruned; "
         f"{len(table)} configurations. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        *([note] if note else []),
+        METHOD,
+        *_split_sizes(runs),
     ])
     if ranked.empty:
         header.blocks.append("**No run finished**: nothing to rank or recommend. The failures are listed below.")
@@ -270,12 +347,14 @@ def write_report(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out_
                                         out / "accuracy_vs_size.png")
         latency_plot = plots.plot_tradeoff(ranked, "latency_ms", "latency per sample at batch 1 (ms, log scale)",
                                            out / "accuracy_vs_latency.png")
+        ratio = _ratio_section(table, out)
         sections = [
             header,
             _recommendation_section(rec),
             Section("Ranking", [_ranking(table, _batch_label(runs))]),
             _pareto_section(ranked, size_plot, latency_plot),
             _family_section(table),
+            *([ratio] if ratio is not None else []),
             _optimizer_section(runs, table, history, out),
             _strategy_section(runs, table, history, out),
             _failures_section(runs),
@@ -284,6 +363,44 @@ def write_report(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out_
     (out / "report.html").write_text(render_html(title, sections), encoding="utf-8")
     files = sorted(p for p in out.iterdir() if p.suffix in (".md", ".html", ".png", ".csv"))
     return ReportResult(out, files, rec, table, runs)
+
+
+def write_report(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out_dir: Path | str, *,
+                 sweep_id: str = "", experiment: str = "") -> ReportResult:
+    """Write ``report.md``, ``report.html``, PNG plots and ``runs.csv`` for the runs of one sweep.
+
+    A sweep id whose runs were made under different fixed overrides holds several sweeps
+    (:func:`sweeper.report.grouping.split_sweeps`): the most recent is reported in
+    ``out_dir``, each other one in ``out_dir/sweep-<k>/``; every report names the others
+    and never mixes their runs.
+
+    Args:
+        runs: :func:`sweeper.results.load_runs` output (one sweep id).
+        history: :func:`sweeper.results.load_history` output for those runs (may be empty).
+        budget: the limits of the recommendation.
+        out_dir: created if missing.
+        sweep_id: experiment: shown in the title.
+    """
+    out = Path(out_dir)
+    parts = split_sweeps(runs)
+    if len(parts) == 1:
+        return _write_one(runs, history, budget, out, sweep_id=sweep_id, experiment=experiment)
+    keys = differing_keys([part for _, part in parts])
+    dirs = [out, *(out / f"sweep-{k}" for k in range(2, len(parts) + 1))]
+    listing = "; ".join(f"`{name}` in {'this report' if d == out else f'{d.name}/report.md'}"
+                        for (name, _), d in zip(parts, dirs))
+    differing = f" (differing config keys: {', '.join(f'`{k}`' for k in keys)})" if keys else ""
+    results = []
+    for (name, part), directory in zip(parts, dirs):
+        note = (f"**{len(parts)} sweeps under one sweep id**: its runs were made under different fixed overrides"
+                f"{differing} and are reported separately, never mixed. This report: `{name}`"
+                f"{' (the most recent)' if directory == out else ''}. All: {listing}. To keep sweeps apart, give each "
+                "its own sweep dir (`hydra.sweep.dir=...`) or `tracking.sweep_id`.")
+        results.append(_write_one(part, history, budget, directory, sweep_id=sweep_id, experiment=experiment,
+                                  note=note))
+    main, *others = results
+    main.others = others
+    return main
 
 
 def generate(budget: Budget, out_dir: Path | str, *, experiment: str = "sweeper", sweep_id: str | None = None,

@@ -103,3 +103,6 @@ class ReportCallback(Callback):
                     "mlflow.note.content": result.recommendation.sentence}
             with TrialRun(uri, experiment, run_name=f"report {sweep_id}", tags=tags) as run:
                 run.log_artifacts(result.files)
+                for other in result.others:  # the other sweeps of this sweep id, in their own folders
+                    for path in other.files:
+                        run.client.log_artifact(run.run_id, str(path), other.out_dir.name)

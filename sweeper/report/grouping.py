@@ -1,7 +1,9 @@
 """From trials to configurations: which runs count, what a configuration is, and its stats over seeds.
 
 A *configuration* is every config value that varies in the sweep except ``seed``; the
-runs of one configuration differ only by seed, and the report shows their mean and spread.
+runs of one configuration differ only by seed, and the report shows their mean, its 95 %
+t-interval and spread. Configurations are ordered (and chosen) by the mean validation
+score (:data:`sweeper.report.stats.SELECT`); the test score is what is reported.
 """
 
 from __future__ import annotations
@@ -11,13 +13,19 @@ import math
 import pandas as pd
 
 from sweeper.report.families import BASELINE, family_of
+from sweeper.report.stats import SCORE, SELECT, Comparison, compare_scores, mean_interval
 from sweeper.results import GROUP_COLUMNS
 
-__all__ = ["REQUIRED_METRICS", "baseline_for", "classify", "config_labels", "group_configs", "network_keys", "tied"]
+__all__ = ["FIXED_TAG", "REQUIRED_METRICS", "STRENGTH_SUFFIXES", "baseline_for", "classify", "compare_configs",
+           "config_labels", "differing_keys", "group_configs", "network_keys", "split_sweeps", "strength_columns",
+           "total_epochs"]
 
-REQUIRED_METRICS = ("test_accuracy", "size_bytes", "latency_ms")
+REQUIRED_METRICS = (SCORE, "size_bytes", "latency_ms")
+STRENGTH_SUFFIXES = (".amount", ".bits")  # compression strengths (a pipeline's stages' too) a sweep may vary
+FIXED_TAG = "fixed_overrides"  # the command line's overrides that are not swept, as a trial logs them
 _IGNORED_PREFIXES = ("tracking.", "hydra.")
-_MEANS = ["size_bytes", "compression_ratio", "latency_ms", "latency_ms_batch", "train_seconds", "epochs_run"]
+_MEANS = ["size_bytes", "compression_ratio", "latency_ms", "latency_ms_batch", "train_seconds", "epochs_run",
+          "total_epochs", "steps", "train_samples", "val_samples", "test_samples"]
 
 
 def classify(runs: pd.DataFrame) -> pd.DataFrame:
@@ -117,35 +125,87 @@ def _pooled_latency(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({m: network.map(medians[m]) for m in present}, index=runs.index)
 
 
+def total_epochs(runs: pd.DataFrame) -> pd.Series:
+    """Every epoch a run's result cost: ``epochs_run`` + fine-tuning epochs + teacher epochs.
+
+    Fine-tuning: ``compression.finetune_epochs`` and a pipeline's
+    ``compression.stages.<stage>.finetune_epochs``; the teacher: the ``teacher_epochs`` metric
+    of a distillation, else its ``compression[.stages.<stage>].teacher_epochs`` parameter
+    (a cached teacher counts too: its training is part of the result).
+
+    Example:
+        >>> frame = pd.DataFrame({"epochs_run": [3, 3], "compression.finetune_epochs": [None, 5]})
+        >>> total_epochs(frame).tolist()
+        [3.0, 8.0]
+    """
+    def summed(suffix: str) -> pd.Series:
+        columns = [c for c in runs.columns if c.startswith("compression.") and c.endswith(suffix)]
+        if not columns:
+            return pd.Series(0.0, index=runs.index)
+        return runs[columns].apply(pd.to_numeric, errors="coerce").fillna(0.0).sum(axis=1)
+
+    teacher = summed(".teacher_epochs")
+    if "teacher_epochs" in runs:
+        teacher = pd.to_numeric(runs["teacher_epochs"], errors="coerce").fillna(teacher)
+    epochs = pd.to_numeric(runs["epochs_run"], errors="coerce") if "epochs_run" in runs else math.nan
+    return epochs + summed(".finetune_epochs") + teacher
+
+
+def strength_columns(frame: pd.DataFrame) -> list[str]:
+    """The compression-strength config keys of ``frame`` (``compression.amount``, ``compression.bits``, ...)."""
+    return sorted(c for c in frame.columns if c.startswith("compression.") and c.endswith(STRENGTH_SUFFIXES))
+
+
+def _scores(frame: pd.DataFrame, metric: str) -> dict[object, float]:
+    """``{seed: metric}`` of finished runs (a repeated seed keeps its first run)."""
+    if metric not in frame:
+        return {}
+    present = frame[frame[metric].notna()]
+    seeds = present["seed"] if "seed" in present else pd.Series(range(len(present)), index=present.index)
+    scores: dict[object, float] = {}
+    for seed, value in zip(seeds, present[metric].astype(float)):
+        scores.setdefault(seed, float(value))
+    return scores
+
+
 def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration, best mean test accuracy first.
+    """One row per configuration, best mean validation score first.
 
     Args:
         runs: :func:`sweeper.results.load_runs` output with ``config``, ``outcome`` columns
             added (see :func:`config_labels` and :func:`classify`).
 
     Returns:
-        Index ``config``; columns ``rank`` (1 = best; NaN when no run finished), ``family``,
-        the group choices, ``lr``, ``acc_mean``, ``acc_std`` (sample std over seeds, NaN
-        for one seed), ``accuracies`` (per seed), ``n_seeds`` (finished runs), ``n_failed``,
-        ``n_pruned``, ``latency_kind`` and the means of ``size_bytes``, ``compression_ratio``,
-        ``latency_ms``, ``latency_ms_batch``, ``train_seconds``, ``epochs_run``. The latencies
-        are the median over all finished runs of the same deployed network (`network_keys`),
-        so configurations that differ only in how the network was trained share one latency.
+        Index ``config``; columns ``rank`` (1 = best mean validation score; NaN when no run
+        finished), ``family``, the group choices, ``lr``, ``acc_mean`` (mean test score over
+        seeds), ``acc_low``, ``acc_high`` (its 95 % t-interval, clipped to [0, 1]; NaN for one seed), ``acc_std``
+        (sample std; NaN for one seed), ``accuracies`` (per seed), ``scores`` (``{seed: test
+        score}``), ``val_mean`` (mean validation score, what ranks: the test score where a run
+        has none), ``n_seeds`` (finished runs), ``n_failed``, ``n_pruned``, ``latency_kind``
+        and the means of ``size_bytes``, ``compression_ratio``, ``latency_ms``,
+        ``latency_ms_batch``, ``train_seconds``, ``epochs_run``, ``total_epochs``
+        (:func:`total_epochs`), ``steps``, the split sizes and the compression strengths
+        (:func:`strength_columns`). The latencies are the median
+        over all finished runs of the same deployed network (`network_keys`), so
+        configurations that differ only in how the network was trained share one latency.
     """
     pooled = _pooled_latency(runs)
-    runs = runs.assign(**{metric: pooled[metric] for metric in pooled})
+    runs = runs.assign(**{metric: pooled[metric] for metric in pooled}, total_epochs=total_epochs(runs))
     rows = []
     for label, group in runs.groupby("config", sort=False):
         ok = group[group["outcome"] == "ok"]
         row: dict[str, object] = {"config": label}
-        for column in [*GROUP_COLUMNS, "lr"]:
+        for column in [*GROUP_COLUMNS, "lr", *strength_columns(runs)]:
             row[column] = _first(group[column]) if column in group else None
         row["family"] = family_of(row["compression"]) if row["compression"] is not None else "other"
-        accuracies = ok["test_accuracy"].astype(float).tolist()
-        row["accuracies"] = accuracies
-        row["acc_mean"] = float(pd.Series(accuracies).mean()) if accuracies else math.nan
+        scores = _scores(ok, SCORE)
+        accuracies = ok[SCORE].astype(float).tolist()
+        row["accuracies"], row["scores"] = accuracies, scores
+        mean, low, high = mean_interval(accuracies)
+        row["acc_mean"], row["acc_low"], row["acc_high"] = mean, max(low, 0.0), min(high, 1.0)  # a fraction
         row["acc_std"] = float(pd.Series(accuracies).std(ddof=1)) if len(accuracies) > 1 else math.nan
+        selection = ok[SELECT].astype(float).fillna(ok[SCORE].astype(float)) if SELECT in ok else ok[SCORE]
+        row["val_mean"] = float(selection.mean()) if len(ok) else math.nan
         row["n_seeds"] = len(ok)
         row["n_failed"] = int((group["outcome"] == "failed").sum())
         row["n_pruned"] = int((group["outcome"] == "pruned").sum())
@@ -154,36 +214,75 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
             row[metric] = float(ok[metric].astype(float).mean()) if metric in ok and len(ok) else math.nan
         rows.append(row)
     table = pd.DataFrame(rows).set_index("config")
-    table = table.sort_values(["acc_mean", "size_bytes"], ascending=[False, True], na_position="last")
+    table = table.sort_values(["val_mean", "size_bytes"], ascending=[False, True], na_position="last")
     ranked = table["acc_mean"].notna()
     table["rank"] = pd.Series(range(1, int(ranked.sum()) + 1), index=table.index[ranked])
     return table
 
 
-def tied(mean_a: float, std_a: float, mean_b: float, std_b: float) -> bool:
-    """Whether two accuracies are a tie: their intervals mean ± 1 std over seeds overlap.
+def compare_configs(table: pd.DataFrame, config: str, other: str) -> Comparison:
+    """``config`` against ``other`` on the test score over seeds (paired on common seeds, else Welch).
 
-    A configuration with one seed has no measured spread; its interval is the point itself.
-
-    Example:
-        >>> tied(0.90, 0.01, 0.91, 0.005), tied(0.90, 0.001, 0.95, 0.001)
-        (True, False)
+    ``table`` is :func:`group_configs` output. Not Holm-adjusted: see :func:`sweeper.report.stats.decide`.
     """
-    spread_a = 0.0 if math.isnan(std_a) else std_a
-    spread_b = 0.0 if math.isnan(std_b) else std_b
-    return abs(mean_a - mean_b) <= spread_a + spread_b
+    return compare_scores(table.at[config, "scores"], table.at[other, "scores"])
 
 
 def baseline_for(table: pd.DataFrame, config: str) -> str | None:
     """The `compression=none` configuration to compare ``config`` against, if the sweep has one.
 
     Prefers the one trained the same way (same data, model, optimizer, strategy, lr), else
-    the most accurate `none` configuration. ``table`` is :func:`group_configs` output.
+    the `none` configuration with the best validation score. ``table`` is :func:`group_configs` output.
     """
     candidates = table[(table["compression"] == BASELINE) & table["acc_mean"].notna()]
+    candidates = candidates.sort_values("val_mean", ascending=False)
     if candidates.empty:
         return None
     row = table.loc[config]
     same = [c for c in [*GROUP_COLUMNS, "lr"] if c != "compression"]
     match = candidates[[all(_key(candidates.at[i, c]) == _key(row[c]) for c in same) for i in candidates.index]]
     return str((match if len(match) else candidates).index[0])
+
+
+def _fixed_key(runs: pd.DataFrame) -> pd.Series:
+    if FIXED_TAG not in runs:
+        return pd.Series("", index=runs.index)
+    return runs[FIXED_TAG].fillna("").astype(str)
+
+
+def split_sweeps(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The configuration spaces of one sweep id: runs made under the same fixed overrides.
+
+    A sweep dir run again with other fixed overrides (``strategy.epochs=200``, then
+    ``strategy.epochs=20``) holds two sweeps; trials log their command line's fixed
+    overrides as the tag :data:`FIXED_TAG`. Runs without it (older runs) form one sweep.
+
+    Returns:
+        ``[(description, runs), ...]``, the most recent first; the description names the
+        fixed overrides (or the config keys that differ between the parts), ``""`` when the
+        runs form a single sweep.
+
+    Example:
+        >>> runs = pd.DataFrame({"start_time": [1, 2, 3], FIXED_TAG: ["a=1", "a=1", "a=2"]})
+        >>> [(name, len(part)) for name, part in split_sweeps(runs)]
+        [('a=2', 1), ('a=1', 2)]
+    """
+    key = _fixed_key(runs)
+    if key.nunique() <= 1:
+        return [("", runs)]
+    latest = runs.groupby(key)["start_time"].max().sort_values(ascending=False) if "start_time" in runs else (
+        pd.Series(0, index=key.unique()))
+    return [(str(value) or "(no fixed overrides)", runs[key == value]) for value in latest.index]
+
+
+def differing_keys(parts: list[pd.DataFrame]) -> list[str]:
+    """Config keys constant within each part but not the same in all: what tells the parts apart."""
+    if len(parts) < 2:
+        return []
+    columns = [c for c in _candidate_columns(parts[0]) if all(c in p for p in parts)]
+    differing = []
+    for column in columns:
+        values = [set(p[column].map(_key)) for p in parts]
+        if all(len(v) == 1 for v in values) and len(set().union(*values)) > 1:
+            differing.append(column)
+    return differing

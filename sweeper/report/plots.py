@@ -16,7 +16,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from sweeper.report.pareto import pareto_mask
 
-__all__ = ["plot_curves", "plot_lr_sensitivity", "plot_tradeoff"]
+__all__ = ["plot_curves", "plot_lr_sensitivity", "plot_ratio_curves", "plot_tradeoff"]
 
 _DPI = 110
 
@@ -29,13 +29,18 @@ def _log_x(ax: Axes) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _yerr(mean: pd.Series, low: pd.Series, high: pd.Series) -> np.ndarray:
+    """Asymmetric error bars in percent from a 95 % interval (zero where there is none: one seed)."""
+    return 100 * np.vstack([(mean - low).fillna(0.0).to_numpy(float), (high - mean).fillna(0.0).to_numpy(float)])
+
+
 def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
     return path
 
 
 def plot_tradeoff(table: pd.DataFrame, x: str, xlabel: str, path: Path) -> Path:
-    """Test accuracy (mean ± std over seeds) against ``x`` (log scale), the 2-D front drawn.
+    """Test accuracy (mean, 95 % t-interval over seeds) against ``x`` (log scale), the 2-D front drawn.
 
     Points are coloured by compression family; points on the accuracy-vs-``x`` front are
     joined by a step line and marked with their rank in the ranking table.
@@ -44,7 +49,8 @@ def plot_tradeoff(table: pd.DataFrame, x: str, xlabel: str, path: Path) -> Path:
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
     for family, group in ranked.groupby("family", sort=True):
-        ax.errorbar(group[x], 100 * group["acc_mean"], yerr=100 * group["acc_std"].fillna(0.0),
+        yerr = _yerr(group["acc_mean"], group["acc_low"], group["acc_high"])
+        ax.errorbar(group[x], 100 * group["acc_mean"], yerr=yerr,
                     fmt="o", ms=7, capsize=3, alpha=0.85, label=family)
     if len(ranked):
         front = ranked[pareto_mask(np.column_stack([-ranked["acc_mean"], ranked[x]]))].sort_values(x)
@@ -64,18 +70,43 @@ def plot_tradeoff(table: pd.DataFrame, x: str, xlabel: str, path: Path) -> Path:
 
 
 def plot_lr_sensitivity(sensitivity: pd.DataFrame, path: Path) -> Path:
-    """Test accuracy against learning rate (log scale), one curve per optimizer, ± std bars."""
+    """Validation accuracy against learning rate (log scale), one curve per optimizer, 95 % interval bars."""
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
     for optimizer, curve in sensitivity.sort_values("lr").groupby("optimizer", sort=True):
-        ax.errorbar(curve["lr"], 100 * curve["mean"], yerr=100 * curve["std"].fillna(0.0),
+        ax.errorbar(curve["lr"], 100 * curve["mean"], yerr=_yerr(curve["mean"], curve["low"], curve["high"]),
                     marker="o", capsize=3, label=str(optimizer))
     _log_x(ax)
     ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Learning-rate sensitivity (mean ± std over seeds)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Learning-rate sensitivity (mean, 95 % interval over seeds)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title="optimizer", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_ratio_curves(curves: pd.DataFrame, table: pd.DataFrame, path: Path) -> Path:
+    """Test accuracy against compression ratio (log scale), one curve per family, 95 % interval bars.
+
+    ``curves`` is :func:`sweeper.report.analysis.ratio_curves` output; the uncompressed
+    configurations of ``table`` are drawn as stars at their ratio (1x).
+    """
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot()
+    for family, curve in curves.sort_values("ratio").groupby("family", sort=True):
+        ax.errorbar(curve["ratio"], 100 * curve["mean"], yerr=_yerr(curve["mean"], curve["low"], curve["high"]),
+                    marker="o", capsize=3, label=str(family))
+    base = table[(table["family"] == "baseline") & table["acc_mean"].notna()]
+    if len(base):
+        ax.errorbar(base["compression_ratio"].fillna(1.0), 100 * base["acc_mean"],
+                    yerr=_yerr(base["acc_mean"], base["acc_low"], base["acc_high"]), fmt="*", ms=12, capsize=3,
+                    color="black", label="none (baseline)")
+    _log_x(ax)
+    ax.set_xlabel("compression ratio (dense fp32 size / artifact size, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Test accuracy vs compression ratio (mean, 95 % interval over seeds)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="compression family", fontsize=9)
     return _save(fig, path)
 
 

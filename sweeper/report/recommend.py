@@ -1,8 +1,10 @@
-"""The decision: the most accurate configuration within the budgets, the runner-up, and why.
+"""The decision: the best configuration within the budgets (by validation score), the runner-up, and why.
 
 Budgets apply to the means over seeds: ``size_bytes`` (KiB = 1024 bytes), ``latency_ms``
-(per sample at batch 1) and ``test_accuracy``. Accuracy differences within the seeds'
-spread are ties (:func:`sweeper.report.grouping.tied`), never wins.
+(per sample at batch 1) and ``test_accuracy``. Among the feasible configurations the one
+with the best mean validation score is chosen; its test score is reported. Differences
+that a paired (or Welch) t-test cannot support after Holm's correction over the
+recommendation's comparisons are ties (:mod:`sweeper.report.stats`), never wins.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from sweeper.report.grouping import baseline_for, tied
+from sweeper.report.grouping import baseline_for, compare_configs
+from sweeper.report.stats import Comparison, decide
 
 __all__ = ["LATENCY_NOISE", "Budget", "Recommendation", "compare", "recommend"]
 
@@ -91,41 +94,59 @@ def _ratio(value: float, reference: float, *, above: str, below: str, same: str)
     return same
 
 
-def compare(table: pd.DataFrame, config: str, other: str) -> str:
-    """``config`` against ``other`` in words: size, accuracy (tie or not), latency at batch 1.
+def compare(table: pd.DataFrame, config: str, other: str, comparison: Comparison | None = None) -> str:
+    """``config`` against ``other`` in words: size, accuracy (with its test), latency, training budget.
 
-    Example: ``3.9x smaller, -0.2 pp accuracy (a tie), 1.7x slower at batch 1``.
+    ``comparison``: the accuracy comparison, Holm-adjusted by the caller (default: unadjusted).
+    Example: ``3.9x smaller, accuracy: a tie, not distinguishable with 3 seeds (about 40 needed):
+    -0.2 pp [-1.1, +0.7], paired p = 0.4 (Holm), P(A>B) = 0.33, 1.7x slower at batch 1``.
     """
     a, b = table.loc[config], table.loc[other]
-    delta = 100 * (a["acc_mean"] - b["acc_mean"])
-    tie = tied(a["acc_mean"], a["acc_std"], b["acc_mean"], b["acc_std"])
+    comparison = comparison or compare_configs(table, config, other)
+    verdict = "a tie, " + comparison.words() if comparison.tie else comparison.words()
     parts = [
         _ratio(a["size_bytes"], b["size_bytes"], above="larger", below="smaller", same="same size"),
-        f"{delta:+.1f} pp accuracy" + (" (a tie: within the seeds' spread)" if tie else ""),
+        f"accuracy: {verdict}",
         _ratio(a["latency_ms"], b["latency_ms"], above="slower", below="faster", same="as fast")
         + " at batch 1" + (" (simulated)" if a["latency_kind"] == "simulated" else ""),
+        _budget(a, b),
     ]
     return ", ".join(p for p in parts if p)
 
 
+def _budget(a: pd.Series, b: pd.Series) -> str:
+    """``trained 8 epochs in all against 3`` when ``a`` had more training than ``b``, else ``""``."""
+    ours, theirs = a.get("total_epochs", math.nan), b.get("total_epochs", math.nan)
+    if pd.isna(ours) or pd.isna(theirs) or ours <= theirs:
+        return ""
+    return f"trained {ours:.0f} epochs in all (incl. fine-tuning, teacher) against {theirs:.0f}: more training"
+
+
 def _describe(row: pd.Series) -> str:
-    spread = "" if math.isnan(row["acc_std"]) else f" ± {100 * row['acc_std']:.1f}"
-    seeds = f"{int(row['n_seeds'])} seed" + ("s" if row["n_seeds"] != 1 else "")
-    return (f"test accuracy {100 * row['acc_mean']:.1f}{spread} % ({seeds}), {row['size_bytes'] / 1024:.1f} KiB, "
+    if pd.isna(row["acc_low"]):
+        spread = " (1 seed: no interval)"
+    else:
+        seeds = f"{int(row['n_seeds'])} seeds"
+        spread = f" (95 % CI {100 * row['acc_low']:.1f}–{100 * row['acc_high']:.1f}, {seeds})"
+    return (f"test accuracy {100 * row['acc_mean']:.1f} %{spread}, validation {100 * row['val_mean']:.1f} %, "
+            f"{row['size_bytes'] / 1024:.1f} KiB, "
             f"{row['latency_ms']:.3f} ms per sample at batch 1 ({row['latency_kind']})")
 
 
 def _why(table: pd.DataFrame, best: str, runner_up: str | None) -> tuple[str, bool]:
     row = table.loc[best]
-    text = f"Choose **{best}**: {_describe(row)}."
+    text = f"Choose **{best}**: the best mean validation accuracy within the budget; {_describe(row)}."
     baseline = baseline_for(table, best)
+    pairs = [(best, baseline)] if baseline is not None and baseline != best else []
+    pairs += [(runner_up, best)] if runner_up is not None else []
+    decided = dict(zip(pairs, decide([compare_configs(table, a, b) for a, b in pairs])))  # Holm over these
     if baseline is not None and baseline != best:
-        text += f" Against {baseline}: {compare(table, best, baseline)}."
+        text += f" Against {baseline}: {compare(table, best, baseline, decided[best, baseline])}."
     if runner_up is None:
         return text + " It is the only configuration within the budget.", False
     other = table.loc[runner_up]
-    tie = tied(row["acc_mean"], row["acc_std"], other["acc_mean"], other["acc_std"])
-    text += f" Runner-up **{runner_up}**: {compare(table, runner_up, best)}."
+    tie = decided[runner_up, best].tie
+    text += f" Runner-up **{runner_up}**: {compare(table, runner_up, best, decided[runner_up, best])}."
     reasons = [name for name, better in (
         ("size", other["size_bytes"] * 1.05 <= row["size_bytes"]),
         ("latency", other["latency_ms"] * LATENCY_NOISE <= row["latency_ms"]),
@@ -139,7 +160,7 @@ def _why(table: pd.DataFrame, best: str, runner_up: str | None) -> tuple[str, bo
 
 
 def recommend(table: pd.DataFrame, budget: Budget) -> Recommendation:
-    """The most accurate configuration within ``budget``, the runner-up and a sentence on why.
+    """The best configuration within ``budget`` by mean validation score, the runner-up and why.
 
     When nothing is feasible: the closest configuration (smallest total relative excess)
     and, for each budget it breaks, the value that would admit it.
@@ -148,7 +169,7 @@ def recommend(table: pd.DataFrame, budget: Budget) -> Recommendation:
         table: :func:`sweeper.report.grouping.group_configs` output.
         budget: the limits.
     """
-    ranked = table[table["acc_mean"].notna()].sort_values(["acc_mean", "size_bytes"], ascending=[False, True])
+    ranked = table[table["acc_mean"].notna()].sort_values(["val_mean", "size_bytes"], ascending=[False, True])
     if ranked.empty:
         return Recommendation(budget, None, None, False, [], "No configuration finished; nothing to recommend.")
     feasible = [str(c) for c in ranked.index if not budget.excess(ranked.loc[c])]
