@@ -1,0 +1,218 @@
+"""The report's statistics over seeds: intervals of a mean, comparisons of two configurations, Holm.
+
+* :func:`mean_interval`: the 95 % Student-t interval of a mean over seeds (``scipy.stats.t``).
+* :func:`compare_scores`: the difference of two configurations' means, **paired** over their
+  common seeds (``scipy.stats.ttest_rel``) when they share every seed, Welch's t-test
+  (``scipy.stats.ttest_ind(equal_var=False)``) otherwise, with the 95 % interval of the
+  difference, the probability of improvement P(A > B) over seeds (Bouthillier et al. 2021)
+  and the number of seeds a test at 80 % power would need to tell them apart.
+* :func:`holm`: Holm's (1979) step-down adjustment of the p-values of one table.
+* :func:`decide`: the comparisons of one table, Holm-adjusted: each a win, a loss or a tie.
+
+The metric names live here (:data:`SCORE`, :data:`SELECT`), so the report reads one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["LEVEL", "SCORE", "SELECT", "Comparison", "compare_scores", "decide", "holm", "mean_interval",
+           "prob_improvement", "seeds_needed"]
+
+SCORE = "test_accuracy"  # what the report reports, once, for what was selected
+SELECT = "val_accuracy"  # what every choice (best lr, best of a family, the recommendation) is made on
+LEVEL = 0.95  # the confidence level of every interval and test (alpha = 0.05)
+POWER = 0.8  # the power the seeds-needed estimate aims at
+
+
+def mean_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """The mean of ``values`` and its Student-t confidence interval ``(mean, low, high)``.
+
+    One value (or none) has no interval: ``low`` and ``high`` are NaN. Zero spread gives a
+    zero-width interval.
+
+    Example:
+        >>> [round(v, 4) for v in mean_interval([0.90, 0.91, 0.92])]
+        [0.91, 0.8852, 0.9348]
+        >>> mean_interval([0.9])[1:]
+        (nan, nan)
+    """
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(array.mean())
+    if array.size < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, array.size - 1) * array.std(ddof=1) / math.sqrt(array.size))
+    return mean, mean - half, mean + half
+
+
+def prob_improvement(a: Sequence[float], b: Sequence[float], *, paired: bool) -> float:
+    """P(A > B) over seeds: the share of seed pairs where A beats B, ties counting one half.
+
+    Paired: the pairs are the common seeds (same split and init); unpaired: every pair of a
+    run of A with a run of B (Bouthillier et al. 2021).
+
+    Example:
+        >>> prob_improvement([0.9, 0.8], [0.85, 0.8], paired=True), prob_improvement([1, 2], [2, 0], paired=False)
+        (0.75, 0.625)
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if not x.size or not y.size:
+        return math.nan
+    diff = x - y if paired else (x[:, None] - y[None, :]).ravel()
+    return float(np.mean(np.where(diff > 0, 1.0, np.where(diff == 0, 0.5, 0.0))))
+
+
+def seeds_needed(delta: float, sd: float, *, paired: bool, level: float = LEVEL, power: float = POWER) -> float:
+    """Seeds per configuration for a two-sided test at ``level`` to detect ``delta`` with ``power``.
+
+    The normal approximation ``n = (z_{1-alpha/2} + z_power)^2 sd^2 / delta^2`` paired (``sd``:
+    of the per-seed differences), twice that unpaired (``sd``: of one configuration's
+    scores), refined with Student-t quantiles: the smallest ``n`` that satisfies the same
+    formula with ``t`` quantiles at the test's degrees of freedom (``n - 1`` paired,
+    ``2n - 2`` unpaired), which the normal one underestimates at few seeds. NaN when it
+    cannot be told (no spread measured, or no difference).
+
+    Example:
+        >>> seeds_needed(0.01, 0.01, paired=False), seeds_needed(0.01, 0.01, paired=True)
+        (17, 10)
+    """
+    if not (math.isfinite(delta) and math.isfinite(sd)) or delta == 0 or sd == 0:
+        return math.nan
+    factor = (1 if paired else 2) * sd * sd / (delta * delta)
+
+    def enough(n: int) -> bool:
+        dof = n - 1 if paired else 2 * n - 2
+        t = stats.t.ppf(0.5 + level / 2, dof) + stats.t.ppf(power, dof)
+        return n >= factor * t * t
+
+    z = stats.norm.ppf(0.5 + level / 2) + stats.norm.ppf(power)
+    n = max(2, math.ceil(factor * z * z))
+    while not enough(n) and n < 10**6:
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A against B over seeds; differences are A - B of the mean score.
+
+    ``p`` is the raw two-sided p-value, ``p_holm`` the Holm-adjusted one within its table
+    (equal to ``p`` until :func:`decide` adjusts it); ``tie`` when the difference is not
+    significant at :data:`LEVEL` after adjustment, or cannot be tested (a single seed).
+    """
+
+    delta: float
+    low: float
+    high: float
+    p: float
+    paired: bool
+    p_improve: float
+    n_a: int
+    n_b: int
+    needed: float
+    p_holm: float = math.nan
+
+    @property
+    def testable(self) -> bool:
+        """Whether there are enough seeds for a test (>= 2 per side, or >= 2 common seeds paired)."""
+        return math.isfinite(self.p)
+
+    @property
+    def tie(self) -> bool:
+        """Not significant after Holm (or untestable): the data cannot tell A from B."""
+        p = self.p_holm if math.isfinite(self.p_holm) else self.p
+        return not (math.isfinite(p) and p < 1 - LEVEL)
+
+    @property
+    def seeds(self) -> int:
+        """The seeds behind the comparison (the smaller side)."""
+        return min(self.n_a, self.n_b)
+
+    def words(self) -> str:
+        """The verdict in words, with the difference (A - B, pp), its 95 % interval, p and P(A>B).
+
+        Example:
+            >>> Comparison(0.004, -0.02, 0.028, 0.6, True, 0.67, 3, 3, 120).words()
+            'not distinguishable with 3 seeds (about 120 needed): +0.4 pp [-2.0, +2.8], paired p = 0.6, P(A>B) = 0.67'
+        """
+        if not self.testable:
+            return (f"{100 * self.delta:+.1f} pp, not distinguishable with {self.seeds} seed"
+                    f"{'s' if self.seeds != 1 else ''} (1 seed: no interval)")
+        p = self.p_holm if math.isfinite(self.p_holm) else self.p
+        shown = "< 0.001" if p < 0.001 else f"= {p:.2g}"
+        numbers = (f"{100 * self.delta:+.1f} pp [{100 * self.low:+.1f}, {100 * self.high:+.1f}], "
+                   f"{'paired' if self.paired else 'Welch'} p {shown}"
+                   f"{' (Holm)' if math.isfinite(self.p_holm) else ''}, P(A>B) = {self.p_improve:.2f}")
+        if not self.tie:
+            return f"significant: {numbers}"
+        needed = f" (about {int(self.needed)} needed)" if math.isfinite(self.needed) else ""
+        return f"not distinguishable with {self.seeds} seeds{needed}: {numbers}"
+
+
+def compare_scores(a: Mapping[object, float], b: Mapping[object, float], level: float = LEVEL) -> Comparison:
+    """Compare two configurations from their scores per seed (``{seed: score}``).
+
+    Paired when both have the same seeds (at least two); Welch's unequal-variance t-test
+    otherwise (at least two seeds each). Fewer: an untestable comparison (p NaN, a tie).
+
+    Example:
+        >>> c = compare_scores({0: 0.92, 1: 0.93, 2: 0.94}, {0: 0.90, 1: 0.91, 2: 0.92})
+        >>> c.paired, round(100 * c.delta, 1), c.tie, c.p_improve
+        (True, 2.0, False, 1.0)
+    """
+    x = np.array(list(a.values()), dtype=float)
+    y = np.array(list(b.values()), dtype=float)
+    delta = float(x.mean() - y.mean()) if x.size and y.size else math.nan
+    paired = set(a) == set(b) and len(a) >= 2
+    if paired:
+        seeds = sorted(a, key=str)
+        xs, ys = np.array([a[s] for s in seeds], dtype=float), np.array([b[s] for s in seeds], dtype=float)
+        diff = xs - ys
+        sd = float(diff.std(ddof=1))
+        _, low, high = mean_interval(diff, level)
+        p = (1.0 if delta == 0 else 0.0) if sd == 0 else float(stats.ttest_rel(xs, ys).pvalue)
+        return Comparison(delta, low, high, p, True, prob_improvement(xs, ys, paired=True), len(xs), len(ys),
+                          seeds_needed(delta, sd, paired=True, level=level))
+    if x.size < 2 or y.size < 2:
+        return Comparison(delta, math.nan, math.nan, math.nan, False, prob_improvement(x, y, paired=False),
+                          len(x), len(y), math.nan)
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(va + vb)
+    if se == 0:
+        p, low, high = (1.0 if delta == 0 else 0.0), delta, delta
+    else:
+        dof = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
+        half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
+        p, low, high = float(stats.ttest_ind(x, y, equal_var=False).pvalue), delta - half, delta + half
+    sd = math.sqrt((x.var(ddof=1) + y.var(ddof=1)) / 2)
+    return Comparison(delta, low, high, p, False, prob_improvement(x, y, paired=False), len(x), len(y),
+                      seeds_needed(delta, sd, paired=False, level=level))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count as a test).
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03])
+        [0.03, 0.06, 0.06]
+    """
+    indexed = [(p, i) for i, p in enumerate(pvalues) if math.isfinite(p)]
+    adjusted = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(indexed)):
+        running = max(running, min(1.0, (len(indexed) - rank) * p))
+        adjusted[i] = round(running, 12)
+    return adjusted
+
+
+def decide(comparisons: Sequence[Comparison]) -> list[Comparison]:
+    """The comparisons of one table with their Holm-adjusted p-values set (``p_holm``)."""
+    adjusted = holm([c.p for c in comparisons])
+    return [replace(c, p_holm=p) for c, p in zip(comparisons, adjusted)]
