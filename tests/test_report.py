@@ -441,3 +441,32 @@ def test_trials_tag_the_fixed_overrides_of_their_command_line():
             "hydra.callbacks.report.enabled=false", "tracking.uri=sqlite:///x.db")
     assert _fixed_overrides(argv) == "model=mlp strategy.epochs=200"
     assert _fixed_overrides(("-m", "optimizer=adam,sgd", "seed=0,1")) == ""
+
+
+def test_callback_and_cli_report_each_sweep_of_a_rerun_sweep_dir(tmp_path, tracking_uri, capsys, monkeypatch):
+    from mlflow import MlflowClient
+
+    from sweeper.report.__main__ import main
+    from sweeper.tracking import TrialRun
+
+    for epochs in (200, 20):
+        for seed in (0, 1):
+            tags = {"sweep_id": "multirun/d", "optimizer": "adam", "compression": "none",
+                    FIXED_TAG: f"strategy.epochs={epochs}"}
+            with TrialRun(tracking_uri, "sweeper", run_name=f"trial {epochs} {seed}", tags=tags) as run:
+                run.log_params({"seed": seed, "strategy.epochs": epochs})
+                run.log_results({"test_accuracy": 0.8 + 0.01 * seed, "val_accuracy": 0.8, "size_bytes": 1000,
+                                 "latency_ms": 0.1, "epochs_run": epochs})
+    config = OmegaConf.create({"tracking": {"enabled": True, "uri": tracking_uri, "experiment": "sweeper"},
+                               "hydra": {"sweep": {"dir": "multirun/d"}}})
+    monkeypatch.chdir(tmp_path)  # the callback writes into the (relative) sweep dir
+    ReportCallback().on_multirun_end(config)
+    report_dir = tmp_path / "multirun" / "d" / "report"
+    assert "strategy.epochs=20" in (report_dir / "report.md").read_text()
+    assert "This report: `strategy.epochs=200`" in (report_dir / "sweep-2" / "report.md").read_text()
+    client = MlflowClient(tracking_uri)
+    (report,) = client.search_runs([client.get_experiment_by_name("sweeper").experiment_id],
+                                   filter_string="tags.sweeper_role = 'report'")
+    assert "sweep-2/report.md" in {a.path for a in client.list_artifacts(report.info.run_id, "sweep-2")}
+    assert main(["--tracking-uri", tracking_uri, "--sweep", "multirun/d", "--out", str(tmp_path / "R")]) == 0
+    assert f"another sweep under this sweep id: {tmp_path / 'R' / 'sweep-2' / 'report.html'}" in capsys.readouterr().out

@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-latency-ms", type=_number, default=None, metavar="X",
                    help="latency per sample at batch 1 at most X ms")
     p.add_argument("--min-accuracy", type=_number, default=None, metavar="A",
-                   help="test accuracy at least A (a fraction, 0..1)")
+                   help="mean test accuracy at least A (a fraction, 0..1)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output folder; default: reports/<sweep id>")
     p.add_argument("--tracking-uri", default=None,
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(plain(result.recommendation.sentence))
     print(f"report: {result.out_dir / 'report.html'} ({len(result.files)} files in {result.out_dir})")
+    for other in result.others:  # the sweep id held runs under other fixed overrides: reported apart
+        print(f"another sweep under this sweep id: {other.out_dir / 'report.html'}")
     if result.finished == 0:
         print(f"{PROG}: no finished run in this sweep; the report lists the failures", file=sys.stderr)
         return 1
