@@ -104,7 +104,8 @@ def test_two_pp_over_three_seeds_is_significant_with_small_spread_and_a_tie_with
 
     wide = _two_configs(make_runs, [0.95, 0.89, 0.92], [0.87, 0.93, 0.90])  # 2 pp apart, 3 pp spread
     rec = recommend(group_configs(prepare_runs(wide)), Budget())
-    assert rec.tie and "a tie, not distinguishable with 3 seeds (about" in rec.sentence
+    assert rec.tie and "a tie on accuracy: " in rec.sentence
+    assert "not distinguishable with 3 seeds (about" in rec.sentence
     assert "choose compression=quantize if size matters" in rec.sentence
 
 

@@ -98,15 +98,15 @@ def compare(table: pd.DataFrame, config: str, other: str, comparison: Comparison
     """``config`` against ``other`` in words: size, accuracy (with its test), latency, training budget.
 
     ``comparison``: the accuracy comparison, Holm-adjusted by the caller (default: unadjusted).
-    Example: ``3.9x smaller, accuracy: a tie, not distinguishable with 3 seeds (about 40 needed):
-    -0.2 pp [-1.1, +0.7], paired p = 0.4 (Holm), P(A>B) = 0.33, 1.7x slower at batch 1``.
+    Example: ``3.9x smaller, a tie on accuracy: -0.2 pp [-1.1, +0.7], not distinguishable with
+    3 seeds (about 40 needed; paired p = 0.4, Holm), P(A>B) = 0.33, 1.7x slower at batch 1``.
     """
     a, b = table.loc[config], table.loc[other]
     comparison = comparison or compare_configs(table, config, other)
-    verdict = "a tie, " + comparison.words() if comparison.tie else comparison.words()
+    accuracy = ("a tie on accuracy: " if comparison.tie else "accuracy ") + comparison.words()
     parts = [
         _ratio(a["size_bytes"], b["size_bytes"], above="larger", below="smaller", same="same size"),
-        f"accuracy: {verdict}",
+        accuracy,
         _ratio(a["latency_ms"], b["latency_ms"], above="slower", below="faster", same="as fast")
         + " at batch 1" + (" (simulated)" if a["latency_kind"] == "simulated" else ""),
         _budget(a, b),

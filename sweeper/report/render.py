@@ -88,7 +88,7 @@ figcaption { font-style: italic; color: #555; } code { background: #f5f5f5; padd
 """
 
 
-_NUMBER = re.compile(r"^[-+#]?[\d.,]+(x| %)?( ± [\d.,]+)?( \(.*\))?$|^—$")
+_NUMBER = re.compile(r"^[-+#]?[\d.,]+(x| %)?( ± [\d.,]+| \[[-+\d.]+, [-+\d.]+\])?( \(.*\))?$|^—$")
 
 
 def _html_table(table: Table) -> str:

@@ -136,24 +136,25 @@ class Comparison:
         return min(self.n_a, self.n_b)
 
     def words(self) -> str:
-        """The verdict in words, with the difference (A - B, pp), its 95 % interval, p and P(A>B).
+        """The difference (A - B, pp) with its 95 % interval, the verdict, p and P(A>B), in words.
 
         Example:
             >>> Comparison(0.004, -0.02, 0.028, 0.6, True, 0.67, 3, 3, 120).words()
-            'not distinguishable with 3 seeds (about 120 needed): +0.4 pp [-2.0, +2.8], paired p = 0.6, P(A>B) = 0.67'
+            '+0.4 pp [-2.0, +2.8], not distinguishable with 3 seeds (about 120 needed; paired p = 0.6), P(A>B) = 0.67'
         """
         if not self.testable:
             return (f"{100 * self.delta:+.1f} pp, not distinguishable with {self.seeds} seed"
                     f"{'s' if self.seeds != 1 else ''} (1 seed: no interval)")
         p = self.p_holm if math.isfinite(self.p_holm) else self.p
-        shown = "< 0.001" if p < 0.001 else f"= {p:.2g}"
-        numbers = (f"{100 * self.delta:+.1f} pp [{100 * self.low:+.1f}, {100 * self.high:+.1f}], "
-                   f"{'paired' if self.paired else 'Welch'} p {shown}"
-                   f"{' (Holm)' if math.isfinite(self.p_holm) else ''}, P(A>B) = {self.p_improve:.2f}")
+        test = (f"{'paired' if self.paired else 'Welch'} p {'< 0.001' if p < 0.001 else f'= {p:.2g}'}"
+                f"{', Holm' if math.isfinite(self.p_holm) else ''}")
+        difference = f"{100 * self.delta:+.1f} pp [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
         if not self.tie:
-            return f"significant: {numbers}"
-        needed = f" (about {int(self.needed)} needed)" if math.isfinite(self.needed) else ""
-        return f"not distinguishable with {self.seeds} seeds{needed}: {numbers}"
+            verdict = f"significant ({test})"
+        else:
+            needed = f"about {int(self.needed)} needed; " if math.isfinite(self.needed) else ""
+            verdict = f"not distinguishable with {self.seeds} seeds ({needed}{test})"
+        return f"{difference}, {verdict}, P(A>B) = {self.p_improve:.2f}"
 
 
 def compare_scores(a: Mapping[object, float], b: Mapping[object, float], level: float = LEVEL) -> Comparison:
