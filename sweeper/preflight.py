@@ -11,13 +11,15 @@ every component instantiated and checked, nothing trained). Then:
 * jobs whose compression method cannot handle the model (:class:`~sweeper.compression.UnsupportedLayer`)
   are announced; they run as FAILED trials with that reason, and the sweep goes on.
 
-The Optuna sweeper checks its own search space (one config per branch). Switch the check off
+With ``compare.equal_budget=true`` and ``compare.extra_epochs=auto`` it also hands the grid's
+longest fine-tuning (in epochs) to the ``none`` jobs. The Optuna sweeper checks its own search space (one config per branch). Switch the check off
 with ``hydra.callbacks.preflight.enabled=false``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -26,7 +28,7 @@ from omegaconf import DictConfig, open_dict
 
 from sweeper.errors import one_line
 
-__all__ = ["PreflightCallback", "bad_jobs", "grid_jobs"]
+__all__ = ["PreflightCallback", "bad_jobs", "compose_job", "grid_jobs"]
 
 log = logging.getLogger("sweeper")
 
@@ -59,6 +61,8 @@ class PreflightCallback(Callback):
         if not self.enabled or config.hydra.sweeper.get("_target_") != _BASIC_SWEEPER:
             return
         jobs = grid_jobs(config)
+        if config.get("compare", {}).get("equal_budget") is True:
+            _hand_over_equal_budget(config, jobs)  # before planning: the none jobs' plans read it
         bad = bad_jobs(config, jobs)
         if bad:
             lines = [f"{len(bad)} of {len(jobs)} jobs have bad input; nothing was trained", *bad]
@@ -66,25 +70,45 @@ class PreflightCallback(Callback):
             raise SystemExit(2)
 
 
-def bad_jobs(config: DictConfig, jobs: list[list[str]]) -> list[str]:
-    """One line per job whose config fails to compose or plan; jobs that will FAIL are logged."""
+def compose_job(config: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
+    """One job's config (without its ``hydra`` node) and Hydra's choices of groups, as the launcher composes it."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    from sweeper.run import plan_trial
-
     hydra = GlobalHydra.instance().hydra
     assert hydra is not None  # a multirun is running
+    job_cfg = hydra.compose_config(
+        str(config.hydra.job.config_name), overrides, run_mode=RunMode.RUN, with_log_configuration=False
+    )
+    choices = {str(k): str(v) for k, v in job_cfg.hydra.runtime.choices.items()}
+    with open_dict(job_cfg):
+        del job_cfg["hydra"]
+    return job_cfg, choices
+
+
+def _hand_over_equal_budget(config: DictConfig, jobs: list[list[str]]) -> None:
+    """``compare.extra_epochs=auto``: the most fine-tuning epochs of the grid's jobs, for its ``none`` jobs."""
+    from sweeper.run import EQUAL_BUDGET_ENV, finetune_epochs
+
+    most = 0
+    for overrides in jobs:
+        try:
+            most = max(most, finetune_epochs(compose_job(config, overrides)[0].compression))
+        except Exception:  # a job that does not compose: bad_jobs reports it
+            continue
+    os.environ[EQUAL_BUDGET_ENV] = str(most)  # read by the jobs (this process, or launchers' workers it starts)
+    log.info("compare.equal_budget: compression=none trains %d more epochs (the longest fine-tuning of the grid)", most)
+
+
+def bad_jobs(config: DictConfig, jobs: list[list[str]]) -> list[str]:
+    """One line per job whose config fails to compose or plan; jobs that will FAIL are logged."""
+    from sweeper.run import plan_trial
+
     bad: list[str] = []
     for index, overrides in enumerate(jobs):
         shown = " ".join(overrides) or "(no overrides)"
         try:
-            job_cfg = hydra.compose_config(
-                str(config.hydra.job.config_name), overrides, run_mode=RunMode.RUN, with_log_configuration=False
-            )
-            choices = {str(k): str(v) for k, v in job_cfg.hydra.runtime.choices.items()}
-            with open_dict(job_cfg):
-                del job_cfg["hydra"]
+            job_cfg, choices = compose_job(config, overrides)
             plan = plan_trial(job_cfg, choices=choices)
         except Exception as exc:  # ConfigError, or a composition error: bad input either way
             bad.append(f"job {index} ({shown}): {one_line(exc)}")

@@ -8,6 +8,7 @@ fails in a second with a one-line :class:`~sweeper.errors.ConfigError`.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 import tempfile
@@ -141,28 +142,49 @@ def _build_model(cfg: DictConfig, task: Task) -> tuple[nn.Module, ModelSpec]:
 
 
 _BASELINE_TARGET = "sweeper.compression.NoCompression"
+EQUAL_BUDGET_ENV = "SWEEPER_EQUAL_BUDGET_EPOCHS"  # set by a grid's check for compare.extra_epochs=auto
 
 
 def _equal_budget(cfg: DictConfig, strategy: Strategy) -> Strategy:
     """``compare.equal_budget=true``: the uncompressed baseline trains ``compare.extra_epochs`` epochs more.
 
-    Compressed configurations fine-tune after training (or train a teacher); the baseline then
-    gets as many epochs in all, so a difference is the method's, not the extra training's.
-    Other trials are unchanged.
+    Compressed configurations fine-tune after training; the baseline then gets as many epochs
+    in all, so a difference is the method's, not the extra training's. ``extra_epochs: auto``
+    takes the most fine-tuning epochs among the compressed jobs of the grid, which the grid's
+    check (:mod:`sweeper.preflight`) hands over in ``$SWEEPER_EQUAL_BUDGET_EPOCHS``. Other
+    trials are unchanged.
 
     Raises:
-        ConfigError: ``compare.equal_budget=true`` without ``compare.extra_epochs`` >= 1.
+        ConfigError: ``compare.equal_budget=true`` without a usable ``compare.extra_epochs``.
     """
     compare = cfg.get("compare")
     if compare is None or compare.get("equal_budget") is not True:
         return strategy
-    extra = compare.get("extra_epochs", 0)
-    if not (isinstance(extra, int) and not isinstance(extra, bool) and extra >= 1):
-        raise ConfigError(f"compare.extra_epochs={extra!r}: compare.equal_budget=true needs an integer >= 1, the "
-                          "fine-tuning epochs of the longest compressed configuration (e.g. 5 for compression=prune)")
+    extra = compare.get("extra_epochs", "auto")
+    if extra == "auto":
+        found = os.environ.get(EQUAL_BUDGET_ENV)
+        if found is None:
+            raise ConfigError("compare.extra_epochs=auto: known only in a grid multirun with compressed jobs "
+                              "(e.g. -m compression=none,prune); elsewhere set compare.extra_epochs=N")
+        extra = int(found)
+    if not (isinstance(extra, int) and not isinstance(extra, bool) and extra >= 0):
+        raise ConfigError(f"compare.extra_epochs={extra!r}: allowed: auto or an integer >= 0, the fine-tuning epochs "
+                          "of the longest compressed configuration (e.g. 5 for compression=prune)")
     if cfg.compression.get("_target_") != _BASELINE_TARGET:
         return strategy
     return replace(strategy, epochs=strategy.epochs + extra)
+
+
+def finetune_epochs(node: Any) -> int:
+    """All ``finetune_epochs`` of a compression config (a pipeline's stages summed): its training after training.
+
+    Example:
+        >>> finetune_epochs({"stages": {"prune": {"finetune_epochs": 5}, "qat": {"finetune_epochs": 3}}})
+        8
+    """
+    if isinstance(node, dict | DictConfig):
+        return sum(int(v) if k == "finetune_epochs" else finetune_epochs(v) for k, v in node.items())
+    return 0
 
 
 def plan_trial(cfg: DictConfig, *, choices: dict[str, str] | None = None) -> TrialPlan:

@@ -431,8 +431,23 @@ def test_an_equal_budget_without_extra_epochs_is_a_one_line_error(make_cfg):
     from sweeper.errors import ConfigError
     from sweeper.run import plan_trial
 
-    with pytest.raises(ConfigError, match=r"compare.extra_epochs=0: compare.equal_budget=true needs an integer >= 1"):
+    with pytest.raises(ConfigError, match=r"compare.extra_epochs=auto: known only in a grid multirun"):
         plan_trial(make_cfg("data=synthetic", "model=mlp", "compare.equal_budget=true"))
+    with pytest.raises(ConfigError, match=r"compare.extra_epochs=-1: allowed: auto or an integer >= 0"):
+        plan_trial(make_cfg("data=synthetic", "model=mlp", "compare.equal_budget=true", "compare.extra_epochs=-1"))
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_an_equal_budget_grid_gives_none_the_longest_fine_tuning_of_its_jobs(run_cli, tmp_path):
+    from sweeper.results import load_runs
+
+    proc = run_cli("-m", "compression=none,prune", "data=synthetic", "data.n_samples=300", "model=mlp",
+                   "strategy.epochs=2", "measure.latency_seconds=0.01", "compare.equal_budget=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = load_runs(sweep_id="latest", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").set_index("compression")
+    assert runs.loc["none", "epochs_run"] == 2 + 5  # the prune preset fine-tunes 5 epochs
+    assert runs.loc["prune", "epochs_run"] == 2
 
 
 def test_trials_tag_the_fixed_overrides_of_their_command_line():
