@@ -157,7 +157,7 @@ def test_the_flow_is_tagged_and_stored_for_the_loader(trial_of, network, flow):
     compressed = trial_of(network, flow).compressed
     assert compressed.tags == {"quantization_flow": flow}  # FX traced every network: no fallback reason
     assert compressed.payload["flow"] == flow
-    assert (compressed.kind, compressed.latency_kind, compressed.metrics) == ("int8", "real", {"bits": 8.0})
+    assert (compressed.kind, compressed.latency_kind, compressed.metrics) == ("int8", "real", {"bits": 8.0, "dead_channels": 0.0})
 
 
 # --- a model FX cannot trace ---------------------------------------------------------------------------

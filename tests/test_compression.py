@@ -358,3 +358,22 @@ def test_a_grid_reports_every_bad_job_before_any_training(run_cli, tmp_path):
     assert sum("compression.amount=1.5: must be in [0, 1)" in line for line in lines) == 2  # prune, prune_random
     assert sum("(compression=qat compression.amount=" in line and "unknown key" in line for line in lines) == 2
     assert len(lines) == 5 and "Launching" not in proc.stdout + proc.stderr  # no job was launched
+
+
+def test_a_batchnorm_channel_left_without_input_is_silenced_not_amplified():
+    from sweeper.compression._targets import silence_dead_channels
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, bias=False), torch.nn.BatchNorm2d(3))
+    with torch.no_grad():
+        net[0].weight[1] = 0  # pruned away: channel 1 is constant
+        net.train()
+        for _ in range(50):
+            net(torch.randn(8, 1, 6, 6))
+    net.eval()
+    assert net[1].running_var[1] <= net[1].eps < net[1].running_var[0]
+    assert silence_dead_channels(net) == 1
+    assert net[1].weight[1] == 0 and net[1].weight[0] != 0
+    with torch.no_grad():
+        out = net(torch.randn(4, 1, 6, 6) * 1e-3)
+    torch.testing.assert_close(out[:, 1], torch.full_like(out[:, 1], float(net[1].bias[1])))

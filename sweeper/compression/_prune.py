@@ -22,7 +22,14 @@ from torch import Tensor, nn
 from sweeper.artifact import ModelSpec, register_loader
 from sweeper.compression._base import CompressionContext, Compressed, TrainingHooks, check_epochs, check_fraction
 from sweeper.compression._storage import decode_state, encode_state
-from sweeper.compression._targets import WeightSelection, apply_masks, mask_hook, prunable_weights, weight_refs
+from sweeper.compression._targets import (
+    WeightSelection,
+    apply_masks,
+    mask_hook,
+    prunable_weights,
+    silence_dead_channels,
+    weight_refs,
+)
 
 __all__ = [
     "GradualPruning",
@@ -78,13 +85,17 @@ def sparsity(model: nn.Module, selection: WeightSelection | None = None) -> floa
 
 
 def sparse_compressed(model: nn.Module, selection: WeightSelection | None = None) -> Compressed:
-    """The ``sparse`` artifact of a pruned float model, tagged ``simulated`` (dense kernels)."""
+    """The ``sparse`` artifact of a pruned float model, tagged ``simulated`` (dense kernels).
+
+    BatchNorm channels that pruning left without input are silenced first (:func:`silence_dead_channels`).
+    """
+    dead = silence_dead_channels(model)
     return Compressed(
         module=model,
         kind="sparse",
         payload=encode_state(model.state_dict()),
         latency_kind="simulated",
-        metrics={"sparsity": sparsity(model, selection)},
+        metrics={"sparsity": sparsity(model, selection), "dead_channels": float(dead)},
     )
 
 

@@ -13,6 +13,11 @@ What becomes int8 (``torch.ao.quantization``, x86 engine, else fbgemm, else qnnp
   ``max`` mode or with a ``padding_idx``, and embeddings with ``max_norm``, stay float.
 * Everything else (LayerNorm, GELU, GRU/LSTM, a user's custom layer) stays float.
 
+BatchNorm channels whose input is constant (a channel pruning left without weights: running
+variance ~0) are silenced first (``gamma = 0``, :func:`~sweeper.compression._targets.silence_dead_channels`):
+such a norm multiplies the int8 rounding error of its input by hundreds, which took a pruned
+ConvMixer from 42 % to chance; silenced, the same network reaches 66 % in int8.
+
 Attention is made quantizable first (:mod:`sweeper.compression._attention`): every
 ``nn.MultiheadAttention`` becomes an equivalent module of four ``nn.Linear`` projections,
 and Transformer encoder layers take their standard path instead of the fused fast path.
@@ -72,6 +77,7 @@ from sweeper.artifact import ModelSpec, register_loader
 from sweeper.compression._attention import ExplicitAttention, make_quantizable, unsupported_attention
 from sweeper.compression._base import CompressionContext, Compressed, UnsupportedLayer
 from sweeper.compression._storage import decode_state, encode_state
+from sweeper.compression._targets import silence_dead_channels
 
 __all__ = ["FLOWS", "Int8Quantization", "Quantized", "quantize_int8"]
 
@@ -336,6 +342,7 @@ class Int8Quantization:
     def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed:
         """Quantize the trained model and store its int8 state with the flow and input that rebuild it."""
         calibration = ctx.task.x_train[: self.calibration_samples]
+        dead = silence_dead_channels(model.cpu().eval())  # a dead channel's BatchNorm would amplify int8 error
         result = quantize_int8(model, calibration, flow=self.flow)
         tags = {"quantization_flow": result.flow}
         if result.fallback_reason:
@@ -346,7 +353,8 @@ class Int8Quantization:
             "state": encode_state(result.module.state_dict()),
         }
         return Compressed(
-            module=result.module, kind="int8", payload=payload, latency_kind="real", metrics={"bits": 8.0}, tags=tags
+            module=result.module, kind="int8", payload=payload, latency_kind="real",
+            metrics={"bits": 8.0, "dead_channels": float(dead)}, tags=tags,
         )
 
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from sweeper.training.loop import StepHook
 
-__all__ = ["WeightRef", "WeightSelection", "apply_masks", "existing_zeros", "mask_hook", "prunable_weights", "weight_refs"]
+__all__ = ["WeightRef", "WeightSelection", "apply_masks", "existing_zeros", "mask_hook", "prunable_weights", "silence_dead_channels", "weight_refs"]
 
 _MATRIX_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
@@ -149,3 +149,22 @@ def mask_hook(masks: dict[str, Tensor]) -> StepHook:
 def existing_zeros(model: nn.Module) -> dict[str, Tensor]:
     """Keep-masks of the weights that are non-zero now: later fine-tuning keeps earlier pruning."""
     return {name: w.detach() != 0 for name, w in prunable_weights(model, WeightSelection(embeddings=True)).items()}
+
+
+@torch.no_grad()
+def silence_dead_channels(model: nn.Module) -> int:
+    """Zero the scale of BatchNorm channels whose input is constant; return how many there were.
+
+    Pruning can leave a channel with no weights left before a BatchNorm: its running variance
+    falls to ~0 and the norm multiplies whatever deviation reaches it (float rounding, int8
+    quantization error) by up to ``gamma / sqrt(eps)``, hundreds of times. Such a channel's
+    expected output is its bias ``beta``; with ``gamma = 0`` it is exactly that. A channel
+    counts as dead when its running variance is at most the norm's ``eps``.
+    """
+    dead = 0
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and module.running_var is not None:
+            channels = module.running_var <= module.eps
+            module.weight[channels] = 0.0
+            dead += int(channels.sum())
+    return dead
