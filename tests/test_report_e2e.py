@@ -103,3 +103,14 @@ def test_a_sweep_over_a_compression_strength_draws_accuracy_against_ratio(tmp_pa
     markdown = (report_dir / "report.md").read_text()
     assert "## Accuracy against compression ratio" in markdown and (report_dir / "accuracy_vs_ratio.png").is_file()
     assert "epochs in all" in markdown
+
+
+def test_the_report_finds_an_optuna_study_by_the_name_it_wrote(tmp_path):
+    """A search without hydra.sweeper.study_name gets a computed name; the callback reads it back."""
+    from omegaconf import OmegaConf
+
+    from sweeper.report.callback import sweep_candidates
+
+    (tmp_path / "optimization_results.yaml").write_text("study_name: lr-8b0daf07\ntrials: {complete: 4}\n")
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "sweeper": {"study_name": None}}, "tracking": {}})
+    assert sweep_candidates(config) == [str(tmp_path), "lr-8b0daf07"]

@@ -26,8 +26,9 @@ log = logging.getLogger("sweeper.report")
 def sweep_candidates(config: DictConfig) -> list[str]:
     """Ids the trials of this multirun may carry as ``sweep_id``, most specific first.
 
-    ``tracking.sweep_id`` when set, the Hydra sweep dir, and an Optuna study name when the
-    sweeper has one (the Optuna sweep may tag its trials with it).
+    ``tracking.sweep_id`` when set, the Hydra sweep dir, and an Optuna study's name: the
+    configured one, or the one its ``optimization_results.yaml`` names (the Optuna sweep tags
+    its trials with it).
     """
     hydra_cfg = config.get("hydra")
     tracking = config.get("tracking") or {}
@@ -35,8 +36,21 @@ def sweep_candidates(config: DictConfig) -> list[str]:
         tracking.get("sweep_id"),
         hydra_cfg.sweep.dir if hydra_cfg is not None else None,
         hydra_cfg.sweeper.get("study_name") if hydra_cfg is not None and "sweeper" in hydra_cfg else None,
+        _written_study_name(Path(str(hydra_cfg.sweep.dir))) if hydra_cfg is not None else None,
     ]
     return [str(v) for v in values if v]
+
+
+def _written_study_name(sweep_dir: Path) -> str | None:
+    """The study an Optuna sweep ran, as its ``optimization_results.yaml`` names it (a default name is
+    computed by the sweeper, not found in the config)."""
+    results = sweep_dir / "optimization_results.yaml"
+    if not results.is_file():
+        return None
+    import yaml
+
+    content = yaml.safe_load(results.read_text())
+    return str(content["study_name"]) if isinstance(content, dict) and content.get("study_name") else None
 
 
 def resolve_sweep(candidates: list[str], experiment: str, tracking_uri: str) -> str | None:

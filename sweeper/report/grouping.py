@@ -181,7 +181,8 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
         seeds), ``acc_low``, ``acc_high`` (its 95 % t-interval, clipped to [0, 1]; NaN for one seed), ``acc_std``
         (sample std; NaN for one seed), ``accuracies`` (per seed), ``scores`` (``{seed: test
         score}``), ``val_mean`` (mean validation score, what ranks: the test score where a run
-        has none), ``n_seeds`` (finished runs), ``n_failed``, ``n_pruned``, ``latency_kind``
+        has none), ``n_seeds`` (distinct seeds among the finished runs: an Optuna search that samples a
+        configuration again with the same seed adds no spread), ``n_failed``, ``n_pruned``, ``latency_kind``
         and the means of ``size_bytes``, ``compression_ratio``, ``latency_ms``,
         ``latency_ms_batch``, ``train_seconds``, ``epochs_run``, ``total_epochs``
         (:func:`total_epochs`), ``steps``, the split sizes and the compression strengths
@@ -199,14 +200,14 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
             row[column] = _first(group[column]) if column in group else None
         row["family"] = family_of(row["compression"]) if row["compression"] is not None else "other"
         scores = _scores(ok, SCORE)
-        accuracies = ok[SCORE].astype(float).tolist()
+        accuracies = list(scores.values())  # one per distinct seed: a repeated seed is no new evidence
         row["accuracies"], row["scores"] = accuracies, scores
         mean, low, high = mean_interval(accuracies)
         row["acc_mean"], row["acc_low"], row["acc_high"] = mean, max(low, 0.0), min(high, 1.0)  # a fraction
         row["acc_std"] = float(pd.Series(accuracies).std(ddof=1)) if len(accuracies) > 1 else math.nan
         selection = ok[SELECT].astype(float).fillna(ok[SCORE].astype(float)) if SELECT in ok else ok[SCORE]
         row["val_mean"] = float(selection.mean()) if len(ok) else math.nan
-        row["n_seeds"] = len(ok)
+        row["n_seeds"] = len(scores)
         row["n_failed"] = int((group["outcome"] == "failed").sum())
         row["n_pruned"] = int((group["outcome"] == "pruned").sum())
         row["latency_kind"] = _first(ok["latency_kind"]) if "latency_kind" in ok else None
