@@ -364,11 +364,11 @@ def test_a_batchnorm_channel_left_without_input_is_silenced_not_amplified():
     from sweeper.compression._targets import silence_dead_channels
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, bias=False), torch.nn.BatchNorm2d(3))
-    with torch.no_grad():
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, bias=False), torch.nn.BatchNorm2d(3, momentum=None))
+    with torch.no_grad():  # momentum=None: running stats are the average over the batches seen
         net[0].weight[1] = 0  # pruned away: channel 1 is constant
         net.train()
-        for _ in range(50):
+        for _ in range(10):
             net(torch.randn(8, 1, 6, 6))
     net.eval()
     assert net[1].running_var[1] <= net[1].eps < net[1].running_var[0]
