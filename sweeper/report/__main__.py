@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-latency-ms", type=_number, default=None, metavar="X",
                    help="latency per sample at batch 1 at most X ms")
     p.add_argument("--min-accuracy", type=_number, default=None, metavar="A",
-                   help="mean test accuracy at least A (a fraction, 0..1)")
+                   help="mean validation accuracy at least A (a fraction, 0..1)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output folder; default: reports/<sweep id>")
     p.add_argument("--tracking-uri", default=None,

@@ -52,7 +52,7 @@ class Budget:
         if self.max_latency_ms is not None:
             parts.append(f"latency at batch 1 <= {self.max_latency_ms:g} ms")
         if self.min_accuracy is not None:
-            parts.append(f"test accuracy >= {100 * self.min_accuracy:g} %")
+            parts.append(f"validation accuracy >= {100 * self.min_accuracy:g} %")
         return ", ".join(parts) or "no budget"
 
     def excess(self, row: pd.Series) -> dict[str, tuple[float, float]]:
@@ -63,8 +63,9 @@ class Budget:
             over["--max-size-kb"] = (self.max_size_kb, size_kb)
         if self.max_latency_ms is not None and row["latency_ms"] > self.max_latency_ms:
             over["--max-latency-ms"] = (self.max_latency_ms, row["latency_ms"])
-        if self.min_accuracy is not None and row["acc_mean"] < self.min_accuracy:
-            over["--min-accuracy"] = (self.min_accuracy, row["acc_mean"])
+        # a choice, so made on validation like every other choice; the test accuracy is reported
+        if self.min_accuracy is not None and row["val_mean"] < self.min_accuracy:
+            over["--min-accuracy"] = (self.min_accuracy, row["val_mean"])
         return over
 
 
