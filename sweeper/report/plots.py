@@ -69,13 +69,19 @@ def plot_tradeoff(table: pd.DataFrame, x: str, xlabel: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_lr_sensitivity(sensitivity: pd.DataFrame, path: Path) -> Path:
-    """Validation accuracy against learning rate (log scale), one curve per optimizer, 95 % interval bars."""
+def _interval_curves(curves: pd.DataFrame, x: str, by: str) -> tuple[Figure, Axes]:
+    """A figure with one curve of ``mean`` (in %) against ``x`` per value of ``by``, 95 % interval bars."""
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
-    for optimizer, curve in sensitivity.sort_values("lr").groupby("optimizer", sort=True):
-        ax.errorbar(curve["lr"], 100 * curve["mean"], yerr=_yerr(curve["mean"], curve["low"], curve["high"]),
-                    marker="o", capsize=3, label=str(optimizer))
+    for name, curve in curves.sort_values(x).groupby(by, sort=True):
+        ax.errorbar(curve[x], 100 * curve["mean"], yerr=_yerr(curve["mean"], curve["low"], curve["high"]),
+                    marker="o", capsize=3, label=str(name))
+    return fig, ax
+
+
+def plot_lr_sensitivity(sensitivity: pd.DataFrame, path: Path) -> Path:
+    """Validation accuracy against learning rate (log scale), one curve per optimizer, 95 % interval bars."""
+    fig, ax = _interval_curves(sensitivity, "lr", "optimizer")
     _log_x(ax)
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("validation accuracy (%)")
@@ -91,11 +97,7 @@ def plot_ratio_curves(curves: pd.DataFrame, table: pd.DataFrame, path: Path) -> 
     ``curves`` is :func:`sweeper.report.analysis.ratio_curves` output; the uncompressed
     configurations of ``table`` are drawn as stars at their ratio (1x).
     """
-    fig = Figure(figsize=(7.5, 4.8))
-    ax = fig.add_subplot()
-    for family, curve in curves.sort_values("ratio").groupby("family", sort=True):
-        ax.errorbar(curve["ratio"], 100 * curve["mean"], yerr=_yerr(curve["mean"], curve["low"], curve["high"]),
-                    marker="o", capsize=3, label=str(family))
+    fig, ax = _interval_curves(curves, "ratio", "family")
     base = table[(table["family"] == "baseline") & table["acc_mean"].notna()]
     if len(base):
         ax.errorbar(base["compression_ratio"].fillna(1.0), 100 * base["acc_mean"],
