@@ -44,3 +44,23 @@ def test_four_processes_create_and_write_one_store_without_losing_a_run(tmp_path
         logged = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", str(tmp_path / run_id)))
         assert logged.seed == int(seed)
     assert len(list(tmp_path.glob("outputs/*/*/model.pt"))) == 4
+
+
+def test_two_multiruns_started_at_once_keep_their_sweeps_apart(tmp_path):
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sweeper", "-m", f"optimizer={opts}", *TINY, "hydra.callbacks.report.enabled=false"],
+            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for opts in ("adam,sgd", "rmsprop,adagrad")
+    ]
+    for worker in workers:
+        out = worker.communicate(timeout=600)[0]
+        assert worker.returncode == 0, out
+    sweep_dirs = sorted(tmp_path.glob("multirun/*/*"))
+    assert len(sweep_dirs) == 2  # each its own dir, even when both started in the same second
+    runs = load_runs(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    by_sweep = runs.groupby("sweep_id")["optimizer"].apply(lambda s: ",".join(sorted(s))).sort_values()
+    assert list(by_sweep) == ["adagrad,rmsprop", "adam,sgd"]
+    for sweep_dir in sweep_dirs:
+        assert len(list(sweep_dir.glob("*/model.pt"))) == 2
