@@ -96,3 +96,12 @@ def test_a_single_run_whose_trial_fails_exits_with_status_1(run_cli):
     proc = run_cli("optimizer=sgd", "optimizer.lr=1e6", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01")
     assert proc.returncode == 1
     assert "FAILED TrainingDiverged" in proc.stdout and "1 trial failed" in proc.stderr
+
+
+def test_help_describes_the_tool_its_groups_and_commands(run_cli):
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("sweeper: compare model-optimization methods")
+    for line in ("python -m sweeper -m optimizer=adam,sgd seed=0,1,2", "python -m sweeper.report", "mlflow ui",
+                 "compression: distill, none, pipeline", "Exit status: 0 every trial finished"):
+        assert line in proc.stdout, line
