@@ -261,6 +261,7 @@ def test_a_sweep_interrupted_by_ctrl_c_resumes_to_exactly_n_trials(tmp_path, sig
     _sweep(tmp_path, launcher, n_trials=5)
     assert len(launcher.jobs) == 3
     assert [t.state.name for t in _study(tmp_path).trials].count("COMPLETE") == 5
+    assert _study(tmp_path).metric_names == ["val_accuracy"]  # what optuna-dashboard shows
 
 
 def test_n_jobs_asks_and_launches_trials_in_batches(tmp_path):

@@ -207,6 +207,7 @@ class OptunaSweeperImpl(Sweeper):
                 f"{[d.name.lower() for d in study.directions]}; choose another study_name"
             )
         study.set_user_attr("objectives", list(plan.objectives))
+        study.set_metric_names(list(plan.objectives))  # optuna-dashboard shows val_accuracy, not "Objective 0"
         return study
 
     # ---- the sweep ------------------------------------------------------------------------------
