@@ -74,14 +74,16 @@ def test_cli_bad_input_is_one_line(tiny_sweep, tmp_path, capsys, args, message):
     assert message in err and err.count("\n") == 1
 
 
-def test_notebook_runs_against_the_sweep(tiny_sweep):
+def test_notebook_runs_against_the_sweep_from_its_own_folder(tiny_sweep):
+    """As `jupyter nbconvert --execute notebooks/compare_methods.ipynb` runs it: in notebooks/, the store named
+    by $MLFLOW_TRACKING_URI."""
     nbclient = pytest.importorskip("nbclient")
     nbformat = pytest.importorskip("nbformat")
-    cwd, _ = tiny_sweep
+    _, uri = tiny_sweep
     notebook = nbformat.read(REPO_ROOT / "notebooks" / "compare_methods.ipynb", as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=180, kernel_name="python3",
-                                     resources={"metadata": {"path": str(cwd)}})
-    client.execute(env=cli_env())
+                                     resources={"metadata": {"path": str(REPO_ROOT / "notebooks")}})
+    client.execute(env=cli_env(MLFLOW_TRACKING_URI=uri))
     outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
     text = " ".join(str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
