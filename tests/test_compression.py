@@ -376,4 +376,4 @@ def test_a_batchnorm_channel_left_without_input_is_silenced_not_amplified():
     assert net[1].weight[1] == 0 and net[1].weight[0] != 0
     with torch.no_grad():
         out = net(torch.randn(4, 1, 6, 6) * 1e-3)
-    torch.testing.assert_close(out[:, 1], torch.full_like(out[:, 1], float(net[1].bias[1])))
+    torch.testing.assert_close(out[:, 1], torch.full_like(out[:, 1], float(net[1].bias[1].detach())))

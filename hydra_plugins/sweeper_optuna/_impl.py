@@ -14,6 +14,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +208,9 @@ class OptunaSweeperImpl(Sweeper):
                 f"{[d.name.lower() for d in study.directions]}; choose another study_name"
             )
         study.set_user_attr("objectives", list(plan.objectives))
-        study.set_metric_names(list(plan.objectives))  # optuna-dashboard shows val_accuracy, not "Objective 0"
+        with warnings.catch_warnings():  # experimental in Optuna since 3.2, still what optuna-dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(plan.objectives))  # the dashboard shows val_accuracy, not "Objective 0"
         return study
 
     # ---- the sweep ------------------------------------------------------------------------------
