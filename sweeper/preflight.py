@@ -61,13 +61,17 @@ class PreflightCallback(Callback):
         if not self.enabled or config.hydra.sweeper.get("_target_") != _BASIC_SWEEPER:
             return
         jobs = grid_jobs(config)
+        composed = [_compose_or_error(config, overrides) for overrides in jobs]
         if config.get("compare", {}).get("equal_budget") is True:
-            _hand_over_equal_budget(config, jobs)  # before planning: the none jobs' plans read it
-        bad = bad_jobs(config, jobs)
+            _hand_over_equal_budget(composed)  # before planning: the none jobs' plans read it
+        bad = bad_jobs(jobs, composed)
         if bad:
             lines = [f"{len(bad)} of {len(jobs)} jobs have bad input; nothing was trained", *bad]
             print("\n".join(f"sweeper: error: {line}" for line in lines), file=sys.stderr)
             raise SystemExit(2)
+
+
+Composed = tuple[DictConfig, dict[str, str]] | Exception  # a job's config and choices, or why it does not compose
 
 
 def compose_job(config: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
@@ -86,30 +90,33 @@ def compose_job(config: DictConfig, overrides: list[str]) -> tuple[DictConfig, d
     return job_cfg, choices
 
 
-def _hand_over_equal_budget(config: DictConfig, jobs: list[list[str]]) -> None:
+def _compose_or_error(config: DictConfig, overrides: list[str]) -> Composed:
+    try:
+        return compose_job(config, overrides)
+    except Exception as exc:  # an unknown option or key: reported as bad input by bad_jobs
+        return exc
+
+
+def _hand_over_equal_budget(composed: list[Composed]) -> None:
     """``compare.extra_epochs=auto``: the most fine-tuning epochs of the grid's jobs, for its ``none`` jobs."""
     from sweeper.run import EQUAL_BUDGET_ENV, finetune_epochs
 
-    most = 0
-    for overrides in jobs:
-        try:
-            most = max(most, finetune_epochs(compose_job(config, overrides)[0].compression))
-        except Exception:  # a job that does not compose: bad_jobs reports it
-            continue
+    most = max((finetune_epochs(job[0].compression) for job in composed if not isinstance(job, Exception)), default=0)
     os.environ[EQUAL_BUDGET_ENV] = str(most)  # read by the jobs (this process, or launchers' workers it starts)
     log.info("compare.equal_budget: compression=none trains %d more epochs (the longest fine-tuning of the grid)", most)
 
 
-def bad_jobs(config: DictConfig, jobs: list[list[str]]) -> list[str]:
+def bad_jobs(jobs: list[list[str]], composed: list[Composed]) -> list[str]:
     """One line per job whose config fails to compose or plan; jobs that will FAIL are logged."""
     from sweeper.run import plan_trial
 
     bad: list[str] = []
-    for index, overrides in enumerate(jobs):
+    for index, (overrides, job) in enumerate(zip(jobs, composed, strict=True)):
         shown = " ".join(overrides) or "(no overrides)"
         try:
-            job_cfg, choices = compose_job(config, overrides)
-            plan = plan_trial(job_cfg, choices=choices)
+            if isinstance(job, Exception):
+                raise job
+            plan = plan_trial(job[0], choices=job[1])
         except Exception as exc:  # ConfigError, or a composition error: bad input either way
             bad.append(f"job {index} ({shown}): {one_line(exc)}")
             continue

@@ -272,15 +272,19 @@ def _trial_position() -> tuple[int | None, int | None]:
 
 
 @functools.cache
-def _command_line_sweep(argv: tuple[str, ...]) -> tuple[frozenset[str], int | None]:
-    """Keys swept on the command line (``optimizer=adam,sgd``) and the grid's size, if it can be told."""
+def _command_line_overrides(argv: tuple[str, ...]) -> list[Any]:
+    """The command line's overrides, parsed once per process (``[]`` when they do not parse)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+        return OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
     except Exception:  # not ours to report: Hydra has already accepted these overrides
-        return frozenset(), None
-    swept = [o for o in overrides if o.is_sweep_override()]
+        return []
+
+
+def _command_line_sweep(argv: tuple[str, ...]) -> tuple[frozenset[str], int | None]:
+    """Keys swept on the command line (``optimizer=adam,sgd``) and the grid's size, if it can be told."""
+    swept = [o for o in _command_line_overrides(argv) if o.is_sweep_override()]
     size: int | None = 1
     for override in swept:
         try:
@@ -294,7 +298,6 @@ _NOT_FIXED = ("seed", "resume", "fail_fast")
 _NOT_FIXED_PREFIXES = ("hydra.", "hydra/", "tracking.")
 
 
-@functools.cache
 def _fixed_overrides(argv: tuple[str, ...]) -> str:
     """The command line's overrides that are not swept (e.g. ``strategy.epochs=200``), sorted, space-separated.
 
@@ -302,14 +305,8 @@ def _fixed_overrides(argv: tuple[str, ...]) -> str:
     two configuration spaces, which the report tells apart by it. Seeds, Hydra's and tracking's
     settings, ``resume`` and ``fail_fast`` are left out.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
-    except Exception:  # not ours to report: Hydra has already accepted these overrides
-        return ""
-    keys = [(o, o.get_key_element().lstrip("+~")) for o in overrides if not o.is_sweep_override()]
-    return " ".join(sorted(o.input_line for o, key in keys
+    fixed = [(o, o.get_key_element().lstrip("+~")) for o in _command_line_overrides(argv) if not o.is_sweep_override()]
+    return " ".join(sorted(o.input_line for o, key in fixed
                            if key not in _NOT_FIXED and not key.startswith(_NOT_FIXED_PREFIXES)))
 
 
@@ -455,8 +452,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tags = {**plan.choices, "seed": str(plan.seed), "sweep_id": sweep_id, "trial_key": trial_key(config)}
         if index is not None:
             tags["job"] = str(index - 1)
-        if sweep_id and _fixed_overrides(tuple(sys.argv[1:])):
-            tags["fixed_overrides"] = _fixed_overrides(tuple(sys.argv[1:]))
+        fixed = _fixed_overrides(tuple(sys.argv[1:])) if sweep_id else ""
+        if fixed:
+            tags["fixed_overrides"] = fixed
         if search is not None:
             tags.update(search.tags())
         elif sweep_id and cfg.get("resume", True):  # a study resumes itself; a grid re-run skips what finished
