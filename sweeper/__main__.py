@@ -68,14 +68,20 @@ def main() -> None:
     try:
         _task()
     except KeyboardInterrupt:
+        _end_sweep_run("KILLED")
         print("sweeper: interrupted; the current trial is marked KILLED, finished trials are kept", file=sys.stderr)
         sys.exit(130)
+    except SystemExit:
+        _end_sweep_run("KILLED")
+        raise
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+        _end_sweep_run("FAILED")
         if show_traceback:
             raise
         print(f"sweeper: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:
+        _end_sweep_run("FAILED")
         if show_traceback:
             raise
         print(f"sweeper: error: {type(exc).__name__}: {one_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)",
@@ -86,6 +92,17 @@ def main() -> None:
         print(f"sweeper: {_failed_trials} trial{plural} failed (failure_reason in MLflow); finished trials are kept",
               file=sys.stderr)
         sys.exit(1)
+
+
+def _end_sweep_run(status: str) -> None:
+    """A multirun that stopped early leaves its parent run KILLED or FAILED, not RUNNING (no-op without one)."""
+    from sweeper.errors import one_line
+    from sweeper.tracking import close_sweep_run
+
+    try:
+        close_sweep_run(status)
+    except Exception as exc:  # the store itself may be what failed: say so, keep the exit status
+        print(f"sweeper: warning: the sweep's MLflow run was not closed: {one_line(exc)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from sweeper.metrics import FINAL_METRICS, PER_EPOCH_ONLY
-from sweeper.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri, sqlite_store_path
+from sweeper.tracking import DEFAULT_EXPERIMENT, ROLE_TAG, resolve_tracking_uri, sqlite_store_path
 
 __all__ = ["FINAL_METRICS", "ROLE_TAG", "list_sweeps", "load_history", "load_runs"]
 
@@ -26,7 +26,6 @@ _TAG_COLUMNS = [
     "sweep_id", "job", "latency_kind", "failure_reason", "device", "optuna_study", "optuna_trial", "optuna_state",
     "pruned_epoch",
 ]
-ROLE_TAG = "sweeper_role"  # set on runs that are not trials (e.g. ``report``); load_runs leaves them out
 _SEARCHED = {"lr": "optimizer.lr", "batch_size": "strategy.batch_size", "epochs": "strategy.epochs"}
 
 
@@ -83,7 +82,7 @@ def _search(experiment: str, tracking_uri: str | None, filter_string: str = "") 
         found = mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string, output_format="pandas")
     assert isinstance(found, pd.DataFrame)
     role = f"tags.{ROLE_TAG}"
-    if role in found:  # only trials count: a sweep's report run is not one
+    if role in found:  # only trials count: a sweep's parent run is not one
         found = found[found[role].isna()].reset_index(drop=True)
     return found
 
@@ -113,7 +112,7 @@ def load_runs(
             ``sqlite:///mlflow.db`` in the working directory).
 
     Returns:
-        Columns: ``run_id``, ``run_name``, ``status``, ``start_time``, the config-group
+        Columns: ``run_id``, ``run_name``, ``parent_run_id`` (the sweep's run), ``status``, ``start_time``, the config-group
         choices (``data``, ``model``, ``optimizer``, ``strategy``, ``compression``),
         ``seed``, ``lr``, ``batch_size``, ``epochs``, the tags ``sweep_id``, ``job``,
         ``latency_kind``, ``failure_reason`` (and ``optuna_study``, ``optuna_trial``,
@@ -142,6 +141,7 @@ def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(index=raw.index)
     frame["run_id"] = raw.get("run_id")
     frame["run_name"] = raw.get("tags.mlflow.runName")
+    frame["parent_run_id"] = raw.get("tags.mlflow.parentRunId")  # the sweep's parent run (sweeper.sweep_run)
     frame["status"] = raw.get("status")
     frame["start_time"] = raw.get("start_time")
     for column in GROUP_COLUMNS + _TAG_COLUMNS:

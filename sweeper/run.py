@@ -40,7 +40,7 @@ from sweeper.measure import count_params, measure_latency
 from sweeper.progress import TrialProgress
 from sweeper.search import trial_context
 from sweeper.search.trial_context import TrialContext
-from sweeper.tracking import TrialRun, finished_trial, flatten, resolve_tracking_uri, trial_key
+from sweeper.tracking import TrialRun, finished_trial, flatten, parent_run_id, resolve_tracking_uri, source_tags, trial_key
 from sweeper.training import Strategy, TrainResult, build_optimizers, evaluate_accuracy, train
 from sweeper.training.loop import EpochHook
 from sweeper.training.optimizers import OptimizerFactory
@@ -422,7 +422,17 @@ def execute(
         config_path = deployed.path.with_name("config.yaml")
         OmegaConf.save(plan.cfg, config_path, resolve=True)
         tracker.log_artifacts([config_path, deployed.path])
+        tracker.log_datasets(plan.task, _data_source(plan.cfg))
+        if plan.cfg.tracking.get("log_model", True):
+            tracker.log_model(deployed.path, plan.task.x_test[:2], deployed.module)
     return deployed.metrics
+
+
+def _data_source(cfg: DictConfig) -> dict[str, str]:
+    """Where the task's data comes from, as the datasets' source: the data config's keys."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    assert isinstance(data, dict)
+    return {f"data.{key}": str(value) for key, value in data.items()}
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -449,7 +459,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         assert isinstance(config, dict)
         uri, experiment = resolve_tracking_uri(cfg.tracking.uri), str(cfg.tracking.experiment)
         sweep_id = _sweep_id(cfg, search)
-        tags = {**plan.choices, "seed": str(plan.seed), "sweep_id": sweep_id, "trial_key": trial_key(config)}
+        tags = {**source_tags(), **plan.choices, "seed": str(plan.seed), "sweep_id": sweep_id,
+                "trial_key": trial_key(config)}
+        parent = parent_run_id() if sweep_id else None
+        if parent:  # nested under the sweep's run in the MLflow UI
+            tags["mlflow.parentRunId"] = parent
         if index is not None:
             tags["job"] = str(index - 1)
         fixed = _fixed_overrides(tuple(sys.argv[1:])) if sweep_id else ""

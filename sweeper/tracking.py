@@ -7,6 +7,7 @@ one batch at the end. A failure marks the run FAILED with the reason as a tag.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,13 +20,24 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from torch import Tensor, nn
 
-__all__ = ["DEFAULT_EXPERIMENT", "TrialRun", "close_stale_run", "finished_trial", "flatten", "resolve_tracking_uri", "trial_key"]
+    from sweeper.data import Task
+
+__all__ = [
+    "DEFAULT_EXPERIMENT", "PARENT_RUN_ENV", "ROLE_TAG", "TrialRun", "close_stale_run", "close_sweep_run",
+    "finished_trial", "flatten", "open_sweep_run", "parent_run_id", "resolve_tracking_uri", "source_tags", "trial_key",
+]
 
 # Config keys that do not change what a trial computes (left out of its identity).
-_NOT_IDENTITY = ("tracking", "fail_fast", "resume")
+_NOT_IDENTITY = ("tracking", "fail_fast", "resume", "report")
 
 DEFAULT_EXPERIMENT = "sweeper"
+ROLE_TAG = "sweeper_role"  # set on runs that are not trials: a sweep's parent run has sweeper_role=sweep
+SWEEP_ROLE = "sweep"
+PARENT_RUN_ENV = "SWEEPER_PARENT_RUN_ID"  # the running sweep's parent run, for its trials (and launcher workers)
+# MLflow 3's UI opens an experiment of this kind on its runs, not on the GenAI overview
+_EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -98,9 +110,11 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if "mlflow.experimentKind" not in found.tags:  # an older or foreign experiment: open it on runs too
+            client.set_experiment_tag(found.experiment_id, "mlflow.experimentKind", _EXPERIMENT_TAGS["mlflow.experimentKind"])
         return str(found.experiment_id)
     try:
-        return str(client.create_experiment(name))
+        return str(client.create_experiment(name, tags=_EXPERIMENT_TAGS))
     except MlflowException:  # created meanwhile by a concurrent trial
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -125,11 +139,19 @@ class TrialRun:
     ) -> None:
         self.uri = uri
         self.client = _client(uri)
-        exp_id = experiment_id(self.client, experiment)
+        self.experiment_id = experiment_id(self.client, experiment)
         self.run_id: str = self.client.create_run(
-            exp_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()}
+            self.experiment_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()}
         ).info.run_id
         self._epochs: list[Mapping[str, float]] = []  # per-epoch metrics, written in one batch
+
+    @classmethod
+    def attach(cls, client: MlflowClient, run_id: str) -> TrialRun:
+        """The wrapper around an existing run (its writes, without creating one)."""
+        run = cls.__new__(cls)
+        run.uri, run.client, run.run_id, run._epochs = str(client.tracking_uri), client, run_id, []
+        run.experiment_id = str(client.get_run(run_id).info.experiment_id)
+        return run
 
     def __enter__(self) -> TrialRun:
         return self
@@ -194,6 +216,31 @@ class TrialRun:
         for path in paths:
             self.client.log_artifact(self.run_id, str(path))
 
+    def log_datasets(self, task: Task, source: Mapping[str, str]) -> None:
+        """The task's three splits as the run's dataset inputs (name, digest, shapes, sizes; context tag each).
+
+        ``source`` (e.g. the data config's ``_target_`` and knobs) says where the data comes from.
+        """
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        inputs = []
+        for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
+            x, y = getattr(task, f"x_{split}"), getattr(task, f"y_{split}")
+            dataset = mlflow.data.from_numpy(x.cpu().numpy(), targets=y.cpu().numpy(), name=task.name,
+                                             source=CodeDatasetSource(dict(source)))
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
+        self.client.log_inputs(self.run_id, datasets=inputs)
+
+    def log_model(self, artifact: Path, example: Tensor, module: nn.Module) -> str:
+        """``artifact`` as the run's MLflow model (see :mod:`sweeper.serving`); its id goes to the tag ``model_id``."""
+        from sweeper.serving import log_trial_model
+
+        model_id = log_trial_model(self.client, self.experiment_id, self.run_id, artifact, example, module)
+        self.set_tags({"model_id": model_id})
+        return model_id
+
 
 def trial_key(config: Mapping[str, Any]) -> str:
     """A short hash of everything in a resolved config that determines the trial's result."""
@@ -228,3 +275,78 @@ def close_stale_run(uri: str, run_id: str, reason: str) -> None:
     if client.get_run(run_id).info.status == "RUNNING":
         client.set_tag(run_id, "failure_reason", reason)
         client.set_terminated(run_id, "KILLED")
+
+
+@functools.cache
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags for runs started here: the command, the user, the working directory's git commit.
+
+    The commit is that of the repository the command runs in (where a user's configs and model
+    plug-ins live); ``git_dirty=true`` when it has uncommitted changes. No repository, no commit tags.
+    """
+    import getpass
+    import subprocess
+
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": "python -m sweeper", "mlflow.user": getpass.getuser()}
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git_dirty"] = str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower()
+        remote = git("config", "--get", "remote.origin.url")
+        if remote:
+            tags["mlflow.source.git.repoURL"] = remote
+    return tags
+
+
+def parent_run_id() -> str | None:
+    """The parent run of the sweep this process belongs to, if a sweep opened one."""
+    return os.environ.get(PARENT_RUN_ENV) or None
+
+
+def open_sweep_run(uri: str, experiment: str, *, sweep_dir: str, sweep_id: str | None, command: str,
+                   config: Mapping[str, Any]) -> str:
+    """Open the parent run of a sweep (found again when a sweep dir is re-run) and announce it to the trials.
+
+    The run (``sweep <sweep id>``, tag ``sweeper_role=sweep``) holds the sweep's command line,
+    its config (params and ``config.yaml``) and later the report; its id goes to
+    ``$SWEEPER_PARENT_RUN_ID``, which every trial of the sweep (and each worker process a
+    launcher starts) reads to name it as ``mlflow.parentRunId``.
+    """
+    client = _client(uri)
+    exp_id = experiment_id(client, experiment)
+    found = client.search_runs(
+        [exp_id], filter_string=f"tags.{ROLE_TAG} = '{SWEEP_ROLE}' and tags.sweep_dir = '{sweep_dir}'", max_results=1
+    )
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+    else:
+        tags = {ROLE_TAG: SWEEP_ROLE, "sweep_dir": sweep_dir, "command": command[:5000], **source_tags()}
+        if sweep_id:
+            tags["sweep_id"] = sweep_id
+        run_id = client.create_run(exp_id, run_name=f"sweep {sweep_id or sweep_dir}", tags=tags).info.run_id
+        run = TrialRun.attach(client, run_id)
+        run.log_params(flatten(config))
+        client.log_dict(run_id, dict(config), "config.yaml")
+    os.environ[PARENT_RUN_ENV] = run_id
+    _opened_sweep_runs[run_id] = uri
+    return run_id
+
+
+_opened_sweep_runs: dict[str, str] = {}  # parent runs this process opened -> their tracking URI
+
+
+def close_sweep_run(status: str = "FINISHED") -> None:
+    """End the parent run this process opened (``FINISHED``; ``KILLED``/``FAILED`` when the sweep stopped early)."""
+    run_id = os.environ.pop(PARENT_RUN_ENV, None)
+    uri = _opened_sweep_runs.pop(run_id, None) if run_id else None
+    if run_id and uri:
+        _client(uri).set_terminated(run_id, status)

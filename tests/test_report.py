@@ -390,8 +390,9 @@ def test_callback_finds_an_optuna_sweep_by_its_study_name(tmp_path, tracking_uri
 
     client = MlflowClient(tracking_uri)
     experiment_id = client.get_experiment_by_name("sweeper").experiment_id
-    (report,) = client.search_runs([experiment_id], filter_string="tags.sweeper_role = 'report'")
-    assert report.data.tags["sweep_id"] == "optuna/study-a"
+    (report,) = client.search_runs([experiment_id], filter_string="tags.sweeper_role = 'sweep'")
+    assert report.data.tags["sweep_id"] == "optuna/study-a" and report.info.status == "FINISHED"
+    assert report.data.metrics["trials_ok"] == 2 and "Choose" in report.data.tags["mlflow.note.content"]
 
 
 def test_configurations_deploying_the_same_network_share_one_latency():
@@ -482,7 +483,7 @@ def test_callback_and_cli_report_each_sweep_of_a_rerun_sweep_dir(tmp_path, track
     assert "This report: `strategy.epochs=200`" in (report_dir / "sweep-2" / "report.md").read_text()
     client = MlflowClient(tracking_uri)
     (report,) = client.search_runs([client.get_experiment_by_name("sweeper").experiment_id],
-                                   filter_string="tags.sweeper_role = 'report'")
+                                   filter_string="tags.sweeper_role = 'sweep'")
     assert "sweep-2/report.md" in {a.path for a in client.list_artifacts(report.info.run_id, "sweep-2")}
     assert main(["--tracking-uri", tracking_uri, "--sweep", "multirun/d", "--out", str(tmp_path / "R")]) == 0
     assert f"another sweep under this sweep id: {tmp_path / 'R' / 'sweep-2' / 'report.html'}" in capsys.readouterr().out

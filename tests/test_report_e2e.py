@@ -22,7 +22,8 @@ def test_multirun_writes_its_report_in_the_sweep_dir_and_in_mlflow(tiny_sweep):
     report_dir = cwd / sweep_id / "report"
     for name in ("report.md", "report.html", "runs.csv", "accuracy_vs_size.png", "accuracy_vs_latency.png"):
         assert (report_dir / name).is_file(), name
-    assert len(load_runs("sweeper", sweep_id=sweep_id, tracking_uri=uri)) == 4  # the report run is no trial
+    trials = load_runs("sweeper", sweep_id=sweep_id, tracking_uri=uri)
+    assert len(trials) == 4  # the sweep's parent run is no trial
     markdown = (report_dir / "report.md").read_text()
     assert "made on the mean **validation** accuracy" in markdown and "[95 % CI]" in markdown
     assert "vs #1" in markdown and "vs adam" in markdown  # tie markers or differences in every table
@@ -33,11 +34,13 @@ def test_multirun_writes_its_report_in_the_sweep_dir_and_in_mlflow(tiny_sweep):
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    (report_run,) = client.search_runs([client.get_experiment_by_name("sweeper").experiment_id],
-                                       filter_string=f"tags.{ROLE_TAG} = 'report'")
-    assert report_run.info.run_name == f"report {sweep_id}" and report_run.data.tags["sweep_id"] == sweep_id
-    logged = {a.path for a in client.list_artifacts(report_run.info.run_id)}
-    assert {"report.md", "report.html", "runs.csv", "accuracy_vs_size.png"} <= logged
+    (parent,) = client.search_runs([client.get_experiment_by_name("sweeper").experiment_id],
+                                   filter_string=f"tags.{ROLE_TAG} = 'sweep'")  # the report is on the parent run
+    assert parent.info.run_name == f"sweep {sweep_id}" and parent.data.tags["sweep_id"] == sweep_id
+    assert parent.info.status == "FINISHED" and set(trials["parent_run_id"]) == {parent.info.run_id}
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "report.html", "runs.csv", "accuracy_vs_size.png", "config.yaml"} <= logged
+    assert parent.data.metrics["trials_ok"] == 4 and parent.data.params["strategy.epochs"]
 
 
 def test_cli_writes_the_report_and_names_a_configuration_within_budget(tiny_sweep, tmp_path, monkeypatch, capsys):
@@ -111,7 +114,7 @@ def test_the_report_finds_an_optuna_study_by_the_name_it_wrote(tmp_path):
     """A search without hydra.sweeper.study_name gets a computed name; the callback reads it back."""
     from omegaconf import OmegaConf
 
-    from sweeper.report.callback import sweep_candidates
+    from sweeper.sweep_run import sweep_candidates
 
     (tmp_path / "optimization_results.yaml").write_text("study_name: lr-8b0daf07\ntrials: {complete: 4}\n")
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "sweeper": {"study_name": None}}, "tracking": {}})

@@ -358,11 +358,17 @@ def test_an_interrupted_search_resumes_to_exactly_n_trials_and_a_rerun_adds_none
     assert f"optimizer.lr={study.best_trial.params['optimizer.lr']}" in results.best.overrides
     from mlflow import MlflowClient
 
-    (study_run,) = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
-        [_experiment_id(tmp_path)], "tags.sweeper_role = 'study'"
-    )  # one run per study, updated by every run of the command, left out of load_runs
-    assert study_run.data.tags["best_trial"] == str(study.best_trial.number)
-    assert study_run.data.metrics["best_val_accuracy"] == pytest.approx(study.best_value)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parents = {r.data.tags["sweep_dir"]: r for r in client.search_runs([_experiment_id(tmp_path)],
+                                                                      "tags.sweeper_role = 'sweep'")}
+    assert sorted(parents) == ["first", "second", "third"]  # one parent run per command, left out of load_runs
+    assert all(p.info.status == "FINISHED" and p.data.tags["sweep_id"] == study.study_name for p in parents.values())
+    children = dict(zip(runs["run_id"], runs["parent_run_id"], strict=True))
+    assert sorted(children.values()) == sorted([parents["first"].info.run_id] * 2 + [parents["second"].info.run_id] * 2)
+    third = parents["third"]  # trained nothing, but holds the whole study's results and report
+    assert third.data.tags["best_trial"] == str(study.best_trial.number)
+    assert third.data.metrics["best_val_accuracy"] == pytest.approx(study.best_value)
+    assert {"optimization_results.yaml", "report.md"} <= {a.path for a in client.list_artifacts(third.info.run_id)}
 
 
 @pytest.mark.integration

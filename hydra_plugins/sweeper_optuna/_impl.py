@@ -32,7 +32,7 @@ from sweeper.search import trial_context
 from sweeper.search.objectives import Constraint, parse_constraints, parse_objectives
 from sweeper.search.space import SearchSpace, parse_space
 from sweeper.search.study import build_pruner, build_sampler, default_study_name, open_storage
-from sweeper.search.summary import log_results, progress_line, summarize, write_results
+from sweeper.search.summary import progress_line, summarize, write_results
 from sweeper.search.workers import GRACE_SECONDS, HEARTBEAT_SECONDS, free_slots, heartbeat, release_surplus
 
 log = logging.getLogger(__name__)
@@ -329,12 +329,7 @@ class OptunaSweeperImpl(Sweeper):
         assert self.config is not None
         results = summarize(study, plan.space, plan.objectives, plan.constraints)
         results["storage"] = _shown(plan.storage)
-        path = write_results(results, sweep_dir)
-        if OmegaConf.select(self.config, "tracking.enabled", default=False):
-            from sweeper.tracking import resolve_tracking_uri
-
-            uri = resolve_tracking_uri(OmegaConf.select(self.config, "tracking.uri", default=None))
-            log_results(path, results, tracking_uri=uri, experiment=str(self.config.tracking.experiment))
+        path = write_results(results, sweep_dir)  # the sweep's parent run takes it to MLflow (sweeper.sweep_run)
         print(_summary_text(results, path), flush=True)
 
 

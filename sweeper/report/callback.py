@@ -1,9 +1,11 @@
 """The Hydra callback that writes the report at the end of every multirun (grid or Optuna).
 
 Registered in ``conf/config.yaml`` under ``hydra.callbacks.report``. It writes the report
-into ``<sweep dir>/report/`` and logs the files as artifacts of one MLflow run of the
-sweep (run name ``report <sweep id>``, tag ``sweeper_role=report``; ``load_runs`` leaves
-such runs out). It never fails the sweep: a problem is logged as a warning.
+into ``<sweep dir>/report/`` and attaches it to the sweep's parent run
+(:mod:`sweeper.sweep_run`): the files as artifacts, the recommendation as the run's
+description, the recommended configuration's numbers as ``recommended_*`` metrics and the
+trial counts. With ``report.register=true`` the recommended model goes to the Model Registry.
+It never fails the sweep: a problem is logged as a warning.
 
 Switch it off with ``hydra.callbacks.report.enabled=false``; give it budgets with
 ``hydra.callbacks.report.max_size_kb=100`` (and ``max_latency_ms``, ``min_accuracy``).
@@ -13,57 +15,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-__all__ = ["ReportCallback", "sweep_candidates"]
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from sweeper.report.build import ReportResult
+
+__all__ = ["ReportCallback", "register_recommended", "summary_metrics"]
 
 log = logging.getLogger("sweeper.report")
-
-
-def sweep_candidates(config: DictConfig) -> list[str]:
-    """Ids the trials of this multirun may carry as ``sweep_id``, most specific first.
-
-    ``tracking.sweep_id`` when set, the Hydra sweep dir, and an Optuna study's name: the
-    configured one, or the one its ``optimization_results.yaml`` names (the Optuna sweep tags
-    its trials with it).
-    """
-    hydra_cfg = config.get("hydra")
-    tracking = config.get("tracking") or {}
-    values = [
-        tracking.get("sweep_id"),
-        hydra_cfg.sweep.dir if hydra_cfg is not None else None,
-        hydra_cfg.sweeper.get("study_name") if hydra_cfg is not None and "sweeper" in hydra_cfg else None,
-        _written_study_name(Path(str(hydra_cfg.sweep.dir))) if hydra_cfg is not None else None,
-    ]
-    return [str(v) for v in values if v]
-
-
-def _written_study_name(sweep_dir: Path) -> str | None:
-    """The study an Optuna sweep ran, as its ``optimization_results.yaml`` names it (a default name is
-    computed by the sweeper, not found in the config)."""
-    results = sweep_dir / "optimization_results.yaml"
-    if not results.is_file():
-        return None
-    import yaml
-
-    content = yaml.safe_load(results.read_text())
-    return str(content["study_name"]) if isinstance(content, dict) and content.get("study_name") else None
-
-
-def resolve_sweep(candidates: list[str], experiment: str, tracking_uri: str) -> str | None:
-    """The sweep id the trials actually carry: a candidate, or the sweep of an Optuna study named so."""
-    from sweeper.results import list_sweeps, load_runs
-
-    sweeps = list_sweeps(experiment, tracking_uri=tracking_uri)
-    for candidate in candidates:
-        if candidate in sweeps:
-            return candidate
-    runs = load_runs(experiment, tracking_uri=tracking_uri)
-    studies = runs[runs["optuna_study"].isin(candidates)] if "optuna_study" in runs else runs.iloc[0:0]
-    return str(studies["sweep_id"].dropna().iloc[-1]) if studies["sweep_id"].notna().any() else None
 
 
 class ReportCallback(Callback):
@@ -94,7 +58,8 @@ class ReportCallback(Callback):
     def _report(self, config: DictConfig) -> None:
         from sweeper.report.build import generate, plain
         from sweeper.report.recommend import Budget
-        from sweeper.tracking import TrialRun, resolve_tracking_uri
+        from sweeper.sweep_run import resolve_sweep, sweep_candidates
+        from sweeper.tracking import resolve_tracking_uri
 
         tracking = config.get("tracking")
         if tracking is None or not tracking.get("enabled", True):
@@ -113,10 +78,76 @@ class ReportCallback(Callback):
         log.info("%s", plain(result.recommendation.sentence))
         log.info("report: %s", result.out_dir / "report.html")
         if self.log_to_mlflow:
-            tags = {"sweeper_role": "report", "sweep_id": sweep_id,
-                    "mlflow.note.content": result.recommendation.sentence}
-            with TrialRun(uri, experiment, run_name=f"report {sweep_id}", tags=tags) as run:
-                run.log_artifacts(result.files)
-                for other in result.others:  # the other sweeps of this sweep id, in their own folders
-                    for path in other.files:
-                        run.client.log_artifact(run.run_id, str(path), other.out_dir.name)
+            self._attach(config, uri, sweep_id, result)
+
+    def _attach(self, config: DictConfig, uri: str, sweep_id: str, result: ReportResult) -> None:
+        """The report on the sweep's parent run (opened here when the sweep had none)."""
+        from mlflow import MlflowClient
+
+        from sweeper.sweep_run import sweep_run_for
+        from sweeper.tracking import TrialRun, close_sweep_run, parent_run_id
+
+        opened_here = parent_run_id() is None
+        run_id = sweep_run_for(config)
+        assert run_id is not None  # tracking is on
+        try:
+            run = TrialRun.attach(MlflowClient(tracking_uri=uri), run_id)
+            run.set_tags({"sweep_id": sweep_id, "mlflow.note.content": result.recommendation.sentence})
+            run.log_results(summary_metrics(result))
+            run.log_artifacts(result.files)
+            for other in result.others:  # the other sweeps of this sweep id, in their own folders
+                for path in other.files:
+                    run.client.log_artifact(run_id, str(path), other.out_dir.name)
+            report = config.get("report") or {}
+            if report.get("register", False):
+                name = str(report.get("model_name") or config.tracking.get("experiment", "sweeper"))
+                version = register_recommended(run.client, result, name, sweep_id=sweep_id)
+                if version is not None:
+                    log.info("registered: models:/%s/%s (alias @recommended)", name, version)
+        finally:
+            if opened_here:
+                close_sweep_run()
+
+
+def summary_metrics(result: ReportResult) -> dict[str, float]:
+    """The parent run's numbers: trial counts, and the recommended configuration's means over seeds."""
+    runs = result.runs
+    metrics = {f"trials_{outcome}": float((runs["outcome"] == outcome).sum()) for outcome in ("ok", "failed", "pruned")}
+    best = result.recommendation.best
+    if best is not None and best in result.table.index:
+        row = result.table.loc[best]
+        metrics.update({"recommended_test_score": float(row["acc_mean"]), "recommended_val_score": float(row["val_mean"]),
+                        "recommended_size_bytes": float(row["size_bytes"]),
+                        "recommended_latency_ms": float(row["latency_ms"]), "recommended_n_seeds": float(row["n_seeds"])})
+    return {k: v for k, v in metrics.items() if v == v}  # NaN: not measured (no finished run)
+
+
+def register_recommended(client: MlflowClient, result: ReportResult, name: str, *, sweep_id: str) -> str | None:
+    """Register the recommended configuration's model as a new version of ``name``; return the version.
+
+    Of the configuration's finished runs (one per seed) the one with the best validation score is
+    registered; the version is tagged with the sweep, the configuration and the budget, and gets the
+    alias ``recommended``. Nothing to register (no recommendation, models not logged): ``None``, a warning.
+    """
+    from mlflow.exceptions import MlflowException
+
+    best = result.recommendation.best
+    runs = result.runs
+    chosen = runs[(runs["config"] == best) & (runs["outcome"] == "ok")] if best is not None else runs.iloc[0:0]
+    if chosen.empty:
+        log.warning("nothing registered: no configuration is recommended within the budget")
+        return None
+    selection = "val_accuracy" if "val_accuracy" in chosen and chosen["val_accuracy"].notna().any() else "test_accuracy"
+    run_id = str(chosen.sort_values(selection, ascending=False)["run_id"].iloc[0])
+    model_id = client.get_run(run_id).data.tags.get("model_id")
+    if not model_id:
+        log.warning("nothing registered: run %s logged no model (tracking.log_model=false)", run_id)
+        return None
+    try:
+        client.create_registered_model(name, description="The models sweeper recommended, one version per sweep.")
+    except MlflowException:  # registered by an earlier sweep
+        pass
+    tags = {"sweep_id": sweep_id, "config": str(best), "budget": result.recommendation.budget.describe()}
+    version = client.create_model_version(name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id)
+    client.set_registered_model_alias(name, "recommended", version.version)
+    return str(version.version)

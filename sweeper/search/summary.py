@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,10 +15,9 @@ if TYPE_CHECKING:
     from sweeper.search.objectives import Constraint
     from sweeper.search.space import SearchSpace
 
-__all__ = ["RESULTS_FILE", "count_states", "log_results", "progress_line", "summarize", "write_results"]
+__all__ = ["RESULTS_FILE", "count_states", "progress_line", "summarize", "write_results"]
 
 RESULTS_FILE = "optimization_results.yaml"
-STUDY_ROLE_TAG = "sweeper_role"  # the MLflow run holding a study's results has sweeper_role=study
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:
@@ -68,38 +66,6 @@ def write_results(results: Mapping[str, Any], sweep_dir: Path) -> Path:
     path = sweep_dir / RESULTS_FILE
     OmegaConf.save(OmegaConf.create(dict(results)), path)
     return path
-
-
-def log_results(path: Path, results: Mapping[str, Any], *, tracking_uri: str, experiment: str) -> str:
-    """Log the results file to the study's MLflow run (``sweeper_role=study``), created on first use."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, RunTag
-
-    from sweeper.tracking import experiment_id
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp_id = experiment_id(client, experiment)
-    study = str(results["study_name"])
-    found = client.search_runs(
-        [exp_id], filter_string=f"tags.{STUDY_ROLE_TAG} = 'study' and tags.optuna_study = '{study}'", max_results=1
-    )
-    if found:
-        run_id = found[0].info.run_id
-    else:
-        run_tags = {STUDY_ROLE_TAG: "study", "optuna_study": study}
-        run_id = client.create_run(exp_id, run_name=f"study {study}", tags=run_tags).info.run_id
-    best = results.get("best")
-    now = int(time.time() * 1000)
-    metrics = [Metric(f"best_{k}", float(v), now, 0) for k, v in (best or {}).get("values", {}).items()]
-    tags = [RunTag(f"trials_{state}", str(n)) for state, n in results["trials"].items()]
-    if best:
-        tags.append(RunTag("best_trial", str(best["trial"])))
-    if "pareto_front" in results:
-        tags.append(RunTag("pareto_trials", ",".join(str(e["trial"]) for e in results["pareto_front"])))
-    client.log_batch(run_id, metrics=metrics, tags=tags)
-    client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
 
 
 def _fmt(value: float) -> str:
