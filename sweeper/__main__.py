@@ -62,12 +62,16 @@ def main() -> None:
     from sweeper.errors import ConfigError, one_line
 
     signal.signal(signal.SIGTERM, _terminate)
+    _quiet_libraries()
     show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["SWEEPER_SHOW_TRACEBACK"] = "1" if show_traceback else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print them in one line
     try:
         _task()
     except KeyboardInterrupt:
+        from sweeper.progress import end_live_line
+
+        end_live_line()  # the message goes on its own line, not onto a trial's live line
         _end_sweep_run("KILLED")
         print("sweeper: interrupted; the current trial is marked KILLED, finished trials are kept", file=sys.stderr)
         sys.exit(130)
@@ -92,6 +96,16 @@ def main() -> None:
         print(f"sweeper: {_failed_trials} trial{plural} failed (failure_reason in MLflow); finished trials are kept",
               file=sys.stderr)
         sys.exit(1)
+
+
+def _quiet_libraries() -> None:
+    """MLflow's and Alembic's INFO lines off, unless ``-v`` (taken off the command line) or ``hydra.verbose``."""
+    verbose = any(a in ("-v", "--verbose") for a in sys.argv[1:])
+    sys.argv[1:] = [a for a in sys.argv[1:] if a not in ("-v", "--verbose")]
+    if verbose or any(a.lstrip("+").startswith("hydra.verbose") for a in sys.argv[1:]):
+        return
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported (in launcher workers too)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _end_sweep_run(status: str) -> None:

@@ -37,6 +37,7 @@ from sweeper.compression import (
 from sweeper.data import Task
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params, measure_latency
+from sweeper.option_knobs import apply_option_knobs
 from sweeper.progress import TrialProgress
 from sweeper.search import trial_context
 from sweeper.search.trial_context import TrialContext
@@ -197,6 +198,9 @@ def plan_trial(cfg: DictConfig, *, choices: dict[str, str] | None = None) -> Tri
     Raises:
         ConfigError: a value, key or plug-in is wrong (the message names it).
     """
+    hydra_cfg = _hydra_config()
+    raw_choices = choices if choices is not None else dict(hydra_cfg.runtime.choices) if hydra_cfg is not None else {}
+    apply_option_knobs(cfg, raw_choices, GROUPS)  # +options.<group>.<option>.<key>=value
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r}: must be an integer >= 0")
     seed = int(cfg.seed)
@@ -474,7 +478,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         elif sweep_id and cfg.get("resume", True):  # a study resumes itself; a grid re-run skips what finished
             previous = finished_trial(uri, experiment, sweep_id, tags["trial_key"])
             if previous is not None:
-                progress.skipped(previous[0])
+                progress.skipped(previous[0], previous[1].get("val_accuracy"))
                 return previous[1]
         try:
             tracker = TrialRun(uri, experiment, run_name=label, tags=tags)

@@ -12,6 +12,7 @@ sweep is interrupted). ``sweeper.results.load_runs`` leaves parent runs out: the
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -118,6 +119,10 @@ class SweepRunCallback(Callback):
         self.enabled = enabled
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from sweeper.progress import SWEEP_STARTED_ENV, quiet_launch_lines
+
+        os.environ[SWEEP_STARTED_ENV] = str(time.time())  # for the trials' time-left estimate
+        quiet_launch_lines()
         if self.enabled:
             sweep_run_for(config)
 

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 # Config keys that do not change what a trial computes (left out of its identity).
-_NOT_IDENTITY = ("tracking", "fail_fast", "resume", "report")
+_NOT_IDENTITY = ("tracking", "fail_fast", "resume", "report", "options")  # options: merged into the groups
 
 DEFAULT_EXPERIMENT = "sweeper"
 ROLE_TAG = "sweeper_role"  # set on runs that are not trials: a sweep's parent run has sweeper_role=sweep

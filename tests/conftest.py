@@ -129,13 +129,19 @@ def make_runs() -> Callable[..., pd.DataFrame]:
 
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> tuple[Path, str]:
-    """One real grid multirun (2 optimizers x 2 seeds, tiny budgets), run once: (its cwd, tracking URI)."""
+    """One real grid multirun (2 optimizers x 2 seeds, tiny budgets), run once: (its cwd, tracking URI).
+
+    Its recommended model is registered (``report.register=true``); what it printed is kept in
+    ``console.txt`` (stdout and stderr) beside its store.
+    """
     cwd = tmp_path_factory.mktemp("tiny-sweep")
     shutil.copy(_mlflow_template, cwd / "mlflow.db")
     proc = subprocess.run(
         [sys.executable, "-m", "sweeper", "-m", "optimizer=adam,sgd", "seed=0,1", "data=synthetic",
-         "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01"],
+         "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01",
+         "report.register=true"],
         cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=400,
     )
+    (cwd / "console.txt").write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd, f"sqlite:///{cwd / 'mlflow.db'}"

@@ -78,6 +78,12 @@ def test_sigint_kills_the_running_trial_keeps_its_curves_and_exits_non_zero(tmp_
     assert "KeyboardInterrupt" in runs.failure_reason[0]
     curves = load_history(runs.run_id, tracking_uri=uri)
     assert len(curves[curves.metric == "train_loss"]) >= 1  # epochs that finished were flushed
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("sweeper").experiment_id],
+                                   "tags.sweeper_role = 'sweep'")
+    assert parent.info.status == "KILLED" and runs.parent_run_id[0] == parent.info.run_id  # not left RUNNING
 
 
 def test_kill_9_then_rerun_closes_the_stale_run_and_runs_only_the_missing_trials(tmp_path, _mlflow_template):

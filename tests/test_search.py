@@ -365,10 +365,10 @@ def test_an_interrupted_search_resumes_to_exactly_n_trials_and_a_rerun_adds_none
     assert all(p.info.status == "FINISHED" and p.data.tags["sweep_id"] == study.study_name for p in parents.values())
     children = dict(zip(runs["run_id"], runs["parent_run_id"], strict=True))
     assert sorted(children.values()) == sorted([parents["first"].info.run_id] * 2 + [parents["second"].info.run_id] * 2)
-    third = parents["third"]  # trained nothing, but holds the whole study's results and report
+    third = parents["third"]  # trained nothing, but holds the whole study's results
     assert third.data.tags["best_trial"] == str(study.best_trial.number)
     assert third.data.metrics["best_val_accuracy"] == pytest.approx(study.best_value)
-    assert {"optimization_results.yaml", "report.md"} <= {a.path for a in client.list_artifacts(third.info.run_id)}
+    assert "optimization_results.yaml" in {a.path for a in client.list_artifacts(third.info.run_id)}
 
 
 @pytest.mark.integration

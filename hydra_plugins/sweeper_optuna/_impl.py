@@ -275,7 +275,7 @@ class OptunaSweeperImpl(Sweeper):
             trial.set_user_attr("overrides", overrides)
             env = {trial_context.ENV_STUDY: plan.study_name, trial_context.ENV_STORAGE: plan.storage,
                    trial_context.ENV_TRIAL: str(trial.number)}
-            jobs.append([*overrides, *(f"++hydra.job.env_set.{k}={_quote(v)}" for k, v in env.items())])
+            jobs.append([*overrides, *(f"hydra.job.env_set.{k}={_quote(v)}" for k, v in env.items())])
             trial_context.register(plan.study_name, trial)
         try:
             with _sigterm_as_interrupt():

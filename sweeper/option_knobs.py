@@ -1,0 +1,81 @@
+"""Knobs for one option of a group, applied only to the trials that choose that option.
+
+A grid over options of one group cannot set a knob only one of them has:
+``-m compression=none,qat compression.bits=4`` fails on ``none``, which has no ``bits``. The
+``options`` node scopes a knob to its option::
+
+    python -m sweeper -m compression=none,qat +options.compression.qat.bits=4
+
+``options.<group>.<option>.<key>`` is merged into ``<group>`` in the trials that chose
+``<group>=<option>`` and ignored in the others. A group, option or key that does not exist is
+a one-line error naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sweeper.errors import ConfigError
+
+__all__ = ["apply_option_knobs", "group_options"]
+
+
+def group_options(group: str) -> list[str] | None:
+    """The options of a config group as Hydra's config search path holds them (None outside Hydra)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        return None
+    loader = GlobalHydra.instance().config_loader()
+    return sorted(loader.get_group_options(group))
+
+
+def _knobs(values: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (the knobs' dotted keys)."""
+    if not isinstance(values, Mapping):
+        return {prefix.rstrip("."): values}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat.update(_knobs(value, f"{prefix}{key}."))
+    return flat
+
+
+def apply_option_knobs(cfg: DictConfig, choices: Mapping[str, str], groups: tuple[str, ...]) -> None:
+    """Merge ``cfg.options.<group>.<chosen option>`` into ``cfg.<group>`` in place; check every entry.
+
+    ``choices`` are Hydra's choices of the job (``group -> option``).
+
+    Raises:
+        ConfigError: an unknown group or option, or a key the option's config does not have.
+    """
+    options = cfg.get("options")
+    if not options:
+        return
+    plain = OmegaConf.to_container(options, resolve=True)
+    if not isinstance(plain, dict):
+        raise ConfigError(f"options={plain!r}: must be a mapping options.<group>.<option>.<key>=value")
+    for group, per_option in plain.items():
+        if group not in groups:
+            raise ConfigError(f"options.{group}: not a config group; allowed: {', '.join(groups)}")
+        if not isinstance(per_option, dict):
+            raise ConfigError(f"options.{group}={per_option!r}: must be options.{group}.<option>.<key>=value")
+        known = group_options(group)
+        for option, knobs in per_option.items():
+            if known is not None and option not in known:
+                raise ConfigError(f"options.{group}.{option}: no such {group} option; allowed: {', '.join(known)}")
+            if choices.get(group) != option:
+                continue
+            node = cfg[group]
+            for key, value in _knobs(knobs).items():
+                if OmegaConf.select(node, key, default=_ABSENT) is _ABSENT:
+                    have = ", ".join(sorted(k for k in _knobs(OmegaConf.to_container(node)) if k != "_target_"))
+                    raise ConfigError(f"options.{group}.{option}.{key}: {group}={option} has no key {key}; "
+                                      f"its keys: {have or 'none'}")
+                with open_dict(node):
+                    OmegaConf.update(node, key, value, merge=True)
+
+
+_ABSENT = object()
