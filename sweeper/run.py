@@ -299,7 +299,7 @@ def _command_line_sweep(argv: tuple[str, ...]) -> tuple[frozenset[str], int | No
 
 
 _NOT_FIXED = ("seed", "resume", "fail_fast")
-_NOT_FIXED_PREFIXES = ("hydra.", "hydra/", "tracking.")
+_NOT_FIXED_PREFIXES = ("hydra.", "hydra/", "tracking.", "report.")
 
 
 def _fixed_overrides(argv: tuple[str, ...]) -> str:
@@ -307,7 +307,7 @@ def _fixed_overrides(argv: tuple[str, ...]) -> str:
 
     Logged as the tag ``fixed_overrides``: a sweep dir re-run with other fixed overrides holds
     two configuration spaces, which the report tells apart by it. Seeds, Hydra's and tracking's
-    settings, ``resume`` and ``fail_fast`` are left out.
+    settings, the report's, ``resume`` and ``fail_fast`` are left out.
     """
     fixed = [(o, o.get_key_element().lstrip("+~")) for o in _command_line_overrides(argv) if not o.is_sweep_override()]
     return " ".join(sorted(o.input_line for o, key in fixed

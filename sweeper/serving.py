@@ -57,6 +57,7 @@ def log_trial_model(client: MlflowClient, experiment_id: str, run_id: str, artif
                     module: nn.Module) -> str:
     """Log ``artifact`` as the run's MLflow model (signature and example from ``example``); return its model id."""
     import mlflow.pyfunc
+    from mlflow.entities import LoggedModelOutput
     from mlflow.models import infer_signature
 
     inputs = example.cpu().numpy()
@@ -74,4 +75,5 @@ def log_trial_model(client: MlflowClient, experiment_id: str, run_id: str, artif
         client.finalize_logged_model(logged.model_id, "FAILED")
         raise
     client.finalize_logged_model(logged.model_id, "READY")
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])  # the run's "Logged models"
     return str(logged.model_id)

@@ -104,7 +104,7 @@ def sweep_run_for(config: DictConfig) -> str | None:
     uri, experiment = where
     tracking = config.get("tracking") or {}
     return open_sweep_run(uri, experiment, sweep_dir=str(config.hydra.sweep.dir),
-                          sweep_id=tracking.get("sweep_id") or None, command=" ".join(sys.argv),
+                          sweep_id=tracking.get("sweep_id") or None, command=" ".join(["python -m sweeper", *sys.argv[1:]]),
                           config=_app_config(config))
 
 

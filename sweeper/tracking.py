@@ -199,8 +199,9 @@ class TrialRun:
     def log_results(self, final: Mapping[str, float]) -> None:
         """Log the recorded per-epoch metrics (step = epoch) and the final metrics in one batch.
 
-        The final metrics are logged at the step after the last epoch, so that a name used
-        for both (``val_accuracy``: per epoch, and of the artifact as final) reads as the final one.
+        A final metric is one value at step 0 (the UI shows it as a value, not a one-point curve),
+        except a name also logged per epoch (``val_accuracy``): that one goes to the step after the
+        last epoch, so that its latest value is the artifact's.
         """
         from mlflow.entities import Metric
 
@@ -209,7 +210,8 @@ class TrialRun:
         metrics = [
             Metric(key, float(value), now, epoch) for epoch, row in enumerate(rows) for key, value in row.items()
         ]
-        metrics += [Metric(key, float(value), now, len(rows)) for key, value in final.items()]
+        curves = {key for row in rows for key in row}
+        metrics += [Metric(key, float(value), now, len(rows) if key in curves else 0) for key, value in final.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def log_artifacts(self, paths: Iterable[Path]) -> None:
