@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
 from sweeper.results import FINAL_METRICS, load_history, load_runs
@@ -105,3 +108,14 @@ def test_help_describes_the_tool_its_groups_and_commands(run_cli):
     for line in ("python -m sweeper -m optimizer=adam,sgd seed=0,1,2", "python -m sweeper.report", "mlflow ui",
                  "compression: distill, none, pipeline", "Exit status: 0 every trial finished"):
         assert line in proc.stdout, line
+
+
+@pytest.mark.parametrize("argv, quiet", [(["x=1"], True), (["-v", "x=1"], False), (["hydra.verbose=true"], False)])
+def test_mlflow_info_lines_are_off_unless_asked_for(monkeypatch, argv, quiet):
+    from sweeper.__main__ import _quiet_libraries
+
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+    monkeypatch.setattr("sys.argv", ["sweeper", *argv])
+    _quiet_libraries()
+    assert "-v" not in sys.argv  # Hydra never sees it
+    assert (os.environ.get("MLFLOW_LOGGING_LEVEL") == "WARNING") is quiet

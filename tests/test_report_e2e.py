@@ -119,3 +119,29 @@ def test_the_report_finds_an_optuna_study_by_the_name_it_wrote(tmp_path):
     (tmp_path / "optimization_results.yaml").write_text("study_name: lr-8b0daf07\ntrials: {complete: 4}\n")
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "sweeper": {"study_name": None}}, "tracking": {}})
     assert sweep_candidates(config) == [str(tmp_path), "lr-8b0daf07"]
+
+
+@pytest.mark.parametrize("study_name", [None, "mine"])
+def test_an_optuna_search_writes_its_report_on_its_parent_run_whatever_its_study_is_named(tmp_path, _mlflow_template,
+                                                                                          study_name):
+    from mlflow import MlflowClient
+
+    shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
+    named = [f"hydra.sweeper.study_name={study_name}"] if study_name else []
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper", "-m", "search=lr", "hydra.sweeper.n_trials=3", *named, "data=synthetic",
+         "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01",
+         "hydra.sweep.dir=search"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "search" / "report" / "report.md").is_file()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("sweeper").experiment_id],
+                                   f"tags.{ROLE_TAG} = 'sweep'")
+    trials = load_runs("sweeper", tracking_uri=uri)
+    assert len(trials) == 3 and set(trials["parent_run_id"]) == {parent.info.run_id}
+    assert parent.data.tags["sweep_id"] == set(trials["sweep_id"]).pop() == parent.data.tags["optuna_study"]
+    assert study_name is None or parent.data.tags["optuna_study"] == study_name
+    assert {"report.md", "optimization_results.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}

@@ -271,8 +271,8 @@ def test_n_jobs_asks_and_launches_trials_in_batches(tmp_path):
     launcher.launch = lambda jobs, initial_job_idx: sizes.append(len(jobs)) or launch(jobs, initial_job_idx)
     _sweep(tmp_path, launcher, n_trials=5, n_jobs=2)
     assert sizes == [2, 2, 1]
-    envs = [[o for o in job if o.startswith("++hydra.job.env_set.SWEEPER_OPTUNA_TRIAL=")] for job in launcher.jobs]
-    assert envs == [[f"++hydra.job.env_set.SWEEPER_OPTUNA_TRIAL='{n}'"] for n in range(5)]
+    envs = [[o for o in job if o.startswith("hydra.job.env_set.SWEEPER_OPTUNA_TRIAL=")] for job in launcher.jobs]
+    assert envs == [[f"hydra.job.env_set.SWEEPER_OPTUNA_TRIAL='{n}'"] for n in range(5)]
 
 
 def test_a_grid_search_visits_each_point_once_and_stops_at_the_grid_size(tmp_path):
