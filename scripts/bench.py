@@ -47,6 +47,7 @@ def interleave(repeats: int, **candidates: Callable[[], float]) -> dict[str, lis
 
 # --- P1: per-trial overhead against a raw PyTorch loop ---------------------------------------
 
+
 def raw_loop(seed: int = 0, epochs: int = 20, batch_size: int = 64, lr: float = 3e-3) -> float:
     """The default trial's training written as a plain PyTorch loop; returns its wall seconds."""
     import torch
@@ -167,6 +168,7 @@ def bench_overhead(repeats: int) -> str:
 
 # --- P2: start-up ---------------------------------------------------------------------------
 
+
 def timed_process(args: list[str], cwd: Path) -> float:
     env = {**os.environ, "PYTHONPATH": str(REPO), "CI": "true"}
     start = time.perf_counter()
@@ -176,16 +178,18 @@ def timed_process(args: list[str], cwd: Path) -> float:
 
 def bench_startup(repeats: int) -> str:
     workdir = Path(tempfile.mkdtemp(prefix="bench-startup-"))
-    trial = [sys.executable, "-m", "sweeper", "model=mlp",
-             "strategy.epochs=1", "measure.latency_seconds=0.01"]
+    trial = [sys.executable, "-m", "sweeper", "model=mlp", "strategy.epochs=1", "measure.latency_seconds=0.01"]
     timed_process(trial, workdir)  # creates the MLflow store once, as a user's first run does
     baseline = [sys.executable, "-c", "import torch, mlflow"]
     # What any script that trains with torch.optim and logs to an MLflow SQLite store imports too:
     # torch's optimizers import torch._dynamo on first use; the SQLite store needs SQLAlchemy.
     floor = [sys.executable, "-c", "import torch, mlflow, torch._dynamo, mlflow.store.tracking.sqlalchemy_store"]
-    seconds = interleave(repeats, baseline=lambda: timed_process(baseline, workdir),
-                         floor=lambda: timed_process(floor, workdir),
-                         sweeper=lambda: timed_process(trial, workdir))
+    seconds = interleave(
+        repeats,
+        baseline=lambda: timed_process(baseline, workdir),
+        floor=lambda: timed_process(floor, workdir),
+        sweeper=lambda: timed_process(trial, workdir),
+    )
     base, low, full = (statistics.median(seconds[k]) for k in ("baseline", "floor", "sweeper"))
     print(f"python -c 'import torch, mlflow'   {base:.3f} s")
     print(f"  + torch._dynamo + MLflow's SQL store {low:.3f} s  (paid by any tracked torch training)")
@@ -196,6 +200,7 @@ def bench_startup(repeats: int) -> str:
 
 
 # --- P7: latency repeatability --------------------------------------------------------------
+
 
 def bench_latency(repeats: int) -> str:
     import torch
@@ -219,14 +224,25 @@ def bench_latency(repeats: int) -> str:
 
 # --- P4 / P5: search efficiency and pruner savings, through the real Optuna sweeper ------------
 
+
 def sweep(workdir: Path, *overrides: str) -> pd.DataFrame:
     """Run ``python -m sweeper -m ...`` in ``workdir``; return its trials (`load_runs`)."""
     from sweeper.results import load_runs
 
     workdir.mkdir(parents=True, exist_ok=True)
     study = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweeper.study_name="))
-    timed_process([sys.executable, "-m", "sweeper", "-m", "hydra/sweeper=optuna",
-                   "hydra.callbacks.report.enabled=false", *overrides], workdir)
+    timed_process(
+        [
+            sys.executable,
+            "-m",
+            "sweeper",
+            "-m",
+            "hydra/sweeper=optuna",
+            "hydra.callbacks.report.enabled=false",
+            *overrides,
+        ],
+        workdir,
+    )
     return load_runs(sweep_id=study, tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
 
 
@@ -244,12 +260,23 @@ def bench_search(repeats: int) -> str:
     space = [
         f"optimizer.lr=choice({', '.join(map(str, LRS))})",
         f"model.hidden=choice({', '.join(map(str, WIDTHS))})",
-        "model=cnn", "strategy.epochs=5", "measure.latency_seconds=0.05", OBJECTIVES,
+        "model=cnn",
+        "strategy.epochs=5",
+        "measure.latency_seconds=0.05",
+        OBJECTIVES,
     ]
     budgets = {"grid": 120, "tpe": 30, "random": 30}
-    runs = {name: sweep(workdir / name, *space, f"hydra.sweeper.sampler={name}", f"hydra.sweeper.n_trials={n}",
-                        "hydra.sweeper.seed=0", f"hydra.sweeper.study_name=p4-{name}")
-            for name, n in budgets.items()}
+    runs = {
+        name: sweep(
+            workdir / name,
+            *space,
+            f"hydra.sweeper.sampler={name}",
+            f"hydra.sweeper.n_trials={n}",
+            "hydra.sweeper.seed=0",
+            f"hydra.sweeper.study_name=p4-{name}",
+        )
+        for name, n in budgets.items()
+    }
     # The sweeps run minutes apart, and the CPU's speed drifts between them: as the report does,
     # each deployed network gets the median latency of all its measurements (here: per width).
     every_run = pd.concat(runs.values(), keys=list(runs), names=["sampler", None])
@@ -260,11 +287,12 @@ def bench_search(repeats: int) -> str:
         points = pd.DataFrame({"acc": -every_run.val_accuracy, "size": every_run.size_bytes, "lat": latency})
         reference = np.array([0.0, 1.1 * points["size"].max(), 1.1 * points["lat"].max()])
         volume = volumes[label] = {name: hypervolume(points.loc[name].to_numpy(), reference) for name in runs}
-        print(f"latency {label}; reference point: accuracy 0, size {reference[1]:.0f} B, "
-              f"latency {reference[2]:.4f} ms")
+        print(f"latency {label}; reference point: accuracy 0, size {reference[1]:.0f} B, latency {reference[2]:.4f} ms")
         for name, df in runs.items():
-            print(f"  {name:7s} {len(df):4d} trials  hypervolume {volume[name]:.4g}  ratio to grid "
-                  f"{volume[name] / volume['grid']:.3f}")
+            print(
+                f"  {name:7s} {len(df):4d} trials  hypervolume {volume[name]:.4g}  ratio to grid "
+                f"{volume[name] / volume['grid']:.3f}"
+            )
     volume = volumes["pooled per network"]
     print(f"peak RSS of a child {peak_rss_mb(children=True):.0f} MB")
     ratio = volume["tpe"] / volume["grid"]
@@ -274,11 +302,17 @@ def bench_search(repeats: int) -> str:
 def bench_pruner(repeats: int) -> str:
     """A 30-trial lr search with the hyperband pruner against the same search without one."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-pruner-"))
-    common = ["search=lr", "hydra.sweeper.n_trials=30", "hydra.sweeper.seed=0", "model=mlp",
-              "measure.latency_seconds=0.02"]
+    common = [
+        "search=lr",
+        "hydra.sweeper.n_trials=30",
+        "hydra.sweeper.seed=0",
+        "model=mlp",
+        "measure.latency_seconds=0.02",
+    ]
     plain = sweep(workdir / "none", *common, "hydra.sweeper.study_name=p5-none")
-    pruned = sweep(workdir / "hyperband", *common, "hydra.sweeper.pruner=hyperband",
-                   "hydra.sweeper.study_name=p5-hyperband")
+    pruned = sweep(
+        workdir / "hyperband", *common, "hydra.sweeper.pruner=hyperband", "hydra.sweeper.study_name=p5-hyperband"
+    )
 
     def epochs(df: pd.DataFrame) -> int:
         ran = df.epochs_run.fillna(pd.to_numeric(df.pruned_epoch, errors="coerce"))
@@ -287,8 +321,10 @@ def bench_pruner(repeats: int) -> str:
     saved = 1 - epochs(pruned) / epochs(plain)
     best_gap = 100 * (plain.val_accuracy.max() - pruned.val_accuracy.max())
     print(f"no pruner  {epochs(plain):5d} epochs  best val_accuracy {plain.val_accuracy.max():.4f}")
-    print(f"hyperband  {epochs(pruned):5d} epochs  best val_accuracy {pruned.val_accuracy.max():.4f} "
-          f"({(pruned.optuna_state == 'PRUNED').sum()} pruned)")
+    print(
+        f"hyperband  {epochs(pruned):5d} epochs  best val_accuracy {pruned.val_accuracy.max():.4f} "
+        f"({(pruned.optuna_state == 'PRUNED').sum()} pruned)"
+    )
     print(f"epochs saved {100 * saved:.1f}%, best val_accuracy {best_gap:+.2f} pp behind")
     return verdict("P5", 100 * saved, ">= 40 (%) with best within 0.5 pp", saved >= 0.4 and best_gap <= 0.5)
 
@@ -305,7 +341,12 @@ BENCHES: dict[str, tuple[Callable[[int], str], int]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=[*BENCHES, "all"])
-    parser.add_argument("--repeats", type=int, default=None, help="rounds of overhead, startup and latency (default: their own); search and pruner run once")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="rounds of overhead, startup and latency (default: their own); search and pruner run once",
+    )
     args = parser.parse_args()
     if args.repeats is not None and args.repeats < 2:
         parser.error(f"--repeats={args.repeats}: must be >= 2")

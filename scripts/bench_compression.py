@@ -43,22 +43,42 @@ from sweeper.run import Trained, TrialPlan, deploy_stage, plan_trial, train_stag
 NETWORKS: dict[str, list[str]] = {
     "small": [],
     "transformer": [
-        "data=digit_tokens", "data.positional=true", "model=transformer", "model.vocab=1088", "model.d_model=256",
-        "model.layers=4", "model.heads=4", "model.ff=512", "model.dropout=0.0", "optimizer=adamw", "optimizer.lr=0.0003",
-        "strategy.batch_size=32", "strategy.epochs=10",
+        "data=digit_tokens",
+        "data.positional=true",
+        "model=transformer",
+        "model.vocab=1088",
+        "model.d_model=256",
+        "model.layers=4",
+        "model.heads=4",
+        "model.ff=512",
+        "model.dropout=0.0",
+        "optimizer=adamw",
+        "optimizer.lr=0.0003",
+        "strategy.batch_size=32",
+        "strategy.epochs=10",
         "~compression.teacher_model",
         "+compression.teacher_model={_target_: sweeper.models.make_transformer, _partial_: true, vocab: 1088, "
         "d_model: 256, layers: 6, heads: 4, ff: 1024, dropout: 0.0}",
-        "compression.teacher_epochs=10", "compression.teacher_lr=0.0003", "compression.teacher_batch_size=32",
+        "compression.teacher_epochs=10",
+        "compression.teacher_lr=0.0003",
+        "compression.teacher_batch_size=32",
     ],
     "resnet": [
-        "data.image_size=32", "model=resnet", "model.channels=[32,64,128]", "strategy.epochs=10",
+        "data.image_size=32",
+        "model=resnet",
+        "model.channels=[32,64,128]",
+        "strategy.epochs=10",
         "~compression.teacher_model",
         "+compression.teacher_model={_target_: sweeper.models.make_resnet, _partial_: true, channels: [64, 128, 256]}",
         "compression.teacher_epochs=10",
     ],
 }
-TEACHER_KEYS = ("compression.teacher_model", "compression.teacher_epochs", "compression.teacher_lr", "compression.teacher_batch_size")
+TEACHER_KEYS = (
+    "compression.teacher_model",
+    "compression.teacher_epochs",
+    "compression.teacher_lr",
+    "compression.teacher_batch_size",
+)
 
 # The method settings the project's targets refer to (the presets' defaults where they agree).
 METHODS: dict[str, list[str]] = {
@@ -102,8 +122,14 @@ def compose_plan(network: str, method: str, seed: int, threads: int) -> TrialPla
     with initialize_config_module("sweeper.conf", version_base="1.3"):
         cfg = compose(
             "config",
-            overrides=[*METHODS[method], *network_overrides(network, method), f"seed={seed}", f"threads={threads}",
-                       "tracking.enabled=false", "measure.latency_seconds=0.01"],
+            overrides=[
+                *METHODS[method],
+                *network_overrides(network, method),
+                f"seed={seed}",
+                f"threads={threads}",
+                "tracking.enabled=false",
+                "measure.latency_seconds=0.01",
+            ],
         )
     torch.set_num_threads(threads)
     return plan_trial(cfg)
@@ -132,8 +158,11 @@ def run_network(network: str, methods: list[str], seeds: int, threads: int, scra
             row.latency_kind = deployed.compressed.latency_kind
             if seed == 0:
                 row.module, row.example = deployed.module, plan.task.x_test
-            print(f"{network} {method} seed {seed}: test_accuracy {deployed.metrics['test_accuracy']:.4f} "
-                  f"size {deployed.metrics['size_bytes']:,.0f} B", flush=True)
+            print(
+                f"{network} {method} seed {seed}: test_accuracy {deployed.metrics['test_accuracy']:.4f} "
+                f"size {deployed.metrics['size_bytes']:,.0f} B",
+                flush=True,
+            )
     return rows
 
 
@@ -142,12 +171,14 @@ def interleaved_latency(rows: dict[str, Row], rounds: int, seconds: float) -> di
     names = [n for n, r in rows.items() if r.module is not None]
     times: dict[str, dict[int, list[float]]] = {n: {1: [], 64: []} for n in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]  # rotate: no method always goes first
+        order = names[r % len(names) :] + names[: r % len(names)]  # rotate: no method always goes first
         for batch in (1, 64):
             for name in order:
                 row = rows[name]
                 assert row.module is not None and row.example is not None
-                times[name][batch].append(measure_latency(row.module, row.example[:batch], min_run_time=seconds).median_ms)
+                times[name][batch].append(
+                    measure_latency(row.module, row.example[:batch], min_run_time=seconds).median_ms
+                )
     out = {}
     for name in names:
         out[name] = {f"ms_b{b}": statistics.median(times[name][b]) for b in (1, 64)}
@@ -172,10 +203,10 @@ def table(rows: dict[str, Row], latency: dict[str, dict[str, float]]) -> str:
         delta = f"{acc - 100 * base:+.2f}" if base is not None else "-"
         lat = latency.get(name, {})
 
-        def cell(key: str, fmt: str, suffix: str = "") -> str:
+        def cell(key: str, fmt: str, suffix: str = "", lat: dict = lat) -> str:
             return format(lat[key], fmt) + suffix if key in lat else "-"
 
-        def mean(key: str) -> float:
+        def mean(key: str, row: Row = row) -> float:
             return statistics.fmean(m[key] for m in row.runs)
 
         lines.append(
@@ -195,8 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-seconds", type=float, default=0.2, help="timing budget per measurement in a round")
     parser.add_argument("--threads", type=int, default=2, help="training threads (latency is always one thread)")
     args = parser.parse_args(argv)
-    chosen = {"--networks": [n.strip() for n in args.networks.split(",") if n.strip()],
-              "--methods": [m.strip() for m in args.methods.split(",") if m.strip()]}
+    chosen = {
+        "--networks": [n.strip() for n in args.networks.split(",") if n.strip()],
+        "--methods": [m.strip() for m in args.methods.split(",") if m.strip()],
+    }
     for flag, allowed in (("--networks", NETWORKS), ("--methods", METHODS)):
         unknown = [n for n in chosen[flag] if n not in allowed]
         if unknown:

@@ -44,9 +44,14 @@ def timed_sweep(workers: int, overrides: list[str], workdir: Path) -> float:
 
 
 def study_overrides(trials: int, storage: str, tracking: str, epochs: int) -> list[str]:
-    return [*TRIAL, f"strategy.epochs={epochs}", f"hydra.sweeper.n_trials={trials}",
-            f"hydra.sweeper.study_name=bench-{uuid.uuid4().hex[:8]}", f"hydra.sweeper.storage={storage}",
-            f"tracking.uri={tracking}"]
+    return [
+        *TRIAL,
+        f"strategy.epochs={epochs}",
+        f"hydra.sweeper.n_trials={trials}",
+        f"hydra.sweeper.study_name=bench-{uuid.uuid4().hex[:8]}",
+        f"hydra.sweeper.storage={storage}",
+        f"tracking.uri={tracking}",
+    ]
 
 
 def study_of(overrides: list[str]) -> str:
@@ -63,12 +68,16 @@ def trial_span(storage: str, study_name: str, *, skip: int = 0) -> tuple[int, fl
 
     from sweeper.search.study import open_storage
 
-    trials = [t for t in optuna.load_study(study_name=study_name, storage=open_storage(storage)).trials
-              if t.datetime_start and t.datetime_complete]
-    trials = sorted(trials, key=lambda t: t.datetime_start)[skip:]
-    start = min(t.datetime_start for t in trials)
-    end = max(t.datetime_complete for t in trials)
-    return len(trials), (end - start).total_seconds()
+    trials = [
+        t
+        for t in optuna.load_study(study_name=study_name, storage=open_storage(storage)).trials
+        if t.datetime_start and t.datetime_complete
+    ]
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete)
+    spans = spans[skip:]
+    start = min(begun for begun, _ in spans)
+    end = max(ended for _, ended in spans)
+    return len(spans), (end - start).total_seconds()
 
 
 def throughput(root: Path, trials: int, epochs: int) -> float:
@@ -82,8 +91,11 @@ def throughput(root: Path, trials: int, epochs: int) -> float:
         seconds = timed_sweep(n, overrides, work)
         warm, span = trial_span(journal, study_of(overrides), skip=n)
         rates[n], spans[n] = trials / seconds * 60, warm / span * 60
-        print(f"{n} worker(s): {trials} trials in {seconds:.1f} s = {rates[n]:.1f} trials/min; "
-              f"warm workers (each one's first trial left out): {spans[n]:.1f} trials/min", flush=True)
+        print(
+            f"{n} worker(s): {trials} trials in {seconds:.1f} s = {rates[n]:.1f} trials/min; "
+            f"warm workers (each one's first trial left out): {spans[n]:.1f} trials/min",
+            flush=True,
+        )
     print(f"ratio of warm workers: {spans[2] / spans[1]:.2f}")
     return rates[2] / rates[1]
 
@@ -113,11 +125,16 @@ def overhead(root: Path, trials: int) -> None:
                 seconds = timed_sweep(1, args, work)
                 _, span = trial_span(journal if name == "local" else storage, study_of(args))
                 times[name].append(span / trials)
-                print(f"{name}: {trials} trials in {seconds:.1f} s wall, {span / trials:.2f} s/trial "
-                      "(first trial start to last trial end)", flush=True)
+                print(
+                    f"{name}: {trials} trials in {seconds:.1f} s wall, {span / trials:.2f} s/trial "
+                    "(first trial start to last trial end)",
+                    flush=True,
+                )
         local, shared = min(times["local"]), min(times["shared"])
-        print(f"overhead of PostgreSQL + tracking server: {shared - local:+.2f} s/trial "
-              f"({shared:.2f} vs {local:.2f} s/trial, best of 2 each)")
+        print(
+            f"overhead of PostgreSQL + tracking server: {shared - local:+.2f} s/trial "
+            f"({shared:.2f} vs {local:.2f} s/trial, best of 2 each)"
+        )
     finally:
         if server is not None:
             server.stop()
@@ -127,7 +144,9 @@ def overhead(root: Path, trials: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=12, help="study size of the throughput comparison")
-    parser.add_argument("--overhead-trials", type=int, default=6, help="study size of the overhead comparison (0: skip it)")
+    parser.add_argument(
+        "--overhead-trials", type=int, default=6, help="study size of the overhead comparison (0: skip it)"
+    )
     parser.add_argument("--epochs", type=int, default=30, help="epochs per trial of the throughput comparison")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="sweeper-bench-"))

@@ -40,9 +40,12 @@ def _free_port() -> int:
 def mlflow_ui(store: Path) -> Iterator[str]:
     """``mlflow ui`` on ``store`` until the block ends; yields its address."""
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{store}",
-                               "--port", str(port)], cwd=store.parent, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{store}", "--port", str(port)],
+        cwd=store.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     address = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -103,7 +106,9 @@ def main() -> None:
         work = Path(scratch)
         subprocess.run([sys.executable, "-m", "sweeper", *SWEEP], cwd=work, check=True)
         client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
-        experiment_id = client.get_experiment_by_name("sweeper").experiment_id
+        experiment = client.get_experiment_by_name("sweeper")
+        assert experiment is not None, "the sweep created no experiment"
+        experiment_id = experiment.experiment_id
         (sweep,) = client.search_runs([experiment_id], "tags.sweeper_role = 'sweep'")
         trial = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")[0]
         with mlflow_ui(work / "mlflow.db") as address:

@@ -41,8 +41,10 @@ def main() -> None:
     server = start_mlflow_server(backend, root / "artifacts", port=args.port, log_path=root / "mlflow-server.log")
     stops.insert(0, f"kill -TERM -{os.getpgid(server.process.pid)}")
     shown_backend = sqlalchemy.engine.make_url(backend).render_as_string(hide_password=True)
-    print(f"MLflow tracking server: {server.uri} (pid {server.process.pid}, backend {shown_backend}, "
-          f"artifacts {server.artifacts}, log {server.log_path})")
+    print(
+        f"MLflow tracking server: {server.uri} (pid {server.process.pid}, backend {shown_backend}, "
+        f"artifacts {server.artifacts}, log {server.log_path})"
+    )
     print("use it with:")
     print(f"  export MLFLOW_TRACKING_URI={server.uri}")
     if optuna_url:

@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--wait", action="store_true", help="wait for the workers to finish")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
-    args, overrides = parser.parse_args(argv[:split]), argv[split + 1:]  # after --: the sweep's overrides
+    args, overrides = parser.parse_args(argv[:split]), argv[split + 1 :]  # after --: the sweep's overrides
     if not any(o.startswith("hydra.sweeper.storage=") for o in overrides):
         parser.error("give hydra.sweeper.storage=... after --: workers share the study through it")
     procs = start_workers(args.n, overrides, args.logs.resolve())

@@ -88,13 +88,17 @@ def main() -> None:
         _end_sweep_run("FAILED")
         if show_traceback:
             raise
-        print(f"sweeper: error: {type(exc).__name__}: {one_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"sweeper: error: {type(exc).__name__}: {one_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)",
+            file=sys.stderr,
+        )
         sys.exit(1)
     if _failed_trials:
         plural = "s" if _failed_trials > 1 else ""
-        print(f"sweeper: {_failed_trials} trial{plural} failed (failure_reason in MLflow); finished trials are kept",
-              file=sys.stderr)
+        print(
+            f"sweeper: {_failed_trials} trial{plural} failed (failure_reason in MLflow); finished trials are kept",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 

@@ -62,7 +62,13 @@ class ModelSpec:
             current = getattr(module, attr)
             fresh = torch.zeros(shape, dtype=current.dtype, device=current.device)
             # a buffer stays a buffer: setattr on a registered buffer's name replaces the buffer
-            setattr(module, attr, nn.Parameter(fresh, requires_grad=current.requires_grad) if isinstance(current, nn.Parameter) else fresh)
+            setattr(
+                module,
+                attr,
+                nn.Parameter(fresh, requires_grad=current.requires_grad)
+                if isinstance(current, nn.Parameter)
+                else fresh,
+            )
         return model
 
 

@@ -86,7 +86,9 @@ class Task:
         x_np = x_np.astype(np.int64 if np.issubdtype(x_np.dtype, np.integer) else np.float32)  # ids stay ids
         y_np = np.asarray(y, dtype=np.int64)
         if x_np.ndim < 2 or y_np.ndim != 1 or len(x_np) != len(y_np):
-            raise ValueError(f"Task.from_arrays needs x of shape (n, ...) and y of shape (n,); got {x_np.shape}, {y_np.shape}")
+            raise ValueError(
+                f"Task.from_arrays needs x of shape (n, ...) and y of shape (n,); got {x_np.shape}, {y_np.shape}"
+            )
         train, val, test = stratified_split(y_np, val_fraction, test_fraction, seed=seed)
 
         def part(ids: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -111,7 +113,9 @@ def stratified_split(
         parts[0].append(members[n_test + n_val :])
     train, val, test = (rng.permutation(np.concatenate(p)) for p in parts)
     if min(len(train), len(val), len(test)) == 0:
-        raise ValueError(f"data: {len(y)} samples are too few for val_fraction={val_fraction}, test_fraction={test_fraction}")
+        raise ValueError(
+            f"data: {len(y)} samples are too few for val_fraction={val_fraction}, test_fraction={test_fraction}"
+        )
     return train, val, test
 
 
@@ -139,12 +143,18 @@ def load_digits(*, seed: int, val_fraction: float = 0.15, test_fraction: float =
         resized = torch.nn.functional.interpolate(torch.from_numpy(images), size=image_size, mode="bilinear")
         images = resized.numpy()
     return Task.from_arrays(
-        images, table[:, -1].astype(np.int64), seed=seed, name="digits",
-        val_fraction=val_fraction, test_fraction=test_fraction,
+        images,
+        table[:, -1].astype(np.int64),
+        seed=seed,
+        name="digits",
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
     )
 
 
-def digit_tokens(*, seed: int, positional: bool = False, val_fraction: float = 0.15, test_fraction: float = 0.2) -> Task:
+def digit_tokens(
+    *, seed: int, positional: bool = False, val_fraction: float = 0.15, test_fraction: float = 0.2
+) -> Task:
     """The same digits as sequences of 64 integer tokens (row by row): each pixel's value 0..16,
     or ``position * 17 + value`` with ``positional`` (a bag-of-tokens model then sees where).
 
@@ -156,8 +166,12 @@ def digit_tokens(*, seed: int, positional: bool = False, val_fraction: float = 0
     if positional:
         tokens = tokens + DIGIT_LEVELS * np.arange(tokens.shape[1])
     return Task.from_arrays(
-        tokens, table[:, -1].astype(np.int64), seed=seed, name="digit_tokens",
-        val_fraction=val_fraction, test_fraction=test_fraction,
+        tokens,
+        table[:, -1].astype(np.int64),
+        seed=seed,
+        name="digit_tokens",
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
     )
 
 
@@ -194,6 +208,4 @@ def make_synthetic(
         random_state=seed,
     )
     x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-8)
-    return Task.from_arrays(
-        x, y, seed=seed, name="synthetic", val_fraction=val_fraction, test_fraction=test_fraction
-    )
+    return Task.from_arrays(x, y, seed=seed, name="synthetic", val_fraction=val_fraction, test_fraction=test_fraction)

@@ -22,7 +22,7 @@ def one_line(exc: BaseException) -> str:
         parent = cause.parent_node
         allowed = ""
         if parent is not None and hasattr(parent, "keys"):
-            allowed = f"; allowed: {', '.join(sorted(str(k) for k in parent.keys()))}"
+            allowed = f"; allowed: {', '.join(sorted(str(k) for k in parent))}"
         return f"{cause.full_key}: unknown key{allowed} (add a key with +{cause.full_key}=...)"
     text = " ".join(str(exc).split())
     return text or type(exc).__name__

@@ -105,7 +105,9 @@ class _BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
@@ -120,10 +122,14 @@ class ResNet(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, channels: Sequence[int], blocks: int) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels[0], 3, padding=1, bias=False), nn.BatchNorm2d(channels[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, channels[0], 3, padding=1, bias=False), nn.BatchNorm2d(channels[0]), nn.ReLU()
+        )
         stages, width = [], channels[0]
         for i, out_ch in enumerate(channels):
-            stages += [_BasicBlock(width if b == 0 else out_ch, out_ch, 2 if i and b == 0 else 1) for b in range(blocks)]
+            stages += [
+                _BasicBlock(width if b == 0 else out_ch, out_ch, 2 if i and b == 0 else 1) for b in range(blocks)
+            ]
             width = out_ch
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -155,8 +161,18 @@ class TransformerClassifier(nn.Module):
     positions, a ``nn.TransformerEncoder`` (pre-norm, GELU), mean pooling and a linear head."""
 
     def __init__(
-        self, *, length: int, features: int | None, vocab: int | None, num_classes: int,
-        d_model: int, heads: int, layers: int, ff: int, dropout: float, images: bool = False,
+        self,
+        *,
+        length: int,
+        features: int | None,
+        vocab: int | None,
+        num_classes: int,
+        d_model: int,
+        heads: int,
+        layers: int,
+        ff: int,
+        dropout: float,
+        images: bool = False,
     ) -> None:
         super().__init__()
         self.images = images  # (B, C, H, W) inputs: C*H rows of W pixels (a constant, so FX can trace forward)
@@ -207,9 +223,18 @@ def make_transformer(
     if vocab is not None and len(shape) != 1:
         raise ValueError(f"model.vocab={vocab}: token ids need inputs shaped (L,); got {tuple(input_shape)}")
     if vocab is None and len(shape) not in (2, 3):
-        raise ValueError(f"model=transformer needs (L,) token ids with model.vocab set, or (L, F) / (C, H, W) inputs; got {tuple(input_shape)}")
+        raise ValueError(
+            f"model=transformer needs (L,) token ids with model.vocab set, or (L, F) / (C, H, W) inputs; got {tuple(input_shape)}"
+        )
     return TransformerClassifier(
-        length=shape[0] if vocab else math.prod(shape[:-1]), features=None if vocab else shape[-1], vocab=vocab,
-        num_classes=num_classes, d_model=d_model, heads=heads, layers=layers, ff=ff or 4 * d_model, dropout=dropout,
+        length=shape[0] if vocab else math.prod(shape[:-1]),
+        features=None if vocab else shape[-1],
+        vocab=vocab,
+        num_classes=num_classes,
+        d_model=d_model,
+        heads=heads,
+        layers=layers,
+        ff=ff or 4 * d_model,
+        dropout=dropout,
         images=len(shape) == 3,
     )

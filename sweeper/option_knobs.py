@@ -57,7 +57,8 @@ def apply_option_knobs(cfg: DictConfig, choices: Mapping[str, str], groups: tupl
     plain = OmegaConf.to_container(options, resolve=True)
     if not isinstance(plain, dict):
         raise ConfigError(f"options={plain!r}: must be a mapping options.<group>.<option>.<key>=value")
-    for group, per_option in plain.items():
+    for key, per_option in plain.items():
+        group = str(key)
         if group not in groups:
             raise ConfigError(f"options.{group}: not a config group; allowed: {', '.join(groups)}")
         if not isinstance(per_option, dict):
@@ -72,8 +73,9 @@ def apply_option_knobs(cfg: DictConfig, choices: Mapping[str, str], groups: tupl
             for key, value in _knobs(knobs).items():
                 if OmegaConf.select(node, key, default=_ABSENT) is _ABSENT:
                     have = ", ".join(sorted(k for k in _knobs(OmegaConf.to_container(node)) if k != "_target_"))
-                    raise ConfigError(f"options.{group}.{option}.{key}: {group}={option} has no key {key}; "
-                                      f"its keys: {have or 'none'}")
+                    raise ConfigError(
+                        f"options.{group}.{option}.{key}: {group}={option} has no key {key}; its keys: {have or 'none'}"
+                    )
                 with open_dict(node):
                     OmegaConf.update(node, key, value, merge=True)
 

@@ -77,8 +77,15 @@ _standing = SweepStanding()  # one per process: the trials this process ran
 class TrialProgress:
     """Prints ``trial i/N <label> epoch e/E loss val`` as training goes, then a summary line."""
 
-    def __init__(self, label: str, epochs: int, *, index: int | None = None, total: int | None = None,
-                 stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        epochs: int,
+        *,
+        index: int | None = None,
+        total: int | None = None,
+        stream: TextIO | None = None,
+    ) -> None:
         self.stream = stream or sys.stdout
         self.live = interactive(self.stream)
         position = f"{index}/{total}" if index is not None and total else (str(index) if index else "")
@@ -94,8 +101,11 @@ class TrialProgress:
 
     def epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         if self.live:
-            self._write(f"epoch {epoch + 1}/{self.epochs} loss {metrics['train_loss']:.4f} "
-                        f"val_accuracy {metrics['val_accuracy']:.4f}", end="")
+            self._write(
+                f"epoch {epoch + 1}/{self.epochs} loss {metrics['train_loss']:.4f} "
+                f"val_accuracy {metrics['val_accuracy']:.4f}",
+                end="",
+            )
 
     def _standing(self, score: float | None) -> str:
         """The sweep's standing after this trial (a grid multirun only)."""
@@ -105,9 +115,11 @@ class TrialProgress:
         return f" | {_standing.describe(self.index, self.total)}"
 
     def done(self, metrics: Mapping[str, float]) -> None:
-        self._write(f"test_accuracy {metrics['test_accuracy']:.4f} size {metrics['size_bytes'] / 1024:.1f} KiB "
-                    f"latency {metrics['latency_ms']:.3f} ms epochs {int(metrics['epochs_run'])} "
-                    f"({metrics['train_seconds']:.1f} s)" + self._standing(metrics.get("val_accuracy")))
+        self._write(
+            f"test_accuracy {metrics['test_accuracy']:.4f} size {metrics['size_bytes'] / 1024:.1f} KiB "
+            f"latency {metrics['latency_ms']:.3f} ms epochs {int(metrics['epochs_run'])} "
+            f"({metrics['train_seconds']:.1f} s)" + self._standing(metrics.get("val_accuracy"))
+        )
 
     def skipped(self, run_id: str, score: float | None = None) -> None:
         self._write(f"already finished (run {run_id}), skipped" + self._standing(score))
@@ -127,7 +139,10 @@ class _LaunchLines:
         return not (message.startswith("Launching ") or message.lstrip().startswith("#"))
 
 
-_LAUNCHER_LOGGERS = ("hydra._internal.core_plugins.basic_launcher", "hydra_plugins.hydra_joblib_launcher.joblib_launcher")
+_LAUNCHER_LOGGERS = (
+    "hydra._internal.core_plugins.basic_launcher",
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher",
+)
 
 
 def quiet_launch_lines() -> None:

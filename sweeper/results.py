@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -23,7 +22,14 @@ __all__ = ["FINAL_METRICS", "ROLE_TAG", "list_sweeps", "load_history", "load_run
 
 GROUP_COLUMNS = ["data", "model", "optimizer", "strategy", "compression"]
 _TAG_COLUMNS = [
-    "sweep_id", "job", "latency_kind", "failure_reason", "device", "optuna_study", "optuna_trial", "optuna_state",
+    "sweep_id",
+    "job",
+    "latency_kind",
+    "failure_reason",
+    "device",
+    "optuna_study",
+    "optuna_trial",
+    "optuna_state",
     "pruned_epoch",
 ]
 _SEARCHED = {"lr": "optimizer.lr", "batch_size": "strategy.batch_size", "epochs": "strategy.epochs"}
@@ -56,7 +62,7 @@ def _tracking_uri(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None: back to MLflow's default, as before
         if previous_env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
@@ -152,11 +158,17 @@ def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
     extra = {c.removeprefix("metrics.") for c in raw.columns if c.startswith("metrics.")}
     metric_names = list(FINAL_METRICS) + sorted(extra - set(FINAL_METRICS) - PER_EPOCH_ONLY)
     for name in metric_names:
-        frame[name] = pd.to_numeric(raw.get(f"metrics.{name}"), errors="coerce") if f"metrics.{name}" in raw else float("nan")
+        frame[name] = (
+            pd.to_numeric(raw.get(f"metrics.{name}"), errors="coerce") if f"metrics.{name}" in raw else float("nan")
+        )
     params = {c.removeprefix("params."): raw[c].map(_numeric) for c in raw.columns if c.startswith("params.")}
     params = {k: v for k, v in params.items() if k not in frame.columns}
     # the other tags a trial sets (a compression method's, e.g. quantization_flow), MLflow's own left out
-    tags = {c.removeprefix("tags."): raw[c] for c in raw.columns if c.startswith("tags.") and not c.startswith("tags.mlflow.")}
+    tags = {
+        c.removeprefix("tags."): raw[c]
+        for c in raw.columns
+        if c.startswith("tags.") and not c.startswith("tags.mlflow.")
+    }
     tags = {k: v for k, v in tags.items() if k not in frame.columns and k not in params}
     frame = pd.concat([frame, pd.DataFrame(params, index=raw.index), pd.DataFrame(tags, index=raw.index)], axis=1)
     return frame.sort_values("start_time").reset_index(drop=True)

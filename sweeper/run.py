@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.conf import HydraConf
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -27,9 +28,9 @@ from torch import nn
 from sweeper.artifact import ModelSpec, dense_payload, load_artifact, save_artifact, serialized_size
 from sweeper.compression import (
     ChecksModel,
+    Compressed,
     CompressionContext,
     CompressionMethod,
-    Compressed,
     TrainingHooks,
     TrainsWithHooks,
     UnsupportedLayer,
@@ -41,12 +42,31 @@ from sweeper.option_knobs import apply_option_knobs
 from sweeper.progress import TrialProgress
 from sweeper.search import trial_context
 from sweeper.search.trial_context import TrialContext
-from sweeper.tracking import TrialRun, finished_trial, flatten, parent_run_id, resolve_tracking_uri, source_tags, trial_key
+from sweeper.tracking import (
+    TrialRun,
+    finished_trial,
+    flatten,
+    parent_run_id,
+    resolve_tracking_uri,
+    source_tags,
+    trial_key,
+)
 from sweeper.training import Strategy, TrainResult, build_optimizers, evaluate_accuracy, train
 from sweeper.training.loop import EpochHook
 from sweeper.training.optimizers import OptimizerFactory
 
-__all__ = ["GROUPS", "Deployed", "Trained", "TrialPlan", "deploy_stage", "execute", "group_choices", "plan_trial", "run", "train_stage"]
+__all__ = [
+    "GROUPS",
+    "Deployed",
+    "Trained",
+    "TrialPlan",
+    "deploy_stage",
+    "execute",
+    "group_choices",
+    "plan_trial",
+    "run",
+    "train_stage",
+]
 
 GROUPS = ("data", "model", "optimizer", "strategy", "compression")
 _BUILTIN_PREFIXES = ("sweeper.", "torch.optim.")
@@ -73,7 +93,15 @@ class TrialPlan:
         return CompressionContext(self.task, self.spec, self.optimizer_factory, self.strategy, self.seed, self.device)
 
 
-def _hydra_config() -> DictConfig | None:
+def plain_dict(node: Any) -> dict[str, Any]:
+    """A config node as a plain, resolved ``dict`` with string keys."""
+    container = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(container, dict):
+        raise TypeError(f"expected a mapping, got {type(container).__name__}")
+    return {str(key): value for key, value in container.items()}
+
+
+def _hydra_config() -> HydraConf | None:
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
@@ -126,8 +154,7 @@ def _instantiate(group: str, node: DictConfig, **runtime: Any) -> Any:
 
 
 def _build_model(cfg: DictConfig, task: Task) -> tuple[nn.Module, ModelSpec]:
-    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    assert isinstance(kwargs, dict)
+    kwargs = plain_dict(cfg.model)
     target = str(kwargs.pop("_target_", ""))
     kwargs.update(input_shape=list(task.input_shape), num_classes=task.num_classes)
     model = _instantiate("model", cfg.model, input_shape=list(task.input_shape), num_classes=task.num_classes)
@@ -165,12 +192,16 @@ def _equal_budget(cfg: DictConfig, strategy: Strategy) -> Strategy:
     if extra == "auto":
         found = os.environ.get(EQUAL_BUDGET_ENV)
         if found is None:
-            raise ConfigError("compare.extra_epochs=auto: known only in a grid multirun with compressed jobs "
-                              "(e.g. -m compression=none,prune); elsewhere set compare.extra_epochs=N")
+            raise ConfigError(
+                "compare.extra_epochs=auto: known only in a grid multirun with compressed jobs "
+                "(e.g. -m compression=none,prune); elsewhere set compare.extra_epochs=N"
+            )
         extra = int(found)
     if not (isinstance(extra, int) and not isinstance(extra, bool) and extra >= 0):
-        raise ConfigError(f"compare.extra_epochs={extra!r}: allowed: auto or an integer >= 0, the fine-tuning epochs "
-                          "of the longest compressed configuration (e.g. 5 for compression=prune)")
+        raise ConfigError(
+            f"compare.extra_epochs={extra!r}: allowed: auto or an integer >= 0, the fine-tuning epochs "
+            "of the longest compressed configuration (e.g. 5 for compression=prune)"
+        )
     if cfg.compression.get("_target_") != _BASELINE_TARGET:
         return strategy
     return replace(strategy, epochs=strategy.epochs + extra)
@@ -214,20 +245,22 @@ def plan_trial(cfg: DictConfig, *, choices: dict[str, str] | None = None) -> Tri
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
         raise ConfigError(f"threads={threads!r}: must be an integer >= 1 or null (torch's default)")
     try:
-        strategy = Strategy.from_dict(OmegaConf.to_container(cfg.strategy, resolve=True))  # type: ignore[arg-type]
+        strategy = Strategy.from_dict(plain_dict(cfg.strategy))
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from exc
     strategy = _equal_budget(cfg, strategy)
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (isinstance(lr, int | float) and lr > 0):
         raise ConfigError(f"optimizer.lr={lr}: must be a number > 0")
-    if cfg.optimizer.get("_target_") == "torch.optim.SGD" and group_choices(cfg, choices)["optimizer"] == "gd":
-        if strategy.batch_size != "full":
-            raise ConfigError(f"strategy.batch_size={strategy.batch_size}: optimizer=gd needs 'full'")
+    is_gd = cfg.optimizer.get("_target_") == "torch.optim.SGD" and group_choices(cfg, choices)["optimizer"] == "gd"
+    if is_gd and strategy.batch_size != "full":
+        raise ConfigError(f"strategy.batch_size={strategy.batch_size}: optimizer=gd needs 'full'")
 
     task = _instantiate("data", cfg.data, seed=seed)
     if not isinstance(task, Task):
-        raise ConfigError(f"data._target_={cfg.data.get('_target_')}: returned {type(task).__name__}, expected sweeper.data.Task")
+        raise ConfigError(
+            f"data._target_={cfg.data.get('_target_')}: returned {type(task).__name__}, expected sweeper.data.Task"
+        )
     torch.manual_seed(seed)  # the initialisation of the weights derives from the seed
     model, spec = _build_model(cfg, task)
     optimizer_factory = _instantiate("optimizer", cfg.optimizer)
@@ -238,7 +271,9 @@ def plan_trial(cfg: DictConfig, *, choices: dict[str, str] | None = None) -> Tri
     compressor = _instantiate("compression", cfg.compression)
     if not isinstance(compressor, CompressionMethod):
         raise ConfigError(f"compression._target_={cfg.compression.get('_target_')}: has no compress(model, ctx) method")
-    plan = TrialPlan(cfg, task, model, spec, optimizer_factory, strategy, compressor, device, seed, group_choices(cfg, choices))
+    plan = TrialPlan(
+        cfg, task, model, spec, optimizer_factory, strategy, compressor, device, seed, group_choices(cfg, choices)
+    )
     if isinstance(compressor, ChecksModel):  # checks that need the model (layer widths, class counts), before training
         try:
             compressor.check(model, plan.context())
@@ -292,9 +327,10 @@ def _command_line_sweep(argv: tuple[str, ...]) -> tuple[frozenset[str], int | No
     size: int | None = 1
     for override in swept:
         try:
-            size *= len(list(override.sweep_string_iterator()))  # type: ignore[operator]
+            count = len(list(override.sweep_string_iterator()))
         except Exception:  # a sweep Hydra expands itself (glob, interval for a custom sweeper)
-            size = None
+            return frozenset(o.get_key_element() for o in swept), None
+        size = size * count if size is not None else None
     return frozenset(o.get_key_element() for o in swept), size
 
 
@@ -310,8 +346,9 @@ def _fixed_overrides(argv: tuple[str, ...]) -> str:
     settings, the report's, ``resume`` and ``fail_fast`` are left out.
     """
     fixed = [(o, o.get_key_element().lstrip("+~")) for o in _command_line_overrides(argv) if not o.is_sweep_override()]
-    return " ".join(sorted(o.input_line for o, key in fixed
-                           if key not in _NOT_FIXED and not key.startswith(_NOT_FIXED_PREFIXES)))
+    return " ".join(
+        sorted(o.input_line for o, key in fixed if key not in _NOT_FIXED and not key.startswith(_NOT_FIXED_PREFIXES))
+    )
 
 
 def _run_label(choices: dict[str, str], cfg: DictConfig) -> str:
@@ -420,7 +457,11 @@ def execute(
     trained = train_stage(plan, epoch_hook=after_epoch)
     deployed = deploy_stage(plan, trained, _output_dir() / "model.pt")
     if tracker is not None:
-        tags = {"latency_kind": deployed.compressed.latency_kind, "device": str(plan.device), **deployed.compressed.tags}
+        tags = {
+            "latency_kind": deployed.compressed.latency_kind,
+            "device": str(plan.device),
+            **deployed.compressed.tags,
+        }
         tracker.set_tags(tags)
         tracker.log_results(deployed.metrics)
         config_path = deployed.path.with_name("config.yaml")
@@ -434,8 +475,7 @@ def execute(
 
 def _data_source(cfg: DictConfig) -> dict[str, str]:
     """Where the task's data comes from, as the datasets' source: the data config's keys."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    assert isinstance(data, dict)
+    data = plain_dict(cfg.data)
     return {f"data.{key}": str(value) for key, value in data.items()}
 
 
@@ -459,12 +499,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     epoch_hook = search.epoch_hook(progress.epoch) if search is not None else None
     tracker = None
     if cfg.tracking.enabled:
-        config = OmegaConf.to_container(cfg, resolve=True)
-        assert isinstance(config, dict)
+        config = plain_dict(cfg)
         uri, experiment = resolve_tracking_uri(cfg.tracking.uri), str(cfg.tracking.experiment)
         sweep_id = _sweep_id(cfg, search)
-        tags = {**source_tags(), **plan.choices, "seed": str(plan.seed), "sweep_id": sweep_id,
-                "trial_key": trial_key(config)}
+        tags = {
+            **source_tags(),
+            **plan.choices,
+            "seed": str(plan.seed),
+            "sweep_id": sweep_id,
+            "trial_key": trial_key(config),
+        }
         parent = parent_run_id() if sweep_id else None
         if parent:  # nested under the sweep's run in the MLflow UI
             tags["mlflow.parentRunId"] = parent

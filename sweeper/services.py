@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "MlflowServer", "PostgresCluster", "find_pg_bin", "free_port", "start_mlflow_server", "start_postgres",
+    "MlflowServer",
+    "PostgresCluster",
+    "find_pg_bin",
+    "free_port",
+    "start_mlflow_server",
+    "start_postgres",
     "start_workers",
 ]
 
@@ -81,8 +86,11 @@ class PostgresCluster:
 
     def stop(self) -> None:
         """Stop the server and delete its files."""
-        subprocess.run(_as_postgres_user([str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m",
-                                          "fast", "-w"]), capture_output=True, timeout=60)
+        subprocess.run(
+            _as_postgres_user([str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w"]),
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -108,9 +116,19 @@ def start_postgres(*, port: int | None = None, root: Path | None = None, timeout
     cluster = PostgresCluster(root=root, port=port or free_port(), bin_dir=bin_dir)
     steps = [
         [str(bin_dir / "initdb"), "-D", str(cluster.data_dir), "-U", cluster.user, "--auth=trust", "-E", "UTF8"],
-        [str(bin_dir / "pg_ctl"), "start", "-w", "-t", str(int(timeout)), "-D", str(cluster.data_dir),
-         "-l", str(root / "postgres.log"),
-         "-o", f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"],
+        [
+            str(bin_dir / "pg_ctl"),
+            "start",
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "-D",
+            str(cluster.data_dir),
+            "-l",
+            str(root / "postgres.log"),
+            "-o",
+            f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+        ],
     ]
     for cmd in steps:
         proc = subprocess.run(_as_postgres_user(cmd), capture_output=True, text=True, timeout=timeout + 30)
@@ -155,7 +173,11 @@ def _answers(url: str) -> bool:
 
 
 def start_mlflow_server(
-    backend_store_uri: str, artifacts: Path, *, port: int | None = None, log_path: Path | None = None,
+    backend_store_uri: str,
+    artifacts: Path,
+    *,
+    port: int | None = None,
+    log_path: Path | None = None,
     timeout: float = 180,
 ) -> MlflowServer:
     """Start ``mlflow server`` on 127.0.0.1 with artifacts served through it; wait for ``/health``.
@@ -167,9 +189,23 @@ def start_mlflow_server(
     artifacts.mkdir(parents=True, exist_ok=True)
     log_path = log_path or artifacts.parent / "mlflow-server.log"
     log = open(log_path, "ab")  # noqa: SIM115 - kept open for the server's lifetime
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--serve-artifacts", "--artifacts-destination", str(artifacts)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(artifacts),
+    ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job runner: faster start
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     server = MlflowServer(process, port, log_path, artifacts, log)

@@ -53,8 +53,9 @@ def _requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"]
 
 
-def log_trial_model(client: MlflowClient, experiment_id: str, run_id: str, artifact: Path, example: torch.Tensor,
-                    module: nn.Module) -> str:
+def log_trial_model(
+    client: MlflowClient, experiment_id: str, run_id: str, artifact: Path, example: torch.Tensor, module: nn.Module
+) -> str:
     """Log ``artifact`` as the run's MLflow model (signature and example from ``example``); return its model id."""
     import mlflow.pyfunc
     from mlflow.entities import LoggedModelOutput
@@ -67,9 +68,14 @@ def log_trial_model(client: MlflowClient, experiment_id: str, run_id: str, artif
     try:
         with tempfile.TemporaryDirectory(prefix="sweeper-model-") as scratch:
             local = Path(scratch) / MODEL_NAME
-            mlflow.pyfunc.save_model(str(local), loader_module=__name__, data_path=str(artifact),
-                                     signature=infer_signature(inputs, outputs), input_example=inputs,
-                                     pip_requirements=_requirements())
+            mlflow.pyfunc.save_model(
+                str(local),
+                loader_module=__name__,
+                data_path=str(artifact),
+                signature=infer_signature(inputs, outputs),
+                input_example=inputs,
+                pip_requirements=_requirements(),
+            )
             client.log_model_artifacts(logged.model_id, str(local))
     except BaseException:
         client.finalize_logged_model(logged.model_id, "FAILED")

@@ -28,7 +28,6 @@ __all__ = ["SweepRunCallback", "resolve_sweep", "sweep_candidates", "sweep_run_f
 log = logging.getLogger("sweeper")
 
 
-
 def sweep_candidates(config: DictConfig) -> list[str]:
     """Ids the trials of this multirun may carry as ``sweep_id``, most specific first.
 
@@ -103,9 +102,14 @@ def sweep_run_for(config: DictConfig) -> str | None:
         return found
     uri, experiment = where
     tracking = config.get("tracking") or {}
-    return open_sweep_run(uri, experiment, sweep_dir=str(config.hydra.sweep.dir),
-                          sweep_id=tracking.get("sweep_id") or None, command=" ".join(["python -m sweeper", *sys.argv[1:]]),
-                          config=_app_config(config))
+    return open_sweep_run(
+        uri,
+        experiment,
+        sweep_dir=str(config.hydra.sweep.dir),
+        sweep_id=tracking.get("sweep_id") or None,
+        command=" ".join(["python -m sweeper", *sys.argv[1:]]),
+        config=_app_config(config),
+    )
 
 
 class SweepRunCallback(Callback):

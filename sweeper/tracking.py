@@ -25,8 +25,19 @@ if TYPE_CHECKING:
     from sweeper.data import Task
 
 __all__ = [
-    "DEFAULT_EXPERIMENT", "PARENT_RUN_ENV", "ROLE_TAG", "TrialRun", "close_stale_run", "close_sweep_run",
-    "finished_trial", "flatten", "open_sweep_run", "parent_run_id", "resolve_tracking_uri", "source_tags", "trial_key",
+    "DEFAULT_EXPERIMENT",
+    "PARENT_RUN_ENV",
+    "ROLE_TAG",
+    "TrialRun",
+    "close_stale_run",
+    "close_sweep_run",
+    "finished_trial",
+    "flatten",
+    "open_sweep_run",
+    "parent_run_id",
+    "resolve_tracking_uri",
+    "source_tags",
+    "trial_key",
 ]
 
 # Config keys that do not change what a trial computes (left out of its identity).
@@ -111,7 +122,9 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         if "mlflow.experimentKind" not in found.tags:  # an older or foreign experiment: open it on runs too
-            client.set_experiment_tag(found.experiment_id, "mlflow.experimentKind", _EXPERIMENT_TAGS["mlflow.experimentKind"])
+            client.set_experiment_tag(
+                found.experiment_id, "mlflow.experimentKind", _EXPERIMENT_TAGS["mlflow.experimentKind"]
+            )
         return str(found.experiment_id)
     try:
         return str(client.create_experiment(name, tags=_EXPERIMENT_TAGS))
@@ -134,9 +147,7 @@ class TrialRun:
         ...     run.log_results({"test_accuracy": 0.97}, history=[{"train_loss": 0.5}])
     """
 
-    def __init__(
-        self, uri: str, experiment: str, *, run_name: str, tags: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, uri: str, experiment: str, *, run_name: str, tags: Mapping[str, str] | None = None) -> None:
         self.uri = uri
         self.client = _client(uri)
         self.experiment_id = experiment_id(self.client, experiment)
@@ -175,9 +186,7 @@ class TrialRun:
         try:
             self.log_results({})  # keep the curves of the epochs that did finish
             self.set_tags({"failure_reason": reason[:5000]})
-            self.client.log_text(
-                self.run_id, "".join(traceback.format_exception(exc_type, exc, tb)), "traceback.txt"
-            )
+            self.client.log_text(self.run_id, "".join(traceback.format_exception(exc_type, exc, tb)), "traceback.txt")
         finally:
             self.client.set_terminated(self.run_id, status)
 
@@ -223,15 +232,17 @@ class TrialRun:
 
         ``source`` (e.g. the data config's ``_target_`` and knobs) says where the data comes from.
         """
-        import mlflow.data
         from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.numpy_dataset import from_numpy
         from mlflow.entities import DatasetInput, InputTag
 
         inputs = []
         for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
             x, y = getattr(task, f"x_{split}"), getattr(task, f"y_{split}")
-            dataset = mlflow.data.from_numpy(x.cpu().numpy(), targets=y.cpu().numpy(), name=task.name,
-                                             source=CodeDatasetSource(dict(source)))
+            dataset = from_numpy(
+                x.cpu().numpy(), targets=y.cpu().numpy(), name=task.name, source=CodeDatasetSource(dict(source))
+            )
+            # _to_mlflow_entity: what mlflow.log_input does with a dataset; the client API takes the entity
             inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
         self.client.log_inputs(self.run_id, datasets=inputs)
 
@@ -313,8 +324,9 @@ def parent_run_id() -> str | None:
     return os.environ.get(PARENT_RUN_ENV) or None
 
 
-def open_sweep_run(uri: str, experiment: str, *, sweep_dir: str, sweep_id: str | None, command: str,
-                   config: Mapping[str, Any]) -> str:
+def open_sweep_run(
+    uri: str, experiment: str, *, sweep_dir: str, sweep_id: str | None, command: str, config: Mapping[str, Any]
+) -> str:
     """Open the parent run of a sweep (found again when a sweep dir is re-run) and announce it to the trials.
 
     The run (``sweep <sweep id>``, tag ``sweeper_role=sweep``) holds the sweep's command line,

@@ -87,10 +87,20 @@ def run_cli(tmp_path: Path, _mlflow_template: Path) -> Callable[..., subprocess.
 # --- the report: synthetic runs shaped like load_runs output, and one tiny real sweep ---
 
 _METRIC_DEFAULTS = {
-    "test_accuracy": 0.9, "val_accuracy": 0.9, "best_val_accuracy": 0.9, "size_bytes": 40_000.0,
-    "compression_ratio": 1.0, "latency_ms": 0.2, "latency_iqr_ms": 0.01, "latency_ms_batch": 0.01,
-    "params": 10_000.0, "nonzero_params": 10_000.0, "train_seconds": 1.0, "compress_seconds": 0.0,
-    "epochs_run": 10.0, "steps": 100.0,
+    "test_accuracy": 0.9,
+    "val_accuracy": 0.9,
+    "best_val_accuracy": 0.9,
+    "size_bytes": 40_000.0,
+    "compression_ratio": 1.0,
+    "latency_ms": 0.2,
+    "latency_iqr_ms": 0.01,
+    "latency_ms_batch": 0.01,
+    "params": 10_000.0,
+    "nonzero_params": 10_000.0,
+    "train_seconds": 1.0,
+    "compress_seconds": 0.0,
+    "epochs_run": 10.0,
+    "steps": 100.0,
 }
 
 
@@ -108,11 +118,26 @@ def make_runs() -> Callable[..., pd.DataFrame]:
         rows = []
         for i, spec in enumerate(specs):
             row = {
-                "run_id": f"run{i}", "run_name": f"trial {i}", "status": "FINISHED", "start_time": i,
-                "data": "synthetic", "model": "mlp", "optimizer": "adam", "strategy": "default",
-                "compression": "none", "seed": 0, "lr": 0.003, "batch_size": 64, "epochs": 10,
-                "sweep_id": "multirun/test", "job": str(i), "latency_kind": "real", "failure_reason": None,
-                "optuna_state": None, **_METRIC_DEFAULTS, **spec,
+                "run_id": f"run{i}",
+                "run_name": f"trial {i}",
+                "status": "FINISHED",
+                "start_time": i,
+                "data": "synthetic",
+                "model": "mlp",
+                "optimizer": "adam",
+                "strategy": "default",
+                "compression": "none",
+                "seed": 0,
+                "lr": 0.003,
+                "batch_size": 64,
+                "epochs": 10,
+                "sweep_id": "multirun/test",
+                "job": str(i),
+                "latency_kind": "real",
+                "failure_reason": None,
+                "optuna_state": None,
+                **_METRIC_DEFAULTS,
+                **spec,
             }
             if "val_accuracy" not in spec and spec.get("test_accuracy") is not None:
                 row["val_accuracy"] = spec["test_accuracy"]
@@ -137,10 +162,25 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path)
     cwd = tmp_path_factory.mktemp("tiny-sweep")
     shutil.copy(_mlflow_template, cwd / "mlflow.db")
     proc = subprocess.run(
-        [sys.executable, "-m", "sweeper", "-m", "optimizer=adam,sgd", "seed=0,1", "data=synthetic",
-         "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01",
-         "report.register=true"],
-        cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "sweeper",
+            "-m",
+            "optimizer=adam,sgd",
+            "seed=0,1",
+            "data=synthetic",
+            "data.n_samples=300",
+            "model=mlp",
+            "strategy.epochs=2",
+            "measure.latency_seconds=0.01",
+            "report.register=true",
+        ],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     (cwd / "console.txt").write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]

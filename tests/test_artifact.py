@@ -8,13 +8,12 @@ import sys
 
 import pytest
 import torch
+from conftest import FAST, REPO_ROOT, cli_env
 from hydra import compose, initialize_config_module
 
 from sweeper.artifact import ModelSpec, load_artifact, save_artifact
 from sweeper.run import Trained, deploy_stage, plan_trial
 from sweeper.training import TrainResult
-
-from conftest import FAST, REPO_ROOT, cli_env
 
 ZOO_CONF = REPO_ROOT / "tests" / "zoo_conf"
 _RELOAD = """
@@ -31,17 +30,40 @@ print(json.dumps({"close": close, "modules": sorted(m for m in sys.modules if m.
 @pytest.mark.parametrize(
     ("model", "overrides", "loader"),
     [
-        ("tiny_transformer", ["compression=quantize", "compression.calibration_samples=64"], "sweeper.compression._quantize"),
-        ("tiny_resnet", ["compression=pipeline", "compression/stages=[prune_structured,qat]",
-                         "compression.stages.prune_structured.finetune_epochs=0", "compression.stages.qat.finetune_epochs=0"],
-         "sweeper.compression._qat"),
-        ("tiny_transformer", ["compression=prune_structured", "compression.finetune_epochs=0"], "sweeper.compression._structured"),
+        (
+            "tiny_transformer",
+            ["compression=quantize", "compression.calibration_samples=64"],
+            "sweeper.compression._quantize",
+        ),
+        (
+            "tiny_resnet",
+            [
+                "compression=pipeline",
+                "compression/stages=[prune_structured,qat]",
+                "compression.stages.prune_structured.finetune_epochs=0",
+                "compression.stages.qat.finetune_epochs=0",
+            ],
+            "sweeper.compression._qat",
+        ),
+        (
+            "tiny_transformer",
+            ["compression=prune_structured", "compression.finetune_epochs=0"],
+            "sweeper.compression._structured",
+        ),
     ],
 )
 def test_a_fresh_process_reloads_the_artifact_importing_only_its_loader(tmp_path, model, overrides, loader):
     with initialize_config_module("sweeper.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[f"hydra.searchpath=[file://{ZOO_CONF}]", *FAST, "tracking.enabled=false",
-                                           f"model={model}", *overrides])
+        cfg = compose(
+            "config",
+            overrides=[
+                f"hydra.searchpath=[file://{ZOO_CONF}]",
+                *FAST,
+                "tracking.enabled=false",
+                f"model={model}",
+                *overrides,
+            ],
+        )
     plan = plan_trial(cfg)  # untrained weights: reloading does not depend on training
     deployed = deploy_stage(plan, Trained(TrainResult()), tmp_path / "model.pt")
     x = plan.task.x_test[:16]
@@ -49,20 +71,31 @@ def test_a_fresh_process_reloads_the_artifact_importing_only_its_loader(tmp_path
         torch.save((x, deployed.compressed.module(x)), tmp_path / "expected.pt")
 
     env = cli_env(PYTHONPATH=f"{REPO_ROOT}:{REPO_ROOT / 'tests'}")
-    proc = subprocess.run([sys.executable, "-c", _RELOAD, str(tmp_path / "model.pt"), str(tmp_path / "expected.pt")],
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _RELOAD, str(tmp_path / "model.pt"), str(tmp_path / "expected.pt")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["close"]
     methods = {m for m in result["modules"] if m.startswith("sweeper.compression._")} - {
-        "sweeper.compression._base", "sweeper.compression._storage", "sweeper.compression._attention",
-        "sweeper.compression._targets"}  # the shared helpers, not methods
+        "sweeper.compression._base",
+        "sweeper.compression._storage",
+        "sweeper.compression._attention",
+        "sweeper.compression._targets",
+    }  # the shared helpers, not methods
     assert methods == {loader}, methods  # no other method's module was imported to read the file
 
 
 def test_a_file_of_an_unknown_kind_or_format_fails_naming_it(tmp_path):
     path = tmp_path / "model.pt"
-    torch.save({"format": "sweeper-artifact/1", "kind": "mystery", "loader": None, "model": {"target": "x"}, "payload": {}}, path)
+    torch.save(
+        {"format": "sweeper-artifact/1", "kind": "mystery", "loader": None, "model": {"target": "x"}, "payload": {}},
+        path,
+    )
     with pytest.raises(ValueError, match="unknown artifact kind 'mystery'; known: dense"):
         load_artifact(path)
     torch.save({"weights": 1}, path)
@@ -73,9 +106,12 @@ def test_a_file_of_an_unknown_kind_or_format_fails_naming_it(tmp_path):
 
 
 def test_a_spec_with_recorded_sizes_builds_the_smaller_network():
-    spec = ModelSpec("sweeper.models.make_mlp", {"input_shape": [4], "num_classes": 3, "hidden": [8]},
-                     resized={"1": {"out_features": 5}, "3": {"in_features": 5}},
-                     shapes={"1.weight": [5, 4], "1.bias": [5], "3.weight": [3, 5]})
+    spec = ModelSpec(
+        "sweeper.models.make_mlp",
+        {"input_shape": [4], "num_classes": 3, "hidden": [8]},
+        resized={"1": {"out_features": 5}, "3": {"in_features": 5}},
+        shapes={"1.weight": [5, 4], "1.bias": [5], "3.weight": [3, 5]},
+    )
     model = spec.build()
     assert (model[1].out_features, model[3].in_features) == (5, 5)
     assert model(torch.zeros(2, 4)).shape == (2, 3)

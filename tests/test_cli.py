@@ -30,8 +30,9 @@ def test_multirun_writes_one_finished_run_per_trial_with_every_metric(run_cli, t
 
 
 def test_a_diverging_trial_is_failed_with_its_reason_and_the_sweep_goes_on(run_cli, tmp_path):
-    proc = run_cli("-m", "optimizer=sgd", "optimizer.lr=1e6,0.1", "model=mlp", "strategy.epochs=3",
-                   "measure.latency_seconds=0.01")
+    proc = run_cli(
+        "-m", "optimizer=sgd", "optimizer.lr=1e6,0.1", "model=mlp", "strategy.epochs=3", "measure.latency_seconds=0.01"
+    )
     assert proc.returncode == 1, proc.stderr  # the grid went on; exit status 1 says a trial failed
     assert "trial 1/2 optimizer.lr=1000000.0: FAILED TrainingDiverged" in proc.stdout
 
@@ -60,8 +61,15 @@ def test_plugins_by_target_from_a_users_config_dir(run_cli, tmp_path):
     (tmp_path / "conf" / "data" / "blobs.yaml").write_text("_target_: my_plugins.make_blobs\nn: 300\n")
     (tmp_path / "conf" / "model" / "linear.yaml").write_text("_target_: my_plugins.make_linear\n")
 
-    proc = run_cli("--config-dir", "conf", "data=blobs", "model=linear", "strategy.epochs=30", "optimizer.lr=0.05",
-                   "measure.latency_seconds=0.01")
+    proc = run_cli(
+        "--config-dir",
+        "conf",
+        "data=blobs",
+        "model=linear",
+        "strategy.epochs=30",
+        "optimizer.lr=0.05",
+        "measure.latency_seconds=0.01",
+    )
     assert proc.returncode == 0, proc.stderr
     runs = load_runs(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = runs.iloc[0]
@@ -88,15 +96,19 @@ def test_loading_results_leaves_the_callers_tracking_uri_alone(tracking_uri, mon
 
 def test_reading_a_missing_store_fails_naming_it_and_creates_nothing(tmp_path):
     missing = tmp_path / "nowhere.db"
-    for read in (lambda: load_runs(tracking_uri=f"sqlite:///{missing}"),
-                 lambda: load_history(["0" * 32], tracking_uri=f"sqlite:///{missing}")):
+    for read in (
+        lambda: load_runs(tracking_uri=f"sqlite:///{missing}"),
+        lambda: load_history(["0" * 32], tracking_uri=f"sqlite:///{missing}"),
+    ):
         with pytest.raises(FileNotFoundError, match=f"no MLflow store at {missing}"):
             read()
     assert not missing.exists()
 
 
 def test_a_single_run_whose_trial_fails_exits_with_status_1(run_cli):
-    proc = run_cli("optimizer=sgd", "optimizer.lr=1e6", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01")
+    proc = run_cli(
+        "optimizer=sgd", "optimizer.lr=1e6", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01"
+    )
     assert proc.returncode == 1
     assert "FAILED TrainingDiverged" in proc.stdout and "1 trial failed" in proc.stderr
 
@@ -105,8 +117,13 @@ def test_help_describes_the_tool_its_groups_and_commands(run_cli):
     proc = run_cli("--help")
     assert proc.returncode == 0
     assert proc.stdout.startswith("sweeper: compare model-optimization methods")
-    for line in ("python -m sweeper -m optimizer=adam,sgd seed=0,1,2", "python -m sweeper.report", "mlflow ui",
-                 "compression: distill, none, pipeline", "Exit status: 0 every trial finished"):
+    for line in (
+        "python -m sweeper -m optimizer=adam,sgd seed=0,1,2",
+        "python -m sweeper.report",
+        "mlflow ui",
+        "compression: distill, none, pipeline",
+        "Exit status: 0 every trial finished",
+    ):
         assert line in proc.stdout, line
 
 

@@ -8,6 +8,7 @@ over tokens) and each built-in is trained once (5 epochs) and quantized by the d
 from __future__ import annotations
 
 import copy
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,17 +18,16 @@ import torch
 import torch.ao.nn.intrinsic.quantized as nniq
 import torch.ao.nn.quantized as nnq
 import torch.ao.nn.quantized.dynamic as nnqd
+import zoo
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from trials import Trial, with_nodes
 
-import zoo
 from sweeper.compression import UnsupportedLayer
 from sweeper.compression._attention import ExplicitAttention, make_quantizable
 from sweeper.compression._quantize import FLOWS, Int8Quantization, _quantize_weights
 from sweeper.compression._storage import decode_state, encode_state
 from sweeper.training import evaluate_accuracy
-
-from trials import Trial, with_nodes
 
 TOKENS = {"_target_": "zoo.digit_tokens", "positional": False}
 # network -> (its model: a built-in's override or a plug-in's node, its data node, the int8 layer kinds it holds)
@@ -110,8 +110,13 @@ def _int8_kind(module: nn.Module) -> str | None:
 
 
 def _float_kind(module: nn.Module) -> str | None:
-    kinds = {nn.Conv1d: "conv", nn.Conv2d: "conv", nn.EmbeddingBag: "embedding_bag", nn.Embedding: "embedding",
-             nn.MultiheadAttention: "attention"}
+    kinds = {
+        nn.Conv1d: "conv",
+        nn.Conv2d: "conv",
+        nn.EmbeddingBag: "embedding_bag",
+        nn.Embedding: "embedding",
+        nn.MultiheadAttention: "attention",
+    }
     return "linear" if isinstance(module, nn.Linear) else kinds.get(type(module))
 
 
@@ -157,7 +162,11 @@ def test_the_flow_is_tagged_and_stored_for_the_loader(trial_of, network, flow):
     compressed = trial_of(network, flow).compressed
     assert compressed.tags == {"quantization_flow": flow}  # FX traced every network: no fallback reason
     assert compressed.payload["flow"] == flow
-    assert (compressed.kind, compressed.latency_kind, compressed.metrics) == ("int8", "real", {"bits": 8.0, "dead_channels": 0.0})
+    assert (compressed.kind, compressed.latency_kind, compressed.metrics) == (
+        "int8",
+        "real",
+        {"bits": 8.0, "dead_channels": 0.0},
+    )
 
 
 # --- a model FX cannot trace ---------------------------------------------------------------------------
@@ -262,7 +271,7 @@ def test_check_fails_only_for_what_cannot_be_quantized():
         method.check(nn.Sequential(_Scale(), nn.LayerNorm(4)), None)
     with pytest.raises(UnsupportedLayer, match=r"layer attn \(MultiheadAttention\): add_bias_kv=True"):
         method.check(_AttentionWithBiasKV(), None)
-    with pytest.raises(ValueError, match="compression.flow='jit': allowed: auto, fx, eager"):
+    with pytest.raises(ValueError, match=re.escape("compression.flow='jit': allowed: auto, fx, eager")):
         Int8Quantization(flow="jit")
 
 
@@ -271,11 +280,13 @@ def test_check_fails_only_for_what_cannot_be_quantized():
 
 def test_int8_embedding_bags_mean_like_the_float_ones_and_their_rows_round_trip():
     torch.manual_seed(0)
-    bags = nn.ModuleDict({
-        "mean": nn.EmbeddingBag(50, 8, mode="mean"),
-        "sum": nn.EmbeddingBag(50, 8, mode="sum"),
-        "mean_last": nn.EmbeddingBag(50, 8, mode="mean", include_last_offset=True),
-    })
+    bags = nn.ModuleDict(
+        {
+            "mean": nn.EmbeddingBag(50, 8, mode="mean"),
+            "sum": nn.EmbeddingBag(50, 8, mode="sum"),
+            "mean_last": nn.EmbeddingBag(50, 8, mode="mean", include_last_offset=True),
+        }
+    )
     quantized = _quantize_weights(copy.deepcopy(bags))
     ids, flat, offsets = torch.randint(0, 50, (4, 6)), torch.randint(0, 50, (9,)), torch.tensor([0, 3, 3, 8])
     inputs = {  # fixed-size bags; bags by offsets, one of them empty

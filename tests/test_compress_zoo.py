@@ -8,17 +8,17 @@ the methods that do not change the main training run.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+
 import pytest
 import torch
+from conftest import FAST, REPO_ROOT
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
+from trials import Trial
 
 from sweeper.compression._targets import WeightSelection, weight_refs
 from sweeper.measure import count_params
 from sweeper.run import plan_trial, train_stage
-
-from conftest import FAST, REPO_ROOT
-from trials import Trial
 
 ZOO_CONF = REPO_ROOT / "tests" / "zoo_conf"
 
@@ -27,11 +27,14 @@ NETWORKS: dict[str, list[str]] = {
     "tiny_resnet": ["model=tiny_resnet"],
     "tiny_transformer": ["model=tiny_transformer"],
     "bag_of_tokens": [
-        "data=digit_tokens", "data.positional=true", "model=bag_of_tokens",
+        "data=digit_tokens",
+        "data.positional=true",
+        "model=bag_of_tokens",
         "compression.teacher_model={_target_: zoo.BagOfTokens, _partial_: true, dim: 64}",
     ],
     "sequence_cnn": [
-        "data=digit_tokens", "model=sequence_cnn",
+        "data=digit_tokens",
+        "model=sequence_cnn",
         "compression.teacher_model={_target_: zoo.SequenceCNN, _partial_: true, dim: 32}",
     ],
     "cnn": ["model=cnn"],
@@ -50,10 +53,15 @@ METHODS: dict[str, list[str]] = {
     "distill": ["compression.teacher_epochs=1"],
     "pipeline": ["compression.stages.distill.teacher_epochs=1", "compression.stages.prune.finetune_epochs=1"],
     # a smaller network, then its weights quantized: the later stage rebuilds the pruned architecture
-    "structured+qat": ["compression/stages=[prune_structured,qat]", "compression.stages.prune_structured.finetune_epochs=0",
-                       "compression.stages.qat.finetune_epochs=1"],
-    "structured+quantize": ["compression/stages=[prune_structured,quantize]",
-                            "compression.stages.prune_structured.finetune_epochs=0"],
+    "structured+qat": [
+        "compression/stages=[prune_structured,qat]",
+        "compression.stages.prune_structured.finetune_epochs=0",
+        "compression.stages.qat.finetune_epochs=1",
+    ],
+    "structured+quantize": [
+        "compression/stages=[prune_structured,quantize]",
+        "compression.stages.prune_structured.finetune_epochs=0",
+    ],
 }
 PAIRS = [(network, method) for network in NETWORKS for method in METHODS]
 UNSTRUCTURED = ("prune", "prune_random", "prune_gradual")
@@ -75,7 +83,13 @@ def compose_trial(*overrides: str) -> DictConfig:
     with initialize_config_module("sweeper.conf", version_base="1.3"):
         return compose(
             "config",
-            overrides=[f"hydra.searchpath=[file://{ZOO_CONF}]", *FAST, "strategy.epochs=1", "tracking.enabled=false", *overrides],
+            overrides=[
+                f"hydra.searchpath=[file://{ZOO_CONF}]",
+                *FAST,
+                "strategy.epochs=1",
+                "tracking.enabled=false",
+                *overrides,
+            ],
         )
 
 
@@ -158,4 +172,3 @@ def test_distilled_student_is_the_trial_model_with_a_wider_teacher(trial_of, net
     trial = trial_of(network, "distill")
     assert count_params(trial.reloaded)[0] == trial.dense_params
     assert trial.metrics["teacher_params"] > trial.dense_params
-

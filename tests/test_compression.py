@@ -5,24 +5,22 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import FAST, REPO_ROOT
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
+from trials import Trial
 
 from sweeper.compression import CompressionContext
 from sweeper.compression._prune import cubic_sparsity
-from sweeper.compression._targets import prunable_weights
 from sweeper.compression._storage import decode_tensor, encode_tensor, pack_bits, pack_tree, unpack_bits, unpack_tree
+from sweeper.compression._targets import prunable_weights
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params
 from sweeper.results import FINAL_METRICS, load_runs
 from sweeper.run import plan_trial, train_stage
-
-from conftest import FAST, REPO_ROOT
-from trials import Trial
 
 SMALL = ["strategy.epochs=1"]
 
@@ -47,8 +45,14 @@ def _compose(*overrides: str) -> DictConfig:
         (["compression=prune_structured", "compression.amount=0.95"], "would remove every channel of layer 0"),
         (["compression=distill", "+compression.teacher_model.num_classes=5"], "teacher outputs 5 classes"),
         (["compression=pipeline", "compression/stages=[quantize,prune]"], "quantize must be the last stage"),
-        (["compression=pipeline", "compression/stages=[prune,distill]"], "distill acts during training and must come first"),
-        (["compression=pipeline", "compression.stages.prune.amount=2"], "compression.stages.prune.amount=2: must be in [0, 1)"),
+        (
+            ["compression=pipeline", "compression/stages=[prune,distill]"],
+            "distill acts during training and must come first",
+        ),
+        (
+            ["compression=pipeline", "compression.stages.prune.amount=2"],
+            "compression.stages.prune.amount=2: must be in [0, 1)",
+        ),
         (["compression=pipeline", "+compression.stages.prune.foo=1"], "compression.stages.prune.foo: unknown key"),
         (["compression=prune", "compression.exclude=[nowhere]"], "pattern 'nowhere' matches no module"),
         (["compression=qat", "compression.include=head"], "compression.include='head': must be a list"),
@@ -109,7 +113,11 @@ def test_cubic_schedule_formula():
 
 def test_gradual_pruning_follows_the_cubic_sequence_during_training(make_cfg):
     cfg = make_cfg(
-        "compression=prune_gradual", *SMALL, "compression.amount=0.9", "compression.frequency=3", "compression.initial_sparsity=0.2"
+        "compression=prune_gradual",
+        *SMALL,
+        "compression.amount=0.9",
+        "compression.frequency=3",
+        "compression.initial_sparsity=0.2",
     )
     plan = plan_trial(cfg)
     train_stage(plan)
@@ -163,7 +171,12 @@ class TestNone(CompressionContract):
 
 
 class TestPrune(CompressionContract):
-    overrides = ("compression=prune", "compression.amount=0.8", "compression.scope=layer", "compression.finetune_epochs=1")
+    overrides = (
+        "compression=prune",
+        "compression.amount=0.8",
+        "compression.scope=layer",
+        "compression.finetune_epochs=1",
+    )
     min_ratio = 2.5  # 20% of the values + a 1-bit mask
     latency_kind = "simulated"
 
@@ -176,7 +189,12 @@ class TestPrune(CompressionContract):
 
 
 class TestPruneRandom(TestPrune):
-    overrides = ("compression=prune_random", "compression.amount=0.8", "compression.scope=layer", "compression.finetune_epochs=0")
+    overrides = (
+        "compression=prune_random",
+        "compression.amount=0.8",
+        "compression.scope=layer",
+        "compression.finetune_epochs=0",
+    )
 
 
 class TestPruneGlobal(CompressionContract):
@@ -301,8 +319,15 @@ def test_every_option_runs_in_a_multirun_with_all_metrics(run_cli, tmp_path):
         assert by.loc[name, "size_bytes"] <= 0.35 * by.loc["none", "size_bytes"], name
     kinds = by["latency_kind"].to_dict()
     assert kinds == {
-        "none": "real", "prune": "simulated", "prune_random": "simulated", "prune_structured": "real",
-        "prune_gradual": "simulated", "quantize": "real", "qat": "simulated", "distill": "real", "pipeline": "simulated",
+        "none": "real",
+        "prune": "simulated",
+        "prune_random": "simulated",
+        "prune_structured": "real",
+        "prune_gradual": "simulated",
+        "quantize": "real",
+        "qat": "simulated",
+        "distill": "real",
+        "pipeline": "simulated",
     }
     assert by.loc["distill", "teacher_cached"] == 0 and by.loc["pipeline", "teacher_cached"] == 1  # same teacher
 
@@ -318,8 +343,16 @@ SEVEN = "none,prune,prune_structured,quantize,qat,distill,pipeline"
 @pytest.mark.integration
 @pytest.mark.parametrize("model", ["tiny_resnet", "tiny_transformer"])
 def test_a_users_residual_and_attention_networks_run_every_method(run_cli, tmp_path, model):
-    proc = run_cli(*ZOO, "-m", f"model={model}", f"compression={SEVEN}", "strategy.epochs=2",
-                   "measure.latency_seconds=0.01", env=ZOO_ENV, timeout=900)
+    proc = run_cli(
+        *ZOO,
+        "-m",
+        f"model={model}",
+        f"compression={SEVEN}",
+        "strategy.epochs=2",
+        "measure.latency_seconds=0.01",
+        env=ZOO_ENV,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = load_runs(sweep_id="latest", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert sorted(runs["compression"]) == sorted(SEVEN.split(","))
@@ -336,8 +369,15 @@ def test_a_users_residual_and_attention_networks_run_every_method(run_cli, tmp_p
 @pytest.mark.slow
 @pytest.mark.integration
 def test_a_method_that_cannot_handle_a_layer_fails_its_trial_and_the_grid_goes_on(run_cli, tmp_path):
-    proc = run_cli(*ZOO, "-m", "model=row_gru", "compression=none,prune_structured,prune", "strategy.epochs=1",
-                   "measure.latency_seconds=0.01", env=ZOO_ENV)
+    proc = run_cli(
+        *ZOO,
+        "-m",
+        "model=row_gru",
+        "compression=none,prune_structured,prune",
+        "strategy.epochs=1",
+        "measure.latency_seconds=0.01",
+        env=ZOO_ENV,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]  # a trial failed
     assert "1 trial failed" in proc.stderr
     said = re.search(r"job 1 \(.*compression=prune_structured.*\) will fail: (.*)", proc.stdout + proc.stderr)

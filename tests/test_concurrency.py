@@ -21,7 +21,11 @@ def test_four_processes_create_and_write_one_store_without_losing_a_run(tmp_path
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "sweeper", f"seed={seed}", *TINY],
-            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for seed in range(4)
     ]
@@ -50,7 +54,11 @@ def test_two_multiruns_started_at_once_keep_their_sweeps_apart(tmp_path):
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "sweeper", "-m", f"optimizer={opts}", *TINY, "hydra.callbacks.report.enabled=false"],
-            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for opts in ("adam,sgd", "rmsprop,adagrad")
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import re
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def test_synthetic_has_the_requested_shape_and_classes():
 
 def test_bad_split_fractions_are_refused():
     x, y = np.zeros((50, 2)), np.arange(50) % 2
-    with pytest.raises(ValueError, match="data.test_fraction=1.5"):
+    with pytest.raises(ValueError, match=re.escape("data.test_fraction=1.5")):
         Task.from_arrays(x, y, seed=0, test_fraction=1.5)
     with pytest.raises(ValueError, match="must be < 1"):
         Task.from_arrays(x, y, seed=0, val_fraction=0.5, test_fraction=0.5)

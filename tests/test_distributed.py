@@ -11,18 +11,25 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import NO_REPORT, cli_env
 
 from sweeper.cache import atomic_path, compute_once, file_lock
 from sweeper.results import load_runs
 from sweeper.search import workers
 from sweeper.services import find_pg_bin, free_port, start_mlflow_server, start_postgres, start_workers
-from conftest import NO_REPORT, cli_env
 
-TINY = ["data=synthetic", "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01",
-        NO_REPORT]
+TINY = [
+    "data=synthetic",
+    "data.n_samples=300",
+    "model=mlp",
+    "strategy.epochs=2",
+    "measure.latency_seconds=0.01",
+    NO_REPORT,
+]
 
 
 # ---- the shared cache: one process computes, the others wait and read ---------------------------
+
 
 def _compute(target: str, counter: str) -> str:
     def make(tmp: Path) -> None:
@@ -98,6 +105,7 @@ def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
 
 # ---- worker coordination on one study -----------------------------------------------------------
 
+
 @pytest.fixture(params=["journal", "sqlite"])
 def study(request, tmp_path) -> optuna.Study:
     """An empty study in each kind of file storage (a database goes through Optuna's trial cache)."""
@@ -137,6 +145,7 @@ def test_heartbeat_refreshes_the_attribute_while_the_trial_runs(study):
 
 # ---- bad input: unreachable servers, missing driver ---------------------------------------------
 
+
 def _closed_port() -> int:
     return free_port()  # nothing listens there once the probe socket is closed
 
@@ -172,17 +181,26 @@ def test_a_missing_database_driver_names_the_install_command(run_cli, tmp_path):
         (blocker / f"{name}.py").write_text(f"raise ModuleNotFoundError(\"No module named '{name}'\")\n")
     url = f"postgresql://sweeper@127.0.0.1:{_closed_port()}/optuna"
     env = {"PYTHONPATH": f"{blocker}:{cli_env()['PYTHONPATH']}"}
-    proc = run_cli("-m", "search=lr", "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={url}", *TINY,
-                   env=env, timeout=60)
+    proc = run_cli(
+        "-m", "search=lr", "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={url}", *TINY, env=env, timeout=60
+    )
     _assert_one_line_error(proc, "driver is missing", 'pip install -e ".[dist]"')
 
 
 # ---- Hydra launchers ------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_the_joblib_launcher_runs_two_trials_of_a_study_in_parallel(run_cli, tmp_path):
-    proc = run_cli("-m", "search=lr", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
-                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY)
+    proc = run_cli(
+        "-m",
+        "search=lr",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *TINY,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = load_runs(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert sorted(runs.status) == ["FINISHED", "FINISHED"]
@@ -192,8 +210,7 @@ def test_the_joblib_launcher_runs_two_trials_of_a_study_in_parallel(run_cli, tmp
 
 @pytest.mark.slow
 def test_the_submitit_local_launcher_runs_a_grid(run_cli, tmp_path):
-    proc = run_cli("-m", "optimizer=adam,sgd", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-                   *TINY)
+    proc = run_cli("-m", "optimizer=adam,sgd", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = load_runs(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert sorted(runs.optimizer) == ["adam", "sgd"]
@@ -201,6 +218,7 @@ def test_the_submitit_local_launcher_runs_a_grid(run_cli, tmp_path):
 
 
 # ---- 3 workers, one study in PostgreSQL, runs in an MLflow server backed by PostgreSQL ----------
+
 
 @pytest.fixture
 def postgres_and_mlflow(tmp_path):
@@ -224,8 +242,14 @@ def postgres_and_mlflow(tmp_path):
 def test_three_workers_run_one_study_in_postgresql_with_a_tracking_server(postgres_and_mlflow, tmp_path):
     storage, server = postgres_and_mlflow
     study_name = f"dist-{uuid.uuid4().hex[:8]}"
-    overrides = ["search=lr", "hydra.sweeper.n_trials=9", f"hydra.sweeper.study_name={study_name}",
-                 f"hydra.sweeper.storage={storage}", f"tracking.uri={server.uri}", *TINY]
+    overrides = [
+        "search=lr",
+        "hydra.sweeper.n_trials=9",
+        f"hydra.sweeper.study_name={study_name}",
+        f"hydra.sweeper.storage={storage}",
+        f"tracking.uri={server.uri}",
+        *TINY,
+    ]
     procs = start_workers(3, overrides, tmp_path / "workers", env=cli_env())  # own directories: no shared disk
     try:
         codes = [p.wait(timeout=400) for p in procs]
@@ -260,7 +284,7 @@ def test_the_documented_submitit_slurm_preset_composes():
     from hydra import compose, initialize_config_module
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "distributed.md").read_text()
-    line = next(l for l in doc.splitlines() if "hydra/launcher=submitit_slurm" in l)
+    line = next(row for row in doc.splitlines() if "hydra/launcher=submitit_slurm" in row)
     overrides = [word.strip("`|") for word in line.split() if word.startswith(("hydra/launcher", "hydra.launcher"))]
     with initialize_config_module("sweeper.conf", version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)

@@ -17,8 +17,14 @@ from sweeper.results import load_history, load_runs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SWEEP = ["-m", "optimizer=adam,sgd,momentum", "hydra.sweep.dir=multirun/fixed", "model=mlp",
-         "strategy.epochs=60", "measure.latency_seconds=0.01"]
+SWEEP = [
+    "-m",
+    "optimizer=adam,sgd,momentum",
+    "hydra.sweep.dir=multirun/fixed",
+    "model=mlp",
+    "strategy.epochs=60",
+    "measure.latency_seconds=0.01",
+]
 
 
 _started: list[subprocess.Popen[str]] = []
@@ -38,8 +44,14 @@ def _kill_leftovers() -> Iterator[None]:
 def start(tmp_path: Path, template: Path, *args: str) -> subprocess.Popen[str]:
     if not (tmp_path / "mlflow.db").exists():
         shutil.copy(template, tmp_path / "mlflow.db")
-    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args, NO_REPORT], cwd=tmp_path, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *args, NO_REPORT],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     _started.append(proc)
     return proc
 
@@ -81,8 +93,9 @@ def test_sigint_kills_the_running_trial_keeps_its_curves_and_exits_non_zero(tmp_
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    (parent,) = client.search_runs([client.get_experiment_by_name("sweeper").experiment_id],
-                                   "tags.sweeper_role = 'sweep'")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("sweeper").experiment_id], "tags.sweeper_role = 'sweep'"
+    )
     assert parent.info.status == "KILLED" and runs.parent_run_id[0] == parent.info.run_id  # not left RUNNING
 
 
@@ -113,8 +126,16 @@ def test_kill_9_then_rerun_closes_the_stale_run_and_runs_only_the_missing_trials
     assert runs.sweep_id.nunique() == 1
 
 
-SEARCH = ["-m", "search=lr", "hydra.sweeper.study_name=shared", "hydra.sweeper.seed=0", "data=synthetic",
-          "model=mlp", "measure.latency_seconds=0.01", "hydra.sweeper.stale_after=10"]
+SEARCH = [
+    "-m",
+    "search=lr",
+    "hydra.sweeper.study_name=shared",
+    "hydra.sweeper.seed=0",
+    "data=synthetic",
+    "model=mlp",
+    "measure.latency_seconds=0.01",
+    "hydra.sweeper.stale_after=10",
+]
 
 
 def study_trials(tmp_path: Path) -> list:
@@ -139,8 +160,12 @@ def check_exactly_once(tmp_path: Path, uri: str, n_trials: int) -> None:
 
 def test_four_workers_on_one_study_complete_exactly_n_trials(tmp_path, _mlflow_template):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    workers = [start(tmp_path, _mlflow_template, *SEARCH, "hydra.sweeper.n_trials=6", "data.n_samples=300",
-                     "strategy.epochs=2") for _ in range(4)]
+    workers = [
+        start(
+            tmp_path, _mlflow_template, *SEARCH, "hydra.sweeper.n_trials=6", "data.n_samples=300", "strategy.epochs=2"
+        )
+        for _ in range(4)
+    ]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     for worker, out in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, out

@@ -34,12 +34,20 @@ def test_a_knob_reaches_only_the_trials_of_its_option():
     assert dict(none.compression) == before  # none has no bits: left alone, no error
 
 
-@pytest.mark.parametrize("override, message", [
-    ("+options.compression.qat.bitz=4",
-     "options.compression.qat.bitz: compression=qat has no key bitz; its keys: bits, "),
-    ("+options.compression.qta.bits=4", "options.compression.qta: no such compression option; allowed: distill, none,"),
-    ("+options.compresion.qat.bits=4", "options.compresion: not a config group; allowed: data, model, optimizer"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "+options.compression.qat.bitz=4",
+            "options.compression.qat.bitz: compression=qat has no key bitz; its keys: bits, ",
+        ),
+        (
+            "+options.compression.qta.bits=4",
+            "options.compression.qta: no such compression option; allowed: distill, none,",
+        ),
+        ("+options.compresion.qat.bits=4", "options.compresion: not a config group; allowed: data, model, optimizer"),
+    ],
+)
 def test_a_wrong_group_option_or_key_is_one_line_naming_it(override, message):
     cfg, choices = _job("compression=qat", override)
     with pytest.raises(ConfigError) as error:
@@ -50,9 +58,17 @@ def test_a_wrong_group_option_or_key_is_one_line_naming_it(override, message):
 def test_a_grid_over_options_with_a_scoped_knob_trains_each_option(run_cli, tmp_path):
     from sweeper.results import load_runs
 
-    proc = run_cli("-m", "compression=none,qat", "+options.compression.qat.bits=2",
-                   "+options.compression.qat.finetune_epochs=1", "data=synthetic", "data.n_samples=300",
-                   "model=mlp", "strategy.epochs=1", "measure.latency_seconds=0.01")
+    proc = run_cli(
+        "-m",
+        "compression=none,qat",
+        "+options.compression.qat.bits=2",
+        "+options.compression.qat.finetune_epochs=1",
+        "data=synthetic",
+        "data.n_samples=300",
+        "model=mlp",
+        "strategy.epochs=1",
+        "measure.latency_seconds=0.01",
+    )
     assert proc.returncode == 0, proc.stderr
     runs = load_runs(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").set_index("compression")
     assert runs.loc["qat", "compression.bits"] == 2 and runs.loc["qat", "compression.finetune_epochs"] == 1

@@ -20,8 +20,16 @@ from sweeper.report.recommend import Budget, recommend
 from sweeper.report.stats import compare_scores, holm, mean_interval
 
 EMPTY_HISTORY = pd.DataFrame(columns=["run_id", "metric", "epoch", "value"])
-SECTIONS = ["Sweep", "Recommendation", "Ranking", "Pareto front", "Per-family summary against none",
-            "Optimizer comparison", "Training strategies", "Failed and pruned runs"]
+SECTIONS = [
+    "Sweep",
+    "Recommendation",
+    "Ranking",
+    "Pareto front",
+    "Per-family summary against none",
+    "Optimizer comparison",
+    "Training strategies",
+    "Failed and pruned runs",
+]
 
 
 def brute_force_front(points: np.ndarray) -> np.ndarray:
@@ -65,13 +73,15 @@ def test_hypervolume_3d_matches_inclusion_exclusion(seed):
 
 def test_grouping_over_seeds_gives_mean_std_and_counts(make_runs):
     accuracies = [0.80, 0.90, 0.85]
-    runs = prepare_runs(make_runs(
-        *[dict(seed=s, test_accuracy=a) for s, a in enumerate(accuracies)],
-        dict(seed=3, status="FAILED", test_accuracy=None, failure_reason="TrainingDiverged: loss nan"),
-        dict(seed=4, test_accuracy=0.99, latency_ms=None),  # finished but a metric is missing
-        dict(seed=5, status="KILLED", optuna_state="PRUNED", test_accuracy=None),
-        dict(optimizer="sgd", lr=0.1, seed=0, test_accuracy=0.5),
-    ))
+    runs = prepare_runs(
+        make_runs(
+            *[dict(seed=s, test_accuracy=a) for s, a in enumerate(accuracies)],
+            dict(seed=3, status="FAILED", test_accuracy=None, failure_reason="TrainingDiverged: loss nan"),
+            dict(seed=4, test_accuracy=0.99, latency_ms=None),  # finished but a metric is missing
+            dict(seed=5, status="KILLED", optuna_state="PRUNED", test_accuracy=None),
+            dict(optimizer="sgd", lr=0.1, seed=0, test_accuracy=0.5),
+        )
+    )
     table = group_configs(runs)
     assert list(table.index) == ["optimizer=adam", "optimizer=sgd"]  # lr follows the optimizer: not named
     adam = table.iloc[0]
@@ -91,9 +101,10 @@ def test_labels_name_what_varies_besides_the_seed(make_runs):
 
 def _two_configs(make_runs, a: list[float], b: list[float], **b_spec) -> pd.DataFrame:
     """compression=none with test accuracies ``a`` and quantize with ``b``, seeds 0, 1, ..."""
-    return make_runs(*[dict(compression="none", seed=s, test_accuracy=v) for s, v in enumerate(a)],
-                     *[dict(compression="quantize", seed=s, test_accuracy=v, size_bytes=10_000, **b_spec)
-                       for s, v in enumerate(b)])
+    return make_runs(
+        *[dict(compression="none", seed=s, test_accuracy=v) for s, v in enumerate(a)],
+        *[dict(compression="quantize", seed=s, test_accuracy=v, size_bytes=10_000, **b_spec) for s, v in enumerate(b)],
+    )
 
 
 def test_two_pp_over_three_seeds_is_significant_with_small_spread_and_a_tie_with_large(make_runs):
@@ -123,7 +134,7 @@ def test_welch_knows_the_number_of_seeds_and_unequal_spreads():
 def test_a_paired_comparison_detects_a_consistent_gain_that_an_unpaired_one_misses():
     base = [0.80, 0.85, 0.90, 0.95]  # seeds differ a lot (split, init) ...
     gain = [0.011, 0.009, 0.010, 0.012]  # ... the method adds about 1 pp on every one of them
-    a = {s: v + g for s, (v, g) in enumerate(zip(base, gain))}
+    a = {s: v + g for s, (v, g) in enumerate(zip(base, gain, strict=True))}
     b = dict(enumerate(base))
     paired = compare_scores(a, b)
     unpaired = compare_scores({s + 10: v for s, v in a.items()}, b)  # the same numbers, other seeds
@@ -138,12 +149,14 @@ def test_holm_adjusts_within_one_table():
 
 
 def test_selection_uses_validation_even_when_another_lr_has_the_best_test(make_runs, tmp_path):
-    runs = make_runs(*[dict(optimizer="adam", lr=0.001, seed=s, val_accuracy=0.95, test_accuracy=0.90 + 0.001 * s)
-                       for s in range(3)],
-                     *[dict(optimizer="adam", lr=0.01, seed=s, val_accuracy=0.90, test_accuracy=0.93 + 0.001 * s)
-                       for s in range(3)],
-                     *[dict(optimizer="sgd", lr=0.1, seed=s, val_accuracy=0.80, test_accuracy=0.95)
-                       for s in range(3)])
+    runs = make_runs(
+        *[
+            dict(optimizer="adam", lr=0.001, seed=s, val_accuracy=0.95, test_accuracy=0.90 + 0.001 * s)
+            for s in range(3)
+        ],
+        *[dict(optimizer="adam", lr=0.01, seed=s, val_accuracy=0.90, test_accuracy=0.93 + 0.001 * s) for s in range(3)],
+        *[dict(optimizer="sgd", lr=0.1, seed=s, val_accuracy=0.80, test_accuracy=0.95) for s in range(3)],
+    )
     prepared = prepare_runs(runs)
     table = group_configs(prepared)
     assert table.index[0] == "optimizer=adam optimizer.lr=0.001" and table.iloc[0]["rank"] == 1
@@ -158,10 +171,18 @@ def test_selection_uses_validation_even_when_another_lr_has_the_best_test(make_r
 
 def test_a_sweep_dir_rerun_with_other_overrides_yields_two_sweeps(make_runs, tmp_path):
     def invocation(epochs: int, start: int) -> list[dict]:
-        return [dict(optimizer=o, seed=s, epochs=epochs, epochs_run=epochs, start_time=start + i,
-                     test_accuracy=(0.95 if epochs == 200 else 0.85) + 0.001 * s,
-                     **{FIXED_TAG: f"strategy.epochs={epochs}"})
-                for i, (o, s) in enumerate(itertools.product(("adam", "sgd"), (0, 1)))]
+        return [
+            dict(
+                optimizer=o,
+                seed=s,
+                epochs=epochs,
+                epochs_run=epochs,
+                start_time=start + i,
+                test_accuracy=(0.95 if epochs == 200 else 0.85) + 0.001 * s,
+                **{FIXED_TAG: f"strategy.epochs={epochs}"},
+            )
+            for i, (o, s) in enumerate(itertools.product(("adam", "sgd"), (0, 1)))
+        ]
 
     runs = make_runs(*invocation(200, 0), *invocation(20, 100))
     parts = split_sweeps(runs)
@@ -179,12 +200,21 @@ def test_a_sweep_dir_rerun_with_other_overrides_yields_two_sweeps(make_runs, tmp
 
 
 def test_budget_counts_fine_tuning_and_the_recommendation_says_so(make_runs, tmp_path):
-    runs = make_runs(*[dict(compression="none", seed=s, epochs_run=3, test_accuracy=0.85 + 0.001 * s)
-                       for s in range(3)],
-                     *[dict(compression="prune", seed=s, epochs_run=3, test_accuracy=0.90 + 0.001 * s,
-                            size_bytes=20_000, **{"compression.finetune_epochs": 5}) for s in range(3)],
-                     *[dict(compression="distill", seed=s, epochs_run=3, test_accuracy=0.80, teacher_epochs=30)
-                       for s in range(3)])
+    runs = make_runs(
+        *[dict(compression="none", seed=s, epochs_run=3, test_accuracy=0.85 + 0.001 * s) for s in range(3)],
+        *[
+            dict(
+                compression="prune",
+                seed=s,
+                epochs_run=3,
+                test_accuracy=0.90 + 0.001 * s,
+                size_bytes=20_000,
+                **{"compression.finetune_epochs": 5},
+            )
+            for s in range(3)
+        ],
+        *[dict(compression="distill", seed=s, epochs_run=3, test_accuracy=0.80, teacher_epochs=30) for s in range(3)],
+    )
     table = group_configs(prepare_runs(runs))
     assert table.loc["compression=prune", "total_epochs"] == 8
     assert table.loc["compression=distill", "total_epochs"] == 33
@@ -200,11 +230,29 @@ def test_budget_counts_fine_tuning_and_the_recommendation_says_so(make_runs, tmp
 def test_families_are_compared_at_matched_compression_ratios(make_runs, tmp_path):
     specs = []
     for amount, ratio, acc in ((0.5, 2.0, 0.90), (0.75, 4.0, 0.88), (0.9, 10.0, 0.80)):
-        specs += [dict(compression="prune", seed=s, compression_ratio=ratio, size_bytes=40_000 / ratio,
-                       test_accuracy=acc + 0.002 * s, **{"compression.amount": amount}) for s in range(2)]
+        specs += [
+            dict(
+                compression="prune",
+                seed=s,
+                compression_ratio=ratio,
+                size_bytes=40_000 / ratio,
+                test_accuracy=acc + 0.002 * s,
+                **{"compression.amount": amount},
+            )
+            for s in range(2)
+        ]
     for bits, ratio, acc in ((8, 4.0, 0.91), (4, 8.0, 0.86)):
-        specs += [dict(compression="quantize", seed=s, compression_ratio=ratio, size_bytes=40_000 / ratio,
-                       test_accuracy=acc + 0.002 * s, **{"compression.bits": bits}) for s in range(2)]
+        specs += [
+            dict(
+                compression="quantize",
+                seed=s,
+                compression_ratio=ratio,
+                size_bytes=40_000 / ratio,
+                test_accuracy=acc + 0.002 * s,
+                **{"compression.bits": bits},
+            )
+            for s in range(2)
+        ]
     specs += [dict(compression="none", seed=s, test_accuracy=0.92 + 0.002 * s) for s in range(2)]
     runs = make_runs(*specs)
     table = group_configs(prepare_runs(runs))
@@ -235,9 +283,17 @@ def test_header_shows_split_sizes_and_warns_on_small_training_data(make_runs, tm
 
 def _random_table(make_runs, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    specs = [dict(compression=f"method{i}", seed=s, test_accuracy=float(rng.uniform(0.5, 1)),
-                  size_bytes=float(rng.uniform(5e3, 2e5)), latency_ms=float(rng.uniform(0.05, 2)))
-             for i in range(8) for s in range(2)]
+    specs = [
+        dict(
+            compression=f"method{i}",
+            seed=s,
+            test_accuracy=float(rng.uniform(0.5, 1)),
+            size_bytes=float(rng.uniform(5e3, 2e5)),
+            latency_ms=float(rng.uniform(0.05, 2)),
+        )
+        for i in range(8)
+        for s in range(2)
+    ]
     for i in range(8):  # size and latency are properties of the method, not of the seed
         specs[2 * i + 1].update(size_bytes=specs[2 * i]["size_bytes"], latency_ms=specs[2 * i]["latency_ms"])
     return group_configs(prepare_runs(make_runs(*specs)))
@@ -248,10 +304,16 @@ def test_recommendation_respects_every_budget(make_runs, seed):
     table = _random_table(make_runs, seed)
     rng = np.random.default_rng(100 + seed)
     for _ in range(20):
-        budget = Budget(max_size_kb=float(rng.uniform(5, 200)), max_latency_ms=float(rng.uniform(0.05, 2)),
-                        min_accuracy=float(rng.uniform(0.4, 0.9)))
-        ok = ((table["size_bytes"] / 1024 <= budget.max_size_kb) & (table["latency_ms"] <= budget.max_latency_ms)
-              & (table["acc_mean"] >= budget.min_accuracy))
+        budget = Budget(
+            max_size_kb=float(rng.uniform(5, 200)),
+            max_latency_ms=float(rng.uniform(0.05, 2)),
+            min_accuracy=float(rng.uniform(0.4, 0.9)),
+        )
+        ok = (
+            (table["size_bytes"] / 1024 <= budget.max_size_kb)
+            & (table["latency_ms"] <= budget.max_latency_ms)
+            & (table["acc_mean"] >= budget.min_accuracy)
+        )
         rec = recommend(table, budget)
         if ok.any():
             assert rec.best == table[ok]["acc_mean"].idxmax()
@@ -260,8 +322,9 @@ def test_recommendation_respects_every_budget(make_runs, seed):
                 assert rec.runner_up == table[ok]["acc_mean"].drop(rec.best).idxmax()
         else:
             assert rec.best is None and rec.closest in table.index and rec.relax
-            relaxed = Budget(**{name: _relaxed(flag, getattr(budget, name), rec.relax)
-                                for flag, name in _FLAGS.items()})
+            relaxed = Budget(
+                **{name: _relaxed(flag, getattr(budget, name), rec.relax) for flag, name in _FLAGS.items()}
+            )
             assert rec.closest in recommend(table, relaxed).feasible
 
 
@@ -276,10 +339,13 @@ def _relaxed(flag: str, value: float | None, relax: dict[str, tuple[float, float
 
 
 def test_recommendation_flips_when_a_budget_changes(make_runs):
-    runs = make_runs(*[dict(compression="none", seed=s, test_accuracy=0.95 + 0.001 * s, size_bytes=200_000)
-                       for s in range(2)],
-                     *[dict(compression="quantize", seed=s, test_accuracy=0.90 + 0.001 * s, size_bytes=50_000,
-                            latency_ms=0.5) for s in range(2)])
+    runs = make_runs(
+        *[dict(compression="none", seed=s, test_accuracy=0.95 + 0.001 * s, size_bytes=200_000) for s in range(2)],
+        *[
+            dict(compression="quantize", seed=s, test_accuracy=0.90 + 0.001 * s, size_bytes=50_000, latency_ms=0.5)
+            for s in range(2)
+        ],
+    )
     table = group_configs(prepare_runs(runs))
     assert recommend(table, Budget()).best == "compression=none"
     assert recommend(table, Budget(max_size_kb=100)).best == "compression=quantize"
@@ -288,12 +354,15 @@ def test_recommendation_flips_when_a_budget_changes(make_runs):
     assert "relax --max-latency-ms from 0.3 to 0.5" in rec.sentence
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(max_size_kb=-1.0), "--max-size-kb=-1: must be a number > 0"),
-    (dict(max_latency_ms="fast"), "--max-latency-ms=fast: must be a number > 0"),
-    (dict(max_latency_ms=float("nan")), "--max-latency-ms=nan"),
-    (dict(min_accuracy=90.0), "--min-accuracy=90: must be a number in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(max_size_kb=-1.0), "--max-size-kb=-1: must be a number > 0"),
+        (dict(max_latency_ms="fast"), "--max-latency-ms=fast: must be a number > 0"),
+        (dict(max_latency_ms=float("nan")), "--max-latency-ms=nan"),
+        (dict(min_accuracy=90.0), "--min-accuracy=90: must be a number in [0, 1]"),
+    ],
+)
 def test_bad_budgets_are_one_line_errors_naming_the_flag(kwargs, message):
     with pytest.raises(ValueError) as error:
         Budget(**kwargs)
@@ -301,10 +370,11 @@ def test_bad_budgets_are_one_line_errors_naming_the_flag(kwargs, message):
 
 
 def test_family_summary_against_none(make_runs):
-    runs = make_runs(dict(compression="none", size_bytes=40_000, latency_ms=0.2, test_accuracy=0.90),
-                     dict(compression="quantize", size_bytes=10_000, latency_ms=0.3, test_accuracy=0.88,
-                          latency_kind="simulated"),
-                     dict(compression="prune", size_bytes=20_000, latency_ms=0.1, test_accuracy=0.91))
+    runs = make_runs(
+        dict(compression="none", size_bytes=40_000, latency_ms=0.2, test_accuracy=0.90),
+        dict(compression="quantize", size_bytes=10_000, latency_ms=0.3, test_accuracy=0.88, latency_kind="simulated"),
+        dict(compression="prune", size_bytes=20_000, latency_ms=0.1, test_accuracy=0.91),
+    )
     summary = family_summary(group_configs(prepare_runs(runs))).set_index("family")
     assert summary.loc["quantization", "size_ratio"] == pytest.approx(4.0)
     assert summary.loc["quantization", "latency_ratio"] == pytest.approx(1.5)
@@ -314,13 +384,18 @@ def test_family_summary_against_none(make_runs):
 
 
 def test_optimizer_speed_and_tunability(make_runs):
-    runs = prepare_runs(make_runs(
-        dict(optimizer="adam", lr=0.001, test_accuracy=0.900), dict(optimizer="adam", lr=0.01, test_accuracy=0.895),
-        dict(optimizer="adam", lr=0.1, test_accuracy=0.5), dict(optimizer="sgd", lr=0.1, test_accuracy=0.7),
-    ))
+    runs = prepare_runs(
+        make_runs(
+            dict(optimizer="adam", lr=0.001, test_accuracy=0.900),
+            dict(optimizer="adam", lr=0.01, test_accuracy=0.895),
+            dict(optimizer="adam", lr=0.1, test_accuracy=0.5),
+            dict(optimizer="sgd", lr=0.1, test_accuracy=0.7),
+        )
+    )
     curve = [0.3, 0.6, 0.85, 0.9]
-    history = pd.DataFrame([{"run_id": "run0", "metric": "val_accuracy", "epoch": e, "value": v}
-                            for e, v in enumerate(curve)])
+    history = pd.DataFrame(
+        [{"run_id": "run0", "metric": "val_accuracy", "epoch": e, "value": v} for e, v in enumerate(curve)]
+    )
     summary = optimizer_summary(runs, group_configs(runs), history, target=0.8).set_index("optimizer")
     assert summary.loc["adam", "tunability"] == pytest.approx(2 / 3)  # 0.001 and 0.01 within 1 pp of the best
     assert summary.loc["adam", "epochs_to_target"] == 3 and summary.loc["adam", "lr"] == 0.001
@@ -328,30 +403,54 @@ def test_optimizer_speed_and_tunability(make_runs):
 
 
 def test_report_files_have_every_section(make_runs, tmp_path):
-    runs = make_runs(*[dict(optimizer=o, strategy=s, compression=c, seed=seed,
-                            test_accuracy=0.8 + 0.05 * seed + (0.05 if o == "adam" else 0),
-                            size_bytes=40_000 if c == "none" else 11_000)
-                       for o in ("adam", "sgd") for s in ("default", "early_stopping") for c in ("none", "quantize")
-                       for seed in (0, 1)])
-    history = pd.DataFrame([{"run_id": rid, "metric": m, "epoch": e, "value": 0.5 + 0.1 * e}
-                            for rid in runs["run_id"] for m in ("val_accuracy", "train_loss") for e in range(4)])
+    runs = make_runs(
+        *[
+            dict(
+                optimizer=o,
+                strategy=s,
+                compression=c,
+                seed=seed,
+                test_accuracy=0.8 + 0.05 * seed + (0.05 if o == "adam" else 0),
+                size_bytes=40_000 if c == "none" else 11_000,
+            )
+            for o in ("adam", "sgd")
+            for s in ("default", "early_stopping")
+            for c in ("none", "quantize")
+            for seed in (0, 1)
+        ]
+    )
+    history = pd.DataFrame(
+        [
+            {"run_id": rid, "metric": m, "epoch": e, "value": 0.5 + 0.1 * e}
+            for rid in runs["run_id"]
+            for m in ("val_accuracy", "train_loss")
+            for e in range(4)
+        ]
+    )
     result = write_report(runs, history, Budget(max_size_kb=20), tmp_path, sweep_id="multirun/x", experiment="e")
     markdown = (tmp_path / "report.md").read_text()
     page = (tmp_path / "report.html").read_text()
     for title in SECTIONS:
         assert f"## {title}" in markdown and f"<h2>{title}</h2>" in page
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert pngs == ["accuracy_vs_latency.png", "accuracy_vs_size.png", "learning_curves.png",
-                    "lr_sensitivity.png", "optimizer_curves.png"]
-    assert page.count("data:image/png;base64,") == len(pngs) and "src=\"http" not in page
+    assert pngs == [
+        "accuracy_vs_latency.png",
+        "accuracy_vs_size.png",
+        "learning_curves.png",
+        "lr_sensitivity.png",
+        "optimizer_curves.png",
+    ]
+    assert page.count("data:image/png;base64,") == len(pngs) and 'src="http' not in page
     assert len(pd.read_csv(tmp_path / "runs.csv")) == len(runs)
     assert result.recommendation.best is not None and "compression=quantize" in result.recommendation.best
     assert "quantization" in markdown and "x smaller" in markdown
 
 
 def test_sweep_without_finished_runs_lists_the_failures(make_runs, tmp_path):
-    runs = make_runs(dict(status="FAILED", test_accuracy=None, failure_reason="ValueError: boom"),
-                     dict(seed=1, status="FAILED", test_accuracy=None, failure_reason="ValueError: boom"))
+    runs = make_runs(
+        dict(status="FAILED", test_accuracy=None, failure_reason="ValueError: boom"),
+        dict(seed=1, status="FAILED", test_accuracy=None, failure_reason="ValueError: boom"),
+    )
     result = write_report(runs, EMPTY_HISTORY, Budget(), tmp_path)
     markdown = (tmp_path / "report.md").read_text()
     assert result.finished == 0 and result.recommendation.best is None
@@ -360,9 +459,12 @@ def test_sweep_without_finished_runs_lists_the_failures(make_runs, tmp_path):
 
 
 def test_callback_can_be_switched_off_and_never_fails_the_sweep(tmp_path, tracking_uri, caplog):
-    config = OmegaConf.create({"tracking": {"enabled": True, "uri": tracking_uri,
-                                            "experiment": "missing", "sweep_id": None},
-                               "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    config = OmegaConf.create(
+        {
+            "tracking": {"enabled": True, "uri": tracking_uri, "experiment": "missing", "sweep_id": None},
+            "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}},
+        }
+    )
     ReportCallback(enabled=False).on_multirun_end(config)
     assert not (tmp_path / "sweep").exists()
     ReportCallback().on_multirun_end(config)  # unknown experiment: a warning, no exception
@@ -380,9 +482,12 @@ def test_callback_finds_an_optuna_sweep_by_its_study_name(tmp_path, tracking_uri
         with TrialRun(tracking_uri, "sweeper", run_name=f"trial {seed}", tags=tags) as run:
             run.log_params({"seed": seed, "optimizer.lr": 0.01})
             run.log_results({"test_accuracy": 0.8 + 0.01 * seed, "size_bytes": 1000, "latency_ms": 0.1})
-    config = OmegaConf.create({"tracking": {"enabled": True, "uri": tracking_uri, "experiment": "sweeper"},
-                               "hydra": {"sweep": {"dir": str(tmp_path / "sweep")},
-                                         "sweeper": {"study_name": "study-a"}}})
+    config = OmegaConf.create(
+        {
+            "tracking": {"enabled": True, "uri": tracking_uri, "experiment": "sweeper"},
+            "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}, "sweeper": {"study_name": "study-a"}},
+        }
+    )
     ReportCallback().on_multirun_end(config)
     assert "Choose" in (tmp_path / "sweep" / "report" / "report.md").read_text()
     assert len(load_runs("sweeper", sweep_id="optuna/study-a", tracking_uri=tracking_uri)) == 2  # report run left out
@@ -399,15 +504,29 @@ def test_configurations_deploying_the_same_network_share_one_latency():
     """Optimizers do not change the network: their latency difference is timing noise, pooled away."""
     from sweeper.report.grouping import classify, config_labels, group_configs
 
-    runs = pd.DataFrame({
-        "status": ["FINISHED"] * 4, "data": "digits", "model": "cnn", "strategy": "default",
-        "optimizer": ["adam", "adam", "sgd", "sgd"], "compression": ["none", "none", "distill", "quantize"],
-        "model.hidden": 64, "lr": [0.003, 0.003, 0.1, 0.1], "seed": [0, 1, 0, 0],
-        "test_accuracy": [0.96, 0.97, 0.90, 0.89], "size_bytes": [58000, 58000, 58000, 17000],
-        "params": 13706, "nonzero_params": 13706,
-        "latency_ms": [0.20, 0.40, 0.90, 0.50], "latency_ms_batch": [0.02, 0.02, 0.04, 0.03],
-        "compression_ratio": 1.0, "train_seconds": 2.0, "epochs_run": 20, "latency_kind": "real",
-    })
+    runs = pd.DataFrame(
+        {
+            "status": ["FINISHED"] * 4,
+            "data": "digits",
+            "model": "cnn",
+            "strategy": "default",
+            "optimizer": ["adam", "adam", "sgd", "sgd"],
+            "compression": ["none", "none", "distill", "quantize"],
+            "model.hidden": 64,
+            "lr": [0.003, 0.003, 0.1, 0.1],
+            "seed": [0, 1, 0, 0],
+            "test_accuracy": [0.96, 0.97, 0.90, 0.89],
+            "size_bytes": [58000, 58000, 58000, 17000],
+            "params": 13706,
+            "nonzero_params": 13706,
+            "latency_ms": [0.20, 0.40, 0.90, 0.50],
+            "latency_ms_batch": [0.02, 0.02, 0.04, 0.03],
+            "compression_ratio": 1.0,
+            "train_seconds": 2.0,
+            "epochs_run": 20,
+            "latency_kind": "real",
+        }
+    )
     runs = runs.join(classify(runs))
     runs["config"] = config_labels(runs)
     table = group_configs(runs)
@@ -443,8 +562,16 @@ def test_an_equal_budget_without_extra_epochs_is_a_one_line_error(make_cfg):
 def test_an_equal_budget_grid_gives_none_the_longest_fine_tuning_of_its_jobs(run_cli, tmp_path):
     from sweeper.results import load_runs
 
-    proc = run_cli("-m", "compression=none,prune", "data=synthetic", "data.n_samples=300", "model=mlp",
-                   "strategy.epochs=2", "measure.latency_seconds=0.01", "compare.equal_budget=true")
+    proc = run_cli(
+        "-m",
+        "compression=none,prune",
+        "data=synthetic",
+        "data.n_samples=300",
+        "model=mlp",
+        "strategy.epochs=2",
+        "measure.latency_seconds=0.01",
+        "compare.equal_budget=true",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = load_runs(sweep_id="latest", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").set_index("compression")
     assert runs.loc["none", "epochs_run"] == 2 + 5  # the prune preset fine-tunes 5 epochs
@@ -454,8 +581,15 @@ def test_an_equal_budget_grid_gives_none_the_longest_fine_tuning_of_its_jobs(run
 def test_trials_tag_the_fixed_overrides_of_their_command_line():
     from sweeper.run import _fixed_overrides
 
-    argv = ("-m", "optimizer=adam,sgd", "strategy.epochs=200", "seed=0,1", "model=mlp",
-            "hydra.callbacks.report.enabled=false", "tracking.uri=sqlite:///x.db")
+    argv = (
+        "-m",
+        "optimizer=adam,sgd",
+        "strategy.epochs=200",
+        "seed=0,1",
+        "model=mlp",
+        "hydra.callbacks.report.enabled=false",
+        "tracking.uri=sqlite:///x.db",
+    )
     assert _fixed_overrides(argv) == "model=mlp strategy.epochs=200"
     assert _fixed_overrides(("-m", "optimizer=adam,sgd", "seed=0,1")) == ""
 
@@ -468,22 +602,38 @@ def test_callback_and_cli_report_each_sweep_of_a_rerun_sweep_dir(tmp_path, track
 
     for epochs in (200, 20):
         for seed in (0, 1):
-            tags = {"sweep_id": "multirun/d", "optimizer": "adam", "compression": "none",
-                    FIXED_TAG: f"strategy.epochs={epochs}"}
+            tags = {
+                "sweep_id": "multirun/d",
+                "optimizer": "adam",
+                "compression": "none",
+                FIXED_TAG: f"strategy.epochs={epochs}",
+            }
             with TrialRun(tracking_uri, "sweeper", run_name=f"trial {epochs} {seed}", tags=tags) as run:
                 run.log_params({"seed": seed, "strategy.epochs": epochs})
-                run.log_results({"test_accuracy": 0.8 + 0.01 * seed, "val_accuracy": 0.8, "size_bytes": 1000,
-                                 "latency_ms": 0.1, "epochs_run": epochs})
-    config = OmegaConf.create({"tracking": {"enabled": True, "uri": tracking_uri, "experiment": "sweeper"},
-                               "hydra": {"sweep": {"dir": "multirun/d"}}})
+                run.log_results(
+                    {
+                        "test_accuracy": 0.8 + 0.01 * seed,
+                        "val_accuracy": 0.8,
+                        "size_bytes": 1000,
+                        "latency_ms": 0.1,
+                        "epochs_run": epochs,
+                    }
+                )
+    config = OmegaConf.create(
+        {
+            "tracking": {"enabled": True, "uri": tracking_uri, "experiment": "sweeper"},
+            "hydra": {"sweep": {"dir": "multirun/d"}},
+        }
+    )
     monkeypatch.chdir(tmp_path)  # the callback writes into the (relative) sweep dir
     ReportCallback().on_multirun_end(config)
     report_dir = tmp_path / "multirun" / "d" / "report"
     assert "strategy.epochs=20" in (report_dir / "report.md").read_text()
     assert "This report: `strategy.epochs=200`" in (report_dir / "sweep-2" / "report.md").read_text()
     client = MlflowClient(tracking_uri)
-    (report,) = client.search_runs([client.get_experiment_by_name("sweeper").experiment_id],
-                                   filter_string="tags.sweeper_role = 'sweep'")
+    (report,) = client.search_runs(
+        [client.get_experiment_by_name("sweeper").experiment_id], filter_string="tags.sweeper_role = 'sweep'"
+    )
     assert "sweep-2/report.md" in {a.path for a in client.list_artifacts(report.info.run_id, "sweep-2")}
     assert main(["--tracking-uri", tracking_uri, "--sweep", "multirun/d", "--out", str(tmp_path / "R")]) == 0
     assert f"another sweep under this sweep id: {tmp_path / 'R' / 'sweep-2' / 'report.html'}" in capsys.readouterr().out

@@ -8,8 +8,8 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import REPO_ROOT, cli_env
+
 from sweeper.report.__main__ import main
 from sweeper.results import ROLE_TAG, list_sweeps, load_runs
 
@@ -34,8 +34,9 @@ def test_multirun_writes_its_report_in_the_sweep_dir_and_in_mlflow(tiny_sweep):
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    (parent,) = client.search_runs([client.get_experiment_by_name("sweeper").experiment_id],
-                                   filter_string=f"tags.{ROLE_TAG} = 'sweep'")  # the report is on the parent run
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("sweeper").experiment_id], filter_string=f"tags.{ROLE_TAG} = 'sweep'"
+    )  # the report is on the parent run
     assert parent.info.run_name == f"sweep {sweep_id}" and parent.data.tags["sweep_id"] == sweep_id
     assert parent.info.status == "FINISHED" and set(trials["parent_run_id"]) == {parent.info.run_id}
     logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -59,17 +60,26 @@ def test_cli_writes_the_report_and_names_a_configuration_within_budget(tiny_swee
 
 def test_python_m_sweeper_report_runs(tiny_sweep):
     cwd, _ = tiny_sweep
-    proc = subprocess.run([sys.executable, "-m", "sweeper.report", "--help"], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper.report", "--help"],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "--max-size-kb" in proc.stdout and "--min-accuracy" in proc.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--experiment", "nope"], "experiment 'nope' not found; existing: "),
-    (["--sweep", "multirun/nope"], "--sweep=multirun/nope: not found in 'sweeper'; existing: multirun/"),
-    (["--max-latency-ms", "-2"], "--max-latency-ms=-2: must be a number > 0"),
-    (["--min-accuracy", "high"], "--min-accuracy=high: must be a number in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--experiment", "nope"], "experiment 'nope' not found; existing: "),
+        (["--sweep", "multirun/nope"], "--sweep=multirun/nope: not found in 'sweeper'; existing: multirun/"),
+        (["--max-latency-ms", "-2"], "--max-latency-ms=-2: must be a number > 0"),
+        (["--min-accuracy", "high"], "--min-accuracy=high: must be a number in [0, 1]"),
+    ],
+)
 def test_cli_bad_input_is_one_line(tiny_sweep, tmp_path, capsys, args, message):
     _, uri = tiny_sweep
     assert main(["--tracking-uri", uri, "--out", str(tmp_path), *args]) == 2
@@ -84,8 +94,9 @@ def test_notebook_runs_against_the_sweep_from_its_own_folder(tiny_sweep):
     nbformat = pytest.importorskip("nbformat")
     _, uri = tiny_sweep
     notebook = nbformat.read(REPO_ROOT / "notebooks" / "compare_methods.ipynb", as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=180, kernel_name="python3",
-                                     resources={"metadata": {"path": str(REPO_ROOT / "notebooks")}})
+    client = nbclient.NotebookClient(
+        notebook, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT / "notebooks")}}
+    )
     client.execute(env=cli_env(MLFLOW_TRACKING_URI=uri))
     outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
@@ -97,10 +108,26 @@ def test_notebook_runs_against_the_sweep_from_its_own_folder(tiny_sweep):
 def test_a_sweep_over_a_compression_strength_draws_accuracy_against_ratio(tmp_path, _mlflow_template):
     shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
     proc = subprocess.run(
-        [sys.executable, "-m", "sweeper", "-m", "compression=prune", "compression.amount=0.5,0.9", "seed=0,1",
-         "compression.finetune_epochs=1", "data=synthetic", "data.n_samples=300", "model=mlp", "strategy.epochs=2",
-         "measure.latency_seconds=0.01"],
-        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "sweeper",
+            "-m",
+            "compression=prune",
+            "compression.amount=0.5,0.9",
+            "seed=0,1",
+            "compression.finetune_epochs=1",
+            "data=synthetic",
+            "data.n_samples=300",
+            "model=mlp",
+            "strategy.epochs=2",
+            "measure.latency_seconds=0.01",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep_id,) = list_sweeps("sweeper", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -117,29 +144,49 @@ def test_the_report_finds_an_optuna_study_by_the_name_it_wrote(tmp_path):
     from sweeper.sweep_run import sweep_candidates
 
     (tmp_path / "optimization_results.yaml").write_text("study_name: lr-8b0daf07\ntrials: {complete: 4}\n")
-    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "sweeper": {"study_name": None}}, "tracking": {}})
+    config = OmegaConf.create(
+        {"hydra": {"sweep": {"dir": str(tmp_path)}, "sweeper": {"study_name": None}}, "tracking": {}}
+    )
     assert sweep_candidates(config) == [str(tmp_path), "lr-8b0daf07"]
 
 
 @pytest.mark.parametrize("study_name", [None, "mine"])
-def test_an_optuna_search_writes_its_report_on_its_parent_run_whatever_its_study_is_named(tmp_path, _mlflow_template,
-                                                                                          study_name):
+def test_an_optuna_search_writes_its_report_on_its_parent_run_whatever_its_study_is_named(
+    tmp_path, _mlflow_template, study_name
+):
     from mlflow import MlflowClient
 
     shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
     named = [f"hydra.sweeper.study_name={study_name}"] if study_name else []
     proc = subprocess.run(
-        [sys.executable, "-m", "sweeper", "-m", "search=lr", "hydra.sweeper.n_trials=3", *named, "data=synthetic",
-         "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01",
-         "hydra.sweep.dir=search"],
-        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "sweeper",
+            "-m",
+            "search=lr",
+            "hydra.sweeper.n_trials=3",
+            *named,
+            "data=synthetic",
+            "data.n_samples=300",
+            "model=mlp",
+            "strategy.epochs=2",
+            "measure.latency_seconds=0.01",
+            "hydra.sweep.dir=search",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "search" / "report" / "report.md").is_file()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    (parent,) = client.search_runs([client.get_experiment_by_name("sweeper").experiment_id],
-                                   f"tags.{ROLE_TAG} = 'sweep'")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("sweeper").experiment_id], f"tags.{ROLE_TAG} = 'sweep'"
+    )
     trials = load_runs("sweeper", tracking_uri=uri)
     assert len(trials) == 3 and set(trials["parent_run_id"]) == {parent.info.run_id}
     assert parent.data.tags["sweep_id"] == set(trials["sweep_id"]).pop() == parent.data.tags["optuna_study"]

@@ -91,7 +91,9 @@ def test_range_excludes_its_stop_and_the_sampler_never_yields_it():
 
 
 def test_interval_log_and_choice_map_to_optuna_distributions():
-    space = parse_space({"a": "interval(0.1, 0.5)", "b": "tag(log, interval(1e-5, 1))", "c": "choice(adam, sgd)", "d": 3})
+    space = parse_space(
+        {"a": "interval(0.1, 0.5)", "b": "tag(log, interval(1e-5, 1))", "c": "choice(adam, sgd)", "d": 3}
+    )
     a, b, c = (p.distribution for p in space.params)
     assert isinstance(a, optuna.distributions.FloatDistribution) and (a.low, a.high, a.log) == (0.1, 0.5, False)
     assert b.log and b.low == 1e-5
@@ -100,8 +102,13 @@ def test_interval_log_and_choice_map_to_optuna_distributions():
 
 
 def _suggestions(seed: int, n: int = 6) -> list[dict]:
-    space = parse_space({"optimizer.lr": "tag(log, interval(1e-4, 1e-1))", "optimizer": "choice(adam, sgd)",
-                         "strategy.batch_size": "range(16, 129, 16)"})
+    space = parse_space(
+        {
+            "optimizer.lr": "tag(log, interval(1e-4, 1e-1))",
+            "optimizer": "choice(adam, sgd)",
+            "strategy.batch_size": "range(16, 129, 16)",
+        }
+    )
     study = optuna.create_study(sampler=build_sampler("tpe", seed=seed, options={"n_startup_trials": 3}))
     found = []
     for _ in range(n):
@@ -121,8 +128,13 @@ def test_a_seeded_tpe_search_suggests_the_same_values_twice():
 def test_a_conditional_space_samples_only_the_chosen_methods_knobs():
     cfg = _sweeper_cfg("search=pareto")
     space = parse_space(OmegaConf.to_container(cfg.params), OmegaConf.to_container(cfg.conditional_params))
-    knobs = {"none": set(), "quantize": set(), "prune": {"compression.amount"},
-             "prune_structured": {"compression.amount"}, "qat": {"compression.bits"}}
+    knobs = {
+        "none": set(),
+        "quantize": set(),
+        "prune": {"compression.amount"},
+        "prune_structured": {"compression.amount"},
+        "qat": {"compression.bits"},
+    }
     for sampler in ("random", "tpe"):
         study = optuna.create_study(sampler=build_sampler(sampler, seed=0), directions=["maximize"] * 3)
         methods = set()
@@ -178,15 +190,29 @@ def test_outside_a_search_there_is_no_trial(monkeypatch):
         ({"objectives": {"accuracy": "maximize"}}, [], "hydra.sweeper.objectives.accuracy: unknown metric"),
         ({"objectives": {"test_accuracy": "maximize"}}, [], "test split stays out of selection"),
         ({"objectives": {"val_accuracy": "up"}}, [], "allowed: maximize, minimize"),
-        ({"constraints": {"size_bytes": "small"}}, [], "hydra.sweeper.constraints.size_bytes='small': write an operator"),
-        ({"params": {"optimizer.lr": "interval(0.1, 0.1)"}}, [], "hydra.sweeper.params.optimizer.lr: interval(0.1, 0.1) is empty or inverted"),
+        (
+            {"constraints": {"size_bytes": "small"}},
+            [],
+            "hydra.sweeper.constraints.size_bytes='small': write an operator",
+        ),
+        (
+            {"params": {"optimizer.lr": "interval(0.1, 0.1)"}},
+            [],
+            "hydra.sweeper.params.optimizer.lr: interval(0.1, 0.1) is empty or inverted",
+        ),
         ({"params": {"optimizer.lr": "interval(1, 0.1)"}}, [], "is empty or inverted"),
         ({"params": {"bits": "range(8, 2)"}}, [], "hydra.sweeper.params.bits: range(8, 2, step=1) is empty"),
         ({}, ["optimizer.lr=tag(log, interval(0, 1))"], "optimizer.lr: tag(log, interval(0.0, 1.0)) needs low > 0"),
-        ({"objectives": {"val_accuracy": "maximize", "size_bytes": "minimize"}, "pruner": "median"}, [],
-         "hydra.sweeper.pruner=median: Optuna cannot prune a multi-objective study"),
-        ({"conditional_params": {"compression=prune": {"compression.amount": "interval(0.1, 0.9)"}}}, [],
-         "compression=prune: compression is not a choice(...)"),
+        (
+            {"objectives": {"val_accuracy": "maximize", "size_bytes": "minimize"}, "pruner": "median"},
+            [],
+            "hydra.sweeper.pruner=median: Optuna cannot prune a multi-objective study",
+        ),
+        (
+            {"conditional_params": {"compression=prune": {"compression.amount": "interval(0.1, 0.9)"}}},
+            [],
+            "compression=prune: compression is not a choice(...)",
+        ),
         ({"sampler": "grid"}, [], "sampler=grid needs choice(...) or range(...)"),
         ({"sampler": "cmaes"}, [], "hydra.sweeper.sampler=cmaes: needs the package"),
         ({"n_trials": 0}, [], "hydra.sweeper.n_trials=0: must be an integer >= 1"),
@@ -278,7 +304,9 @@ def test_n_jobs_asks_and_launches_trials_in_batches(tmp_path):
 def test_a_grid_search_visits_each_point_once_and_stops_at_the_grid_size(tmp_path):
     launcher = FakeLauncher(lambda values: {"val_accuracy": int(values["compression.bits"]) / 8})
     _sweep(tmp_path, launcher, params={"compression.bits": "range(2, 9)"}, sampler="grid", n_trials=20)
-    assert sorted(int(dict(o.split("=", 1) for o in job)["compression.bits"]) for job in launcher.jobs) == list(range(2, 9))
+    assert sorted(int(dict(o.split("=", 1) for o in job)["compression.bits"]) for job in launcher.jobs) == list(
+        range(2, 9)
+    )
 
 
 def test_failed_and_nan_trials_are_failed_and_replaced_and_a_hopeless_sweep_stops(tmp_path):
@@ -359,8 +387,10 @@ def test_an_interrupted_search_resumes_to_exactly_n_trials_and_a_rerun_adds_none
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    parents = {r.data.tags["sweep_dir"]: r for r in client.search_runs([_experiment_id(tmp_path)],
-                                                                      "tags.sweeper_role = 'sweep'")}
+    parents = {
+        r.data.tags["sweep_dir"]: r
+        for r in client.search_runs([_experiment_id(tmp_path)], "tags.sweeper_role = 'sweep'")
+    }
     assert sorted(parents) == ["first", "second", "third"]  # one parent run per command, left out of load_runs
     assert all(p.info.status == "FINISHED" and p.data.tags["sweep_id"] == study.study_name for p in parents.values())
     children = dict(zip(runs["run_id"], runs["parent_run_id"], strict=True))
@@ -376,17 +406,32 @@ def test_a_pruner_stops_a_bad_trial_early_and_failed_trials_do_not_stop_the_swee
     # The seeded random sampler draws lr 0.5, 0.5, 1e-7, 1e4, 1e4, 1e-7, ...: two good trials
     # complete, the tiny learning rate is pruned against them, the huge one diverges (NaN loss).
     proc = run_cli(
-        "-m", "hydra/sweeper=optuna", *TINY, "data.n_samples=1000", "optimizer=sgd", "strategy.epochs=4",
-        "optimizer.lr=choice(0.5, 1e-7, 1e4)", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler=random",
-        "hydra.sweeper.seed=10", "hydra.sweeper.pruner=median", "hydra.sweeper.max_failure_rate=1.0",
+        "-m",
+        "hydra/sweeper=optuna",
+        *TINY,
+        "data.n_samples=1000",
+        "optimizer=sgd",
+        "strategy.epochs=4",
+        "optimizer.lr=choice(0.5, 1e-7, 1e4)",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.sampler=random",
+        "hydra.sweeper.seed=10",
+        "hydra.sweeper.pruner=median",
+        "hydra.sweeper.max_failure_rate=1.0",
         "hydra.sweeper.pruner_options={n_startup_trials: 2, n_warmup_steps: 1}",
     )
     assert proc.returncode == 1, proc.stderr  # the sweep ran to its end; exit status 1 says a trial failed
     assert "2 trials failed" in proc.stderr  # trials 3 and 4 below
     study = _study(tmp_path)
     states = {t.number: (t.state.name, t.params["optimizer.lr"]) for t in study.trials}
-    assert states == {0: ("COMPLETE", 0.5), 1: ("COMPLETE", 0.5), 2: ("PRUNED", 1e-7), 3: ("FAIL", 1e4),
-                      4: ("FAIL", 1e4), 5: ("PRUNED", 1e-7)}
+    assert states == {
+        0: ("COMPLETE", 0.5),
+        1: ("COMPLETE", 0.5),
+        2: ("PRUNED", 1e-7),
+        3: ("FAIL", 1e4),
+        4: ("FAIL", 1e4),
+        5: ("PRUNED", 1e-7),
+    }
     for trial in study.trials:
         if trial.state.name == "PRUNED":
             assert trial.user_attrs["pruned_epoch"] < 4 and max(trial.intermediate_values) < 4
@@ -404,8 +449,15 @@ def test_a_pruner_stops_a_bad_trial_early_and_failed_trials_do_not_stop_the_swee
 
 @pytest.mark.integration
 def test_the_optimizers_preset_tunes_each_optimizer_at_its_own_rate(run_cli, tmp_path):
-    proc = run_cli("-m", "search=optimizers", *TINY, "strategy.epochs=1", "hydra.sweeper.n_trials=3",
-                   "hydra.sweeper.sampler=random", "hydra.sweeper.seed=0")
+    proc = run_cli(
+        "-m",
+        "search=optimizers",
+        *TINY,
+        "strategy.epochs=1",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler=random",
+        "hydra.sweeper.seed=0",
+    )
     assert proc.returncode == 0, proc.stderr
     cfg = _sweeper_cfg("search=optimizers")
     space = parse_space(OmegaConf.to_container(cfg.params), OmegaConf.to_container(cfg.conditional_params))
@@ -442,10 +494,18 @@ def test_a_multi_objective_search_with_a_budget_writes_the_feasible_non_dominate
     objectives = {"val_accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
     budget = 50000  # the MLP with 10 or 20 input features fits, 30 or 40 do not
     proc = run_cli(
-        "-m", "hydra/sweeper=optuna", *TINY, "strategy.epochs=2", "data.n_features=choice(10, 20, 30, 40)",
-        "optimizer.lr=tag(log, interval(1e-3, 1e-1))", "hydra.sweeper.n_trials=10", "hydra.sweeper.sampler=nsgaii",
-        "hydra.sweeper.seed=0", "hydra.sweeper.objectives={val_accuracy: maximize, size_bytes: minimize, latency_ms: minimize}",
-        f"hydra.sweeper.constraints={{size_bytes: '<= {budget}'}}", "hydra.sweep.dir=pareto",
+        "-m",
+        "hydra/sweeper=optuna",
+        *TINY,
+        "strategy.epochs=2",
+        "data.n_features=choice(10, 20, 30, 40)",
+        "optimizer.lr=tag(log, interval(1e-3, 1e-1))",
+        "hydra.sweeper.n_trials=10",
+        "hydra.sweeper.sampler=nsgaii",
+        "hydra.sweeper.seed=0",
+        "hydra.sweeper.objectives={val_accuracy: maximize, size_bytes: minimize, latency_ms: minimize}",
+        f"hydra.sweeper.constraints={{size_bytes: '<= {budget}'}}",
+        "hydra.sweep.dir=pareto",
     )
     assert proc.returncode == 0, proc.stderr
     study = _study(tmp_path)

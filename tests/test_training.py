@@ -34,7 +34,7 @@ class RecordingOptimizer(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr})
         self.grads: list[torch.Tensor] = []
 
-    def step(self, closure=None):  # noqa: ANN001, ANN201
+    def step(self, closure=None):
         self.grads.append(torch.cat([p.grad.flatten().clone() for g in self.param_groups for p in g["params"]]))
 
 
@@ -109,7 +109,12 @@ def test_gradient_noise_has_the_annealed_variance(digits):
         factory = partial(RecordingOptimizer, lr=0.1)
         model = tiny_model(digits)
         optimizers = []
-        train(model, digits, lambda params: optimizers.append(factory(params)) or optimizers[-1], strategy, seed=0)
+
+        def build(params, optimizers=optimizers, factory=factory):
+            optimizers.append(factory(params))
+            return optimizers[-1]
+
+        train(model, digits, build, strategy, seed=0)
         grads[enabled] = optimizers[0].grads
 
     assert len(grads[True]) == math.ceil(len(digits.x_train) / 128)

@@ -27,7 +27,9 @@ class _PreActivation(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
         self.act = nn.ReLU()
-        self.project = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False) if stride != 1 or in_ch != out_ch else None
+        self.project = (
+            nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False) if stride != 1 or in_ch != out_ch else None
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         skip = x if self.project is None else self.project(x)
@@ -39,7 +41,9 @@ class TinyResNet(nn.Module):
 
     def __init__(self, *, input_shape: Sequence[int], num_classes: int, channels: int = 16) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(input_shape[0], channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
+        )
         self.block1 = _PreActivation(channels, channels, 1)
         self.block2 = _PreActivation(channels, 2 * channels, 2)
         self.final = nn.Sequential(nn.BatchNorm2d(2 * channels), nn.ReLU())  # pre-activation nets end normalised
@@ -75,7 +79,9 @@ class TinyTransformer(nn.Module):
 class BagOfTokens(nn.Module):
     """Token ids in: an EmbeddingBag (mean) and a ReLU MLP on top."""
 
-    def __init__(self, *, input_shape: Sequence[int], num_classes: int, vocab: int = 64 * DIGIT_LEVELS, dim: int = 32) -> None:
+    def __init__(
+        self, *, input_shape: Sequence[int], num_classes: int, vocab: int = 64 * DIGIT_LEVELS, dim: int = 32
+    ) -> None:
         super().__init__()
         self.bag = nn.EmbeddingBag(vocab, dim, mode="mean")
         self.mlp = nn.Sequential(nn.Linear(dim, 64), nn.ReLU(), nn.Linear(64, num_classes))
@@ -87,7 +93,9 @@ class BagOfTokens(nn.Module):
 class SequenceCNN(nn.Module):
     """Token ids in: an Embedding, two 1-D convolutions (ReLU, GELU), global max pooling."""
 
-    def __init__(self, *, input_shape: Sequence[int], num_classes: int, vocab: int = DIGIT_LEVELS, dim: int = 16) -> None:
+    def __init__(
+        self, *, input_shape: Sequence[int], num_classes: int, vocab: int = DIGIT_LEVELS, dim: int = 16
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
         self.conv1 = nn.Conv1d(dim, 32, 5, padding=2)

@@ -26,6 +26,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+from optuna.study import StudyDirection
 
 from sweeper.errors import ConfigError
 from sweeper.search import trial_context
@@ -184,6 +185,7 @@ class OptunaSweeperImpl(Sweeper):
 
         if "://" in plan.storage and not plan.storage.startswith("journal://"):
             check_database_url(plan.storage, key="hydra.sweeper.storage")
+        assert self.config is not None  # set by setup()
         if OmegaConf.select(self.config, "tracking.enabled", default=False):
             check_tracking_uri(resolve_tracking_uri(OmegaConf.select(self.config, "tracking.uri", default=None)))
 
@@ -193,7 +195,7 @@ class OptunaSweeperImpl(Sweeper):
             storage=open_storage(plan.storage),
             sampler=plan.sampler,
             pruner=plan.pruner,
-            directions=list(plan.objectives.values()),
+            directions=[StudyDirection[d.upper()] for d in plan.objectives.values()],
             load_if_exists=True,
         )
         stored = study.user_attrs.get("objectives")
@@ -227,8 +229,11 @@ class OptunaSweeperImpl(Sweeper):
 
         start, failed, last_reason, returns = time.perf_counter(), 0, "", []
         done, free = self._slots(study, plan)
-        print(f"study {plan.study_name} in {_shown(plan.storage)}: {done}/{plan.n_trials} trials done"
-              + (", resuming" if done and done < plan.n_trials else ""), flush=True)
+        print(
+            f"study {plan.study_name} in {_shown(plan.storage)}: {done}/{plan.n_trials} trials done"
+            + (", resuming" if done and done < plan.n_trials else ""),
+            flush=True,
+        )
         while done < plan.n_trials:
             if free == 0:  # the last trials run in other workers: wait in case one fails or its worker dies
                 time.sleep(WAIT_SECONDS)
@@ -273,8 +278,11 @@ class OptunaSweeperImpl(Sweeper):
         for trial in batch:
             overrides = plan.space.overrides(plan.space.sample(trial))
             trial.set_user_attr("overrides", overrides)
-            env = {trial_context.ENV_STUDY: plan.study_name, trial_context.ENV_STORAGE: plan.storage,
-                   trial_context.ENV_TRIAL: str(trial.number)}
+            env = {
+                trial_context.ENV_STUDY: plan.study_name,
+                trial_context.ENV_STORAGE: plan.storage,
+                trial_context.ENV_TRIAL: str(trial.number),
+            }
             jobs.append([*overrides, *(f"hydra.job.env_set.{k}={_quote(v)}" for k, v in env.items())])
             trial_context.register(plan.study_name, trial)
         try:
@@ -347,10 +355,15 @@ def _summary_text(results: Mapping[str, Any], path: Path) -> str:
     lines = [f"study {results['study_name']}: {counts}"]
     if "best" in results:
         best = results["best"]
-        lines.append("no feasible complete trial" if best is None else
-                     f"best trial {best['trial']}: {best['values']} with {' '.join(best['overrides']) or 'defaults'}")
+        lines.append(
+            "no feasible complete trial"
+            if best is None
+            else f"best trial {best['trial']}: {best['values']} with {' '.join(best['overrides']) or 'defaults'}"
+        )
     else:
         lines.append(f"Pareto front ({len(results['pareto_front'])} trials):")
-        lines += [f"  trial {e['trial']}: {e['values']} with {' '.join(e['overrides'])}" for e in results["pareto_front"]]
+        lines += [
+            f"  trial {e['trial']}: {e['values']} with {' '.join(e['overrides'])}" for e in results["pareto_front"]
+        ]
     lines.append(f"results: {path}")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """The sweeper's config, registered as ``hydra/sweeper=optuna``; every field is ``hydra.sweeper.<name>``."""
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -16,9 +16,9 @@ class OptunaSweeperConf:
 
     _target_: str = "hydra_plugins.sweeper_optuna.optuna_sweeper.OptunaSweeper"
     # search space: override key -> Hydra sweep (choice, range, interval, tag(log, interval))
-    params: Dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     # "key=option" -> {override key -> sweep}: sampled only when the choice `key` took `option`
-    conditional_params: Dict[str, Any] = field(default_factory=dict)
+    conditional_params: dict[str, Any] = field(default_factory=dict)
     # metric -> maximize | minimize; null: {val_accuracy: maximize}
     objectives: Any = None
     # metric -> "<= bound" | ">= bound" | "< bound" | "> bound"
@@ -26,12 +26,12 @@ class OptunaSweeperConf:
     n_trials: int = 20  # complete (or pruned) trials the study should have
     n_jobs: int = 1  # trials asked and launched together (parallel with a parallel launcher)
     sampler: str = "tpe"  # tpe | random | grid | nsgaii | nsgaiii | cmaes | gp | qmc
-    seed: Optional[int] = None
+    seed: int | None = None
     sampler_options: Any = None  # keyword arguments of the sampler
     pruner: str = "none"  # none | median | percentile | hyperband | successive_halving
     pruner_options: Any = None  # keyword arguments of the pruner
-    storage: Optional[str] = None  # null: optuna.journal in the working directory; or any Optuna storage URL
-    study_name: Optional[str] = None  # null: <search preset>-<hash of the search>
+    storage: str | None = None  # null: optuna.journal in the working directory; or any Optuna storage URL
+    study_name: str | None = None  # null: <search preset>-<hash of the search>
     max_failure_rate: float = 0.5  # stop once more than this fraction of n_trials failed in this run
     stale_after: float = 30.0  # seconds without a heartbeat after which another worker's trial is failed
 

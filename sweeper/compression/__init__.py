@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from sweeper.compression._base import (
     ChecksModel,
+    Compressed,
     CompressionContext,
     CompressionMethod,
-    Compressed,
     TrainingHooks,
     TrainsWithHooks,
     UnsupportedLayer,
@@ -54,9 +54,9 @@ _METHODS = {
 
 __all__ = [
     "ChecksModel",
+    "Compressed",
     "CompressionContext",
     "CompressionMethod",
-    "Compressed",
     "Distillation",
     "GradualPruning",
     "Int8Quantization",

@@ -16,9 +16,9 @@ from sweeper.training.optimizers import OptimizerFactory
 
 __all__ = [
     "ChecksModel",
+    "Compressed",
     "CompressionContext",
     "CompressionMethod",
-    "Compressed",
     "TrainingHooks",
     "TrainsWithHooks",
     "UnsupportedLayer",

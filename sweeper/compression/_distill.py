@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from sweeper.artifact import ModelSpec, dense_payload
 from sweeper.cache import compute_once
-from sweeper.compression._base import CompressionContext, Compressed, TrainingHooks
+from sweeper.compression._base import Compressed, CompressionContext, TrainingHooks
 from sweeper.data import Task
 from sweeper.training import Strategy, evaluate_accuracy, train
 from sweeper.training.loop import LossFn
@@ -99,7 +99,11 @@ class Distillation:
         if not (isinstance(alpha, int | float) and 0 <= alpha <= 1):
             raise ValueError(f"compression.alpha={alpha}: must be in [0, 1]")
         self.teacher_model = teacher_model
-        self.teacher_epochs, self.teacher_lr, self.teacher_batch_size = teacher_epochs, float(teacher_lr), teacher_batch_size
+        self.teacher_epochs, self.teacher_lr, self.teacher_batch_size = (
+            teacher_epochs,
+            float(teacher_lr),
+            teacher_batch_size,
+        )
         self.temperature, self.alpha = float(temperature), float(alpha)
         self.cache_dir = Path(cache_dir)
 

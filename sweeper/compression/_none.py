@@ -3,7 +3,7 @@ from __future__ import annotations
 from torch import nn
 
 from sweeper.artifact import dense_payload
-from sweeper.compression._base import CompressionContext, Compressed
+from sweeper.compression._base import Compressed, CompressionContext
 
 
 class NoCompression:

@@ -27,9 +27,9 @@ from torch import nn
 
 from sweeper.compression._base import (
     ChecksModel,
+    Compressed,
     CompressionContext,
     CompressionMethod,
-    Compressed,
     TrainingHooks,
     TrainsWithHooks,
     UnsupportedLayer,

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
 from sweeper.artifact import ModelSpec, register_loader
-from sweeper.compression._base import CompressionContext, Compressed, TrainingHooks, check_epochs, check_fraction
+from sweeper.compression._base import Compressed, CompressionContext, TrainingHooks, check_epochs, check_fraction
 from sweeper.compression._storage import decode_state, encode_state
 from sweeper.compression._targets import (
     WeightSelection,
@@ -44,9 +44,9 @@ Scope = Literal["global", "layer"]
 
 
 def _check_scope(scope: str) -> Scope:
-    if scope not in ("global", "layer"):
-        raise ValueError(f"compression.scope={scope!r}: allowed: global, layer")
-    return scope  # type: ignore[return-value]
+    if scope in ("global", "layer"):
+        return cast(Scope, scope)
+    raise ValueError(f"compression.scope={scope!r}: allowed: global, layer")
 
 
 def select_masks(
@@ -223,7 +223,12 @@ class GradualPruning(_UnstructuredPruning):
         exclude: Sequence[str] = (),
     ) -> None:
         super().__init__(
-            amount=amount, scope=scope, finetune_epochs=finetune_epochs, embeddings=embeddings, include=include, exclude=exclude
+            amount=amount,
+            scope=scope,
+            finetune_epochs=finetune_epochs,
+            embeddings=embeddings,
+            include=include,
+            exclude=exclude,
         )
         self.initial_sparsity = check_fraction(initial_sparsity, "initial_sparsity")
         if self.initial_sparsity > self.amount:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from sweeper.artifact import ModelSpec, register_loader
-from sweeper.compression._base import CompressionContext, Compressed, check_epochs
+from sweeper.compression._base import Compressed, CompressionContext, check_epochs
 from sweeper.compression._storage import decode_tensor, encode_tensor, pack_tree, unpack_tree
 from sweeper.compression._targets import WeightSelection, weight_refs
 
@@ -120,7 +120,9 @@ class QuantizationAwareTraining:
         payload = pack_tree(
             {
                 "bits": self.bits,
-                "weights": {k: {"codes": encode_tensor(c, bits=self.bits), "scales": s} for k, (c, s) in quantized.items()},
+                "weights": {
+                    k: {"codes": encode_tensor(c, bits=self.bits), "scales": s} for k, (c, s) in quantized.items()
+                },
                 "others": others,
             }
         )

@@ -75,7 +75,7 @@ from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
 
 from sweeper.artifact import ModelSpec, register_loader
 from sweeper.compression._attention import ExplicitAttention, make_quantizable, unsupported_attention
-from sweeper.compression._base import CompressionContext, Compressed, UnsupportedLayer
+from sweeper.compression._base import Compressed, CompressionContext, UnsupportedLayer
 from sweeper.compression._storage import decode_state, encode_state
 from sweeper.compression._targets import silence_dead_channels
 
@@ -86,7 +86,11 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _STATIC = (*_CONV, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)  # layers with static int8 kernels
 _WEIGHT_ONLY = (nn.Linear, nn.Embedding, nn.EmbeddingBag)  # int8 without calibration, in both flows
 _QUANTIZABLE = (*_STATIC, *_WEIGHT_ONLY, nn.MultiheadAttention)
-_BATCH_NORM = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
+_BATCH_NORM: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Conv1d: nn.BatchNorm1d,
+    nn.Conv2d: nn.BatchNorm2d,
+    nn.Conv3d: nn.BatchNorm3d,
+}
 # Modules FX keeps as leaves: their forward branches on input shapes and masks.
 _FX_LEAVES = (
     ExplicitAttention,
@@ -142,7 +146,7 @@ class _EmbeddingBag(nnq.EmbeddingBag):
         return sums / sizes.unsqueeze(1).to(sums.dtype)
 
     @classmethod
-    def from_float(cls, mod: nn.Module, use_precomputed_fake_quant: bool = False) -> _EmbeddingBag:
+    def from_float(cls, mod: nn.EmbeddingBag, use_precomputed_fake_quant: bool = False) -> _EmbeddingBag:
         """The int8 copy of a float ``nn.EmbeddingBag`` (per-row float qparams)."""
         base = nnq.EmbeddingBag.from_float(mod, use_precomputed_fake_quant)
         options = {"mode": mod.mode, "include_last_offset": mod.include_last_offset, "dtype": base.dtype}
@@ -200,6 +204,7 @@ def _prepare_fx(model: nn.Module, example: Tensor, backend: str) -> nn.Module:
 
 
 def _convert_fx(prepared: nn.Module) -> nn.Module:
+    assert isinstance(prepared, torch.fx.GraphModule)  # what prepare_fx returns
     return quantize_fx.convert_fx(prepared)
 
 
@@ -304,7 +309,7 @@ def quantize_int8(
         with torch.no_grad(), _quiet():
             quantized(calibration[:2])
         return Quantized(quantized, "fx")
-    except Exception as exc:  # noqa: BLE001 - any failure to trace or run the graph: the eager flow still applies
+    except Exception as exc:
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         return Quantized(_run_flow("eager", model, calibration, batch_size), "eager", reason)
 
@@ -353,15 +358,21 @@ class Int8Quantization:
             "state": encode_state(result.module.state_dict()),
         }
         return Compressed(
-            module=result.module, kind="int8", payload=payload, latency_kind="real",
-            metrics={"bits": 8.0, "dead_channels": float(dead)}, tags=tags,
+            module=result.module,
+            kind="int8",
+            payload=payload,
+            latency_kind="real",
+            metrics={"bits": 8.0, "dead_channels": float(dead)},
+            tags=tags,
         )
 
 
 @register_loader("int8")
 def _load_int8(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
     if "flow" not in payload:
-        raise ValueError("int8 artifact in the format before graph-mode quantization (nn.Sequential only): rerun the trial")
+        raise ValueError(
+            "int8 artifact in the format before graph-mode quantization (nn.Sequential only): rerun the trial"
+        )
     example = torch.zeros((1, *payload["input"]["shape"]), dtype=getattr(torch, payload["input"]["dtype"]))
     # Same swap and flow on the freshly built model: the same quantized structure, whose
     # placeholder values (calibrated on the example) the stored state replaces.

@@ -20,11 +20,19 @@ import zlib
 from collections import OrderedDict
 from typing import Any
 
-
 import torch
 from torch import Tensor
 
-__all__ = ["decode_state", "decode_tensor", "encode_state", "encode_tensor", "pack_bits", "pack_tree", "unpack_bits", "unpack_tree"]
+__all__ = [
+    "decode_state",
+    "decode_tensor",
+    "encode_state",
+    "encode_tensor",
+    "pack_bits",
+    "pack_tree",
+    "unpack_bits",
+    "unpack_tree",
+]
 
 _REF = "__blob__"
 
@@ -121,7 +129,11 @@ def pack_tree(tree: Any) -> dict[str, Any]:
         nonlocal offset
         if isinstance(node, Tensor):
             data = node.detach().cpu().contiguous().flatten().view(torch.uint8)
-            ref = {_REF: [offset, data.numel()], "dtype": str(node.dtype).removeprefix("torch."), "shape": list(node.shape)}
+            ref = {
+                _REF: [offset, data.numel()],
+                "dtype": str(node.dtype).removeprefix("torch."),
+                "shape": list(node.shape),
+            }
             chunks.append(data)
             offset += data.numel()
             return ref
@@ -161,7 +173,10 @@ _PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric, torch.per
 
 def _encode_value(value: Any) -> Any:
     if isinstance(value, Tensor) and value.is_quantized:
-        encoded: dict[str, Any] = {"quantized": str(value.dtype).removeprefix("torch."), "int_repr": encode_tensor(value.int_repr())}
+        encoded: dict[str, Any] = {
+            "quantized": str(value.dtype).removeprefix("torch."),
+            "int_repr": encode_tensor(value.int_repr()),
+        }
         if value.qscheme() in _PER_CHANNEL:
             encoded.update(
                 qscheme=str(value.qscheme()).removeprefix("torch."),
@@ -227,5 +242,6 @@ def decode_state(payload: dict[str, Any]) -> dict[str, Any]:
     """Inverse of :func:`encode_state`: the state dict to load into the rebuilt module."""
     tree = unpack_tree(payload)
     state = OrderedDict((key, _decode_value(value)) for key, value in tree["state"].items())
-    state._metadata = OrderedDict(tree["versions"])  # type: ignore[attr-defined]
+    # torch's state dicts carry per-module versions in this attribute (load_state_dict reads it)
+    setattr(state, "_metadata", OrderedDict(tree["versions"]))  # noqa: B010
     return state

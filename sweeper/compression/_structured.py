@@ -54,9 +54,9 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from sweeper.artifact import ModelSpec, register_loader
-from sweeper.compression._base import CompressionContext, Compressed, UnsupportedLayer, check_epochs, check_fraction
-from sweeper.compression._targets import existing_zeros, mask_hook
+from sweeper.compression._base import Compressed, CompressionContext, UnsupportedLayer, check_epochs, check_fraction
 from sweeper.compression._storage import decode_state, encode_state
+from sweeper.compression._targets import existing_zeros, mask_hook
 from sweeper.data import Task
 
 __all__ = ["StructuredPruning"]
@@ -67,8 +67,7 @@ _ROOTS = (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding, nn.EmbeddingBag)  # 
 # Layers torch-pruning resizes: those of its built-in pruners, plus EmbeddingBag (pruned like Embedding).
 _SUPPORTED = tuple(
     sorted(
-        {cls for op in tp.pruner.function.PrunerBox if isinstance(cls := tp.ops.type2class(op), type)}
-        - {nn.Parameter}
+        {cls for op in tp.pruner.function.PrunerBox if isinstance(cls := tp.ops.type2class(op), type)} - {nn.Parameter}
         | {nn.EmbeddingBag},
         key=lambda cls: cls.__name__,
     )
@@ -254,7 +253,9 @@ def _groups(pruner: tp.pruner.MetaPruner, model: nn.Module) -> list[_Group]:
             and graph.is_out_channel_pruning_fn(dep.handler)
         ]
         layer = min(shrinking, key=order.__getitem__) if shrinking else root
-        found.append((order[layer], _Group(names[layer], root, pruning_fn, width // channel_groups, channel_groups, group)))
+        found.append(
+            (order[layer], _Group(names[layer], root, pruning_fn, width // channel_groups, channel_groups, group))
+        )
     return [group for _, group in sorted(found, key=lambda item: item[0])]
 
 
@@ -314,7 +315,9 @@ class StructuredPruning:
         if self.finetune_epochs:
             ctx.finetune(model, self.finetune_epochs, step_hook=mask_hook(existing_zeros(model)))
         model = model.cpu().eval()
-        shapes = {key: list(t.shape) for key, t in model.state_dict().items() if tuple(t.shape) != shapes_before.get(key)}
+        shapes = {
+            key: list(t.shape) for key, t in model.state_dict().items() if tuple(t.shape) != shapes_before.get(key)
+        }
         spec = replace(ctx.spec, resized=resized, shapes=shapes)  # later stages and the loader rebuild this network
         return Compressed(
             module=model, kind="structured", payload=encode_state(model.state_dict()), latency_kind="real", spec=spec

@@ -20,7 +20,16 @@ from torch import Tensor, nn
 
 from sweeper.training.loop import StepHook
 
-__all__ = ["WeightRef", "WeightSelection", "apply_masks", "existing_zeros", "mask_hook", "prunable_weights", "silence_dead_channels", "weight_refs"]
+__all__ = [
+    "WeightRef",
+    "WeightSelection",
+    "apply_masks",
+    "existing_zeros",
+    "mask_hook",
+    "prunable_weights",
+    "silence_dead_channels",
+    "weight_refs",
+]
 
 _MATRIX_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
@@ -79,7 +88,9 @@ def _weights_of(module: nn.Module, embeddings: bool) -> list[str]:
     return []
 
 
-def weight_refs(model: nn.Module, selection: WeightSelection | None = None, *, method: str = "prune") -> list[WeightRef]:
+def weight_refs(
+    model: nn.Module, selection: WeightSelection | None = None, *, method: str = "prune"
+) -> list[WeightRef]:
     """The weight tensors of ``model`` that ``selection`` picks, in module order.
 
     Raises:
@@ -108,7 +119,11 @@ def weight_refs(model: nn.Module, selection: WeightSelection | None = None, *, m
         kinds = "Linear, Conv, MultiheadAttention" + (", Embedding" if selection.embeddings else "")
         raise ValueError(
             f"compression={method}: {type(model).__name__} has no {kinds} weight to act on"
-            + (f" with include={list(selection.include)} exclude={list(selection.exclude)}" if selection.include or selection.exclude else "")
+            + (
+                f" with include={list(selection.include)} exclude={list(selection.exclude)}"
+                if selection.include or selection.exclude
+                else ""
+            )
         )
     return refs
 

@@ -34,20 +34,31 @@ def _number(text: str) -> float | str:
 
 def parser() -> argparse.ArgumentParser:
     """The command line's arguments."""
-    p = _Parser(prog=PROG, description="Rank the configurations of a sweep, draw the Pareto front and "
-                                       "recommend one for a budget. Writes report.md, report.html, PNG plots "
-                                       "and runs.csv.")
+    p = _Parser(
+        prog=PROG,
+        description="Rank the configurations of a sweep, draw the Pareto front and "
+        "recommend one for a budget. Writes report.md, report.html, PNG plots "
+        "and runs.csv.",
+    )
     p.add_argument("--experiment", default="sweeper", help="MLflow experiment (tracking.experiment); default: sweeper")
     p.add_argument("--sweep", default=None, help="sweep id (the tag sweep_id: the multirun's dir); default: the latest")
     p.add_argument("--max-size-kb", type=_number, default=None, metavar="N", help="artifact size at most N KiB")
-    p.add_argument("--max-latency-ms", type=_number, default=None, metavar="X",
-                   help="latency per sample at batch 1 at most X ms")
-    p.add_argument("--min-accuracy", type=_number, default=None, metavar="A",
-                   help="mean validation accuracy at least A (a fraction, 0..1)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="output folder; default: reports/<sweep id>")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here")
+    p.add_argument(
+        "--max-latency-ms", type=_number, default=None, metavar="X", help="latency per sample at batch 1 at most X ms"
+    )
+    p.add_argument(
+        "--min-accuracy",
+        type=_number,
+        default=None,
+        metavar="A",
+        help="mean validation accuracy at least A (a fraction, 0..1)",
+    )
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder; default: reports/<sweep id>")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here",
+    )
     return p
 
 
@@ -62,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is None:  # resolve the sweep first to name the folder after it
             _, sweep = load_sweep(args.experiment, args.sweep, args.tracking_uri)
             args.sweep, args.out = sweep, Path("reports") / re.sub(r"[^\w.-]+", "_", sweep)
-        result = generate(budget, args.out, experiment=args.experiment, sweep_id=args.sweep,
-                          tracking_uri=args.tracking_uri)
+        result = generate(
+            budget, args.out, experiment=args.experiment, sweep_id=args.sweep, tracking_uri=args.tracking_uri
+        )
     except (ValueError, FileNotFoundError) as exc:  # bad budget, unknown sweep, missing store
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

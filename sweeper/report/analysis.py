@@ -30,6 +30,7 @@ __all__ = [
     "versus_first",
 ]
 
+
 def _best_per(table: pd.DataFrame, column: str) -> pd.DataFrame:
     """Each value of ``column``'s configuration with the best mean validation score."""
     ranked = table[table["acc_mean"].notna()]
@@ -62,20 +63,22 @@ def family_summary(table: pd.DataFrame) -> pd.DataFrame:
         if base is None:
             continue
         a, b = table.loc[best], table.loc[base]
-        rows.append({
-            "family": family,
-            "methods": ", ".join(sorted(group["compression"].astype(str).unique())),
-            "configs": len(group),
-            "best": best,
-            "baseline": base,
-            "size_ratio": b["size_bytes"] / a["size_bytes"],
-            "latency_ratio": a["latency_ms"] / b["latency_ms"],
-            "latency_kind": a["latency_kind"],
-            "accuracy_delta_pp": 100 * (a["acc_mean"] - b["acc_mean"]),
-            "comparison": compare_configs(table, best, base),
-            "epochs": a["total_epochs"],
-            "baseline_epochs": b["total_epochs"],
-        })
+        rows.append(
+            {
+                "family": family,
+                "methods": ", ".join(sorted(group["compression"].astype(str).unique())),
+                "configs": len(group),
+                "best": best,
+                "baseline": base,
+                "size_ratio": b["size_bytes"] / a["size_bytes"],
+                "latency_ratio": a["latency_ms"] / b["latency_ms"],
+                "latency_kind": a["latency_kind"],
+                "accuracy_delta_pp": 100 * (a["acc_mean"] - b["acc_mean"]),
+                "comparison": compare_configs(table, best, base),
+                "epochs": a["total_epochs"],
+                "baseline_epochs": b["total_epochs"],
+            }
+        )
     frame = pd.DataFrame(rows)
     if len(frame):
         frame["comparison"] = decide(list(frame["comparison"]))
@@ -104,13 +107,23 @@ def lr_sensitivity(runs: pd.DataFrame) -> pd.DataFrame:
     chosen = runs[runs["lr"].notna()] if "lr" in runs else runs.iloc[0:0]
     if chosen.empty:
         return pd.DataFrame(columns=columns)
-    chosen = chosen.assign(lr=chosen["lr"].astype(float),
-                           _sel=chosen[SELECT].fillna(chosen[SCORE]) if SELECT in chosen else chosen[SCORE])
+    chosen = chosen.assign(
+        lr=chosen["lr"].astype(float), _sel=chosen[SELECT].fillna(chosen[SCORE]) if SELECT in chosen else chosen[SCORE]
+    )
     rows = []
     for (optimizer, lr), group in chosen.groupby(["optimizer", "lr"]):
         mean, low, high = mean_interval(group["_sel"].astype(float).tolist())
-        rows.append({"optimizer": optimizer, "lr": lr, "mean": mean, "low": low, "high": high, "n": len(group),
-                     "test_mean": float(group[SCORE].astype(float).mean())})
+        rows.append(
+            {
+                "optimizer": optimizer,
+                "lr": lr,
+                "mean": mean,
+                "low": low,
+                "high": high,
+                "n": len(group),
+                "test_mean": float(group[SCORE].astype(float).mean()),
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -130,8 +143,7 @@ def epochs_to_target(history: pd.DataFrame, target: float) -> dict[str, float]:
     return result
 
 
-def optimizer_summary(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataFrame,
-                      target: float) -> pd.DataFrame:
+def optimizer_summary(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataFrame, target: float) -> pd.DataFrame:
     """DeepOBS-style comparison, one row per optimizer.
 
     Columns: ``optimizer``, ``best`` (its configuration with the best mean validation
@@ -147,28 +159,36 @@ def optimizer_summary(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
     speed = epochs_to_target(history, target)
     rows = []
     bests = _best_per(table[table.index.isin(runs["config"])], "optimizer")
-    for (config, best), comparison in zip(bests.iterrows(), versus_first(table, list(bests.index))):
+    for (config, best), comparison in zip(bests.iterrows(), versus_first(table, list(bests.index)), strict=True):
         opt_name = best["optimizer"]
         epochs = [speed.get(str(i), math.nan) for i in runs.loc[runs["config"] == config, "run_id"]]
         curve = sensitivity[sensitivity["optimizer"] == opt_name]
         share = float((curve["mean"] >= curve["mean"].max() - 0.01).mean()) if len(curve) else math.nan
-        rows.append({
-            "optimizer": opt_name,
-            "best": config,
-            "lr": best["lr"],
-            **_accuracy(best, comparison),
-            "epochs_to_target": float(np.nanmedian(epochs)) if any(not math.isnan(e) for e in epochs) else math.nan,
-            "reached": f"{sum(not math.isnan(e) for e in epochs)}/{len(epochs)}",
-            "lrs_tried": len(curve),
-            "tunability": share,
-        })
+        rows.append(
+            {
+                "optimizer": opt_name,
+                "best": config,
+                "lr": best["lr"],
+                **_accuracy(best, comparison),
+                "epochs_to_target": float(np.nanmedian(epochs)) if any(not math.isnan(e) for e in epochs) else math.nan,
+                "reached": f"{sum(not math.isnan(e) for e in epochs)}/{len(epochs)}",
+                "lrs_tried": len(curve),
+                "tunability": share,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _accuracy(row: pd.Series, comparison: Comparison | None) -> dict[str, object]:
     """The test-accuracy columns of a summary row."""
-    return {"acc_mean": row["acc_mean"], "acc_low": row["acc_low"], "acc_high": row["acc_high"],
-            "acc_std": row["acc_std"], "n_seeds": row["n_seeds"], "comparison": comparison}
+    return {
+        "acc_mean": row["acc_mean"],
+        "acc_low": row["acc_low"],
+        "acc_high": row["acc_high"],
+        "acc_std": row["acc_std"],
+        "n_seeds": row["n_seeds"],
+        "comparison": comparison,
+    }
 
 
 def strategy_summary(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
@@ -181,18 +201,20 @@ def strategy_summary(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     bests = _best_per(table[table.index.isin(runs["config"])], "strategy")
-    for (config, best), comparison in zip(bests.iterrows(), versus_first(table, list(bests.index))):
+    for (config, best), comparison in zip(bests.iterrows(), versus_first(table, list(bests.index)), strict=True):
         chosen = runs[runs["config"] == config]
         planned = chosen["strategy.epochs"].astype(float).mean() if "strategy.epochs" in chosen else math.nan
-        rows.append({
-            "strategy": best["strategy"],
-            "best": config,
-            **_accuracy(best, comparison),
-            "epochs_run": best["epochs_run"],
-            "epochs_planned": planned,
-            "saving": 1 - best["epochs_run"] / planned if planned else math.nan,
-            "train_seconds": best["train_seconds"],
-        })
+        rows.append(
+            {
+                "strategy": best["strategy"],
+                "best": config,
+                **_accuracy(best, comparison),
+                "epochs_run": best["epochs_run"],
+                "epochs_planned": planned,
+                "saving": 1 - best["epochs_run"] / planned if planned else math.nan,
+                "train_seconds": best["train_seconds"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -231,9 +253,18 @@ def ratio_curves(table: pd.DataFrame) -> pd.DataFrame:
     columns = ["family", "config", "ratio", "mean", "low", "high", "n_seeds"]
     ranked = table[table["acc_mean"].notna() & table["compression_ratio"].notna()]
     ranked = ranked[ranked["compression"] != BASELINE]
-    frame = pd.DataFrame({"family": ranked["family"], "config": ranked.index, "ratio": ranked["compression_ratio"],
-                          "mean": ranked["acc_mean"], "low": ranked["acc_low"], "high": ranked["acc_high"],
-                          "n_seeds": ranked["n_seeds"]}, columns=columns).reset_index(drop=True)
+    frame = pd.DataFrame(
+        {
+            "family": ranked["family"],
+            "config": ranked.index,
+            "ratio": ranked["compression_ratio"],
+            "mean": ranked["acc_mean"],
+            "low": ranked["acc_low"],
+            "high": ranked["acc_high"],
+            "n_seeds": ranked["n_seeds"],
+        },
+        columns=columns,
+    ).reset_index(drop=True)
     varied = [c for c in strength_columns(table) if table[c].nunique() > 1] if len(frame) else []
     if not varied or frame.groupby("family")["ratio"].nunique().max() < 2:
         return pd.DataFrame(columns=columns)
@@ -258,12 +289,15 @@ def matched_ratios(curves: pd.DataFrame, points: int = 4) -> pd.DataFrame:
         [[4.0, 0.8, 0.85], [8.0, 0.7, 0.8]]
     """
     columns = ["family_a", "family_b", "ratio", "acc_a", "acc_b", "delta_pp"]
-    per_family = {family: group.groupby("ratio")["mean"].mean().sort_index()
-                  for family, group in curves.groupby("family", sort=True) if group["ratio"].nunique() >= 2}
+    per_family = {
+        family: group.groupby("ratio")["mean"].mean().sort_index()
+        for family, group in curves.groupby("family", sort=True)
+        if group["ratio"].nunique() >= 2
+    }
     rows = []
     families = sorted(per_family)
     for i, fa in enumerate(families):
-        for fb in families[i + 1:]:
+        for fb in families[i + 1 :]:
             a, b = per_family[fa], per_family[fb]
             low, high = max(a.index.min(), b.index.min()), min(a.index.max(), b.index.max())
             if not low < high:
@@ -271,6 +305,14 @@ def matched_ratios(curves: pd.DataFrame, points: int = 4) -> pd.DataFrame:
             for ratio in np.geomspace(low, high, points):
                 acc_a = float(np.interp(np.log(ratio), np.log(a.index.to_numpy(float)), a.to_numpy(float)))
                 acc_b = float(np.interp(np.log(ratio), np.log(b.index.to_numpy(float)), b.to_numpy(float)))
-                rows.append({"family_a": fa, "family_b": fb, "ratio": float(ratio), "acc_a": acc_a, "acc_b": acc_b,
-                             "delta_pp": 100 * (acc_a - acc_b)})
+                rows.append(
+                    {
+                        "family_a": fa,
+                        "family_b": fb,
+                        "ratio": float(ratio),
+                        "acc_a": acc_a,
+                        "acc_b": acc_b,
+                        "delta_pp": 100 * (acc_a - acc_b),
+                    }
+                )
     return pd.DataFrame(rows, columns=columns)

@@ -21,18 +21,31 @@ from sweeper.report.recommend import Budget, Recommendation, recommend
 from sweeper.report.render import Image, Section, Table, render_html, render_markdown
 from sweeper.report.stats import Comparison
 
-__all__ = ["METHOD", "SMALL_TRAIN", "TIES_RULE", "ReportResult", "generate", "load_sweep", "plain", "prepare_runs",
-           "write_report"]
+__all__ = [
+    "METHOD",
+    "SMALL_TRAIN",
+    "TIES_RULE",
+    "ReportResult",
+    "generate",
+    "load_sweep",
+    "plain",
+    "prepare_runs",
+    "write_report",
+]
 
-METHOD = ("Method: every choice (the best learning rate of an optimizer, the best configuration of a family, "
-          "strategy or optimizer, the ranking and the recommendation) is made on the mean **validation** accuracy "
-          "over seeds; the **test** accuracy of what was selected is reported, never used to select. Intervals: "
-          "95 % Student-t interval of the mean over seeds.")
-TIES_RULE = ("Ties: a difference of test accuracy is tested with a paired t-test when the two configurations share "
-             "their seeds (same seed: same split and initialisation), Welch's t-test otherwise, at 5 % after Holm's "
-             "correction over the comparisons of one table; P(A>B) is the share of seed pairs where A beats B. "
-             "A difference that is not significant is a tie: \"not distinguishable with N seeds\", with the seeds "
-             "a test at 80 % power would need at the observed effect. One seed: no interval, never a win.")
+METHOD = (
+    "Method: every choice (the best learning rate of an optimizer, the best configuration of a family, "
+    "strategy or optimizer, the ranking and the recommendation) is made on the mean **validation** accuracy "
+    "over seeds; the **test** accuracy of what was selected is reported, never used to select. Intervals: "
+    "95 % Student-t interval of the mean over seeds."
+)
+TIES_RULE = (
+    "Ties: a difference of test accuracy is tested with a paired t-test when the two configurations share "
+    "their seeds (same seed: same split and initialisation), Welch's t-test otherwise, at 5 % after Holm's "
+    "correction over the comparisons of one table; P(A>B) is the share of seed pairs where A beats B. "
+    'A difference that is not significant is a tie: "not distinguishable with N seeds", with the seeds '
+    "a test at 80 % power would need at the observed effect. One seed: no interval, never a win."
+)
 SMALL_TRAIN = 2000  # fewer training samples (after the validation carve) than this: a warning in the header
 
 
@@ -100,29 +113,36 @@ def _num(value: float, fmt: str) -> str:
 
 def _ranking(table: pd.DataFrame, batch: str) -> Table:
     ranked = [str(c) for c in table.index[table["acc_mean"].notna()]]
-    verdicts = dict(zip(ranked, analysis.versus_first(table, ranked)))
-    rows = [{
-        "#": "—" if pd.isna(r["rank"]) else int(r["rank"]),
-        "configuration": config,
-        "val accuracy (%)": _num(100 * r["val_mean"], ".1f"),
-        "test accuracy (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
-        "vs #1": _verdict(verdicts.get(str(config)), "—") if str(config) in verdicts else "—",
-        "size (KiB)": _num(r["size_bytes"] / 1024, ".1f"),
-        "compression ratio": _num(r["compression_ratio"], ".2f") + ("x" if pd.notna(r["compression_ratio"]) else ""),
-        "latency batch 1 (ms)": _num(r["latency_ms"], ".3f"),
-        f"latency/sample batch {batch} (ms)": _num(r["latency_ms_batch"], ".4f"),
-        "latency kind": r["latency_kind"] or "—",
-        "epochs in all": _num(r["total_epochs"], ".0f"),
-        "steps": _num(r["steps"], ".0f"),
-        "train time (s)": _num(r["train_seconds"], ".1f"),
-        "seeds": int(r["n_seeds"]),
-        "failed": int(r["n_failed"]),
-        "pruned": int(r["n_pruned"]),
-    } for config, r in table.iterrows()]
-    return Table(pd.DataFrame(rows), "One row per configuration, ranked by mean validation accuracy over seeds; "
-                                     "test accuracy: mean [95 % t-interval]; vs #1: the test-accuracy comparison "
-                                     "with the first row (Holm over the table); epochs in all: epochs run + "
-                                     "fine-tuning + teacher epochs (means over seeds).")
+    verdicts = dict(zip(ranked, analysis.versus_first(table, ranked), strict=True))
+    rows = [
+        {
+            "#": "—" if pd.isna(r["rank"]) else int(r["rank"]),
+            "configuration": config,
+            "val accuracy (%)": _num(100 * r["val_mean"], ".1f"),
+            "test accuracy (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
+            "vs #1": _verdict(verdicts.get(str(config)), "—") if str(config) in verdicts else "—",
+            "size (KiB)": _num(r["size_bytes"] / 1024, ".1f"),
+            "compression ratio": _num(r["compression_ratio"], ".2f")
+            + ("x" if pd.notna(r["compression_ratio"]) else ""),
+            "latency batch 1 (ms)": _num(r["latency_ms"], ".3f"),
+            f"latency/sample batch {batch} (ms)": _num(r["latency_ms_batch"], ".4f"),
+            "latency kind": r["latency_kind"] or "—",
+            "epochs in all": _num(r["total_epochs"], ".0f"),
+            "steps": _num(r["steps"], ".0f"),
+            "train time (s)": _num(r["train_seconds"], ".1f"),
+            "seeds": int(r["n_seeds"]),
+            "failed": int(r["n_failed"]),
+            "pruned": int(r["n_pruned"]),
+        }
+        for config, r in table.iterrows()
+    ]
+    return Table(
+        pd.DataFrame(rows),
+        "One row per configuration, ranked by mean validation accuracy over seeds; "
+        "test accuracy: mean [95 % t-interval]; vs #1: the test-accuracy comparison "
+        "with the first row (Holm over the table); epochs in all: epochs run + "
+        "fine-tuning + teacher epochs (means over seeds).",
+    )
 
 
 def _objectives(ranked: pd.DataFrame) -> np.ndarray:
@@ -135,9 +155,12 @@ def _pareto_section(ranked: pd.DataFrame, size_plot: Path | None, latency_plot: 
     values = _objectives(ranked)
     on_front = pareto_mask(values)
     front = ranked[on_front]
-    section.blocks.append("Objectives: test accuracy ↑ (mean over seeds), size ↓, latency at batch 1 ↓. "
-                          f"{int(on_front.sum())} of {len(ranked)} configurations are on the front: "
-                          + "; ".join(f"#{int(r)} {c}" for c, r in front["rank"].items()) + ".")
+    section.blocks.append(
+        "Objectives: test accuracy ↑ (mean over seeds), size ↓, latency at batch 1 ↓. "
+        f"{int(on_front.sum())} of {len(ranked)} configurations are on the front: "
+        + "; ".join(f"#{int(r)} {c}" for c, r in front["rank"].items())
+        + "."
+    )
     ref = np.array([0.0, 1.1 * values[:, 1].max(), 1.1 * values[:, 2].max()])
     volume = hypervolume(values, ref)
     box = 1.0 * ref[1] * ref[2]
@@ -148,15 +171,23 @@ def _pareto_section(ranked: pd.DataFrame, size_plot: Path | None, latency_plot: 
     )
     doms = dominators(values)
     labels = list(ranked.index)
-    dominated = [{"#": int(ranked.iloc[i]["rank"]), "configuration": labels[i],
-                  "dominated by": "; ".join(f"#{int(ranked.iloc[j]['rank'])} {labels[j]}" for j in d)}
-                 for i, d in enumerate(doms) if d]
+    dominated = [
+        {
+            "#": int(ranked.iloc[i]["rank"]),
+            "configuration": labels[i],
+            "dominated by": "; ".join(f"#{int(ranked.iloc[j]['rank'])} {labels[j]}" for j in d),
+        }
+        for i, d in enumerate(doms)
+        if d
+    ]
     if dominated:
         section.blocks.append(Table(pd.DataFrame(dominated), "Dominated configurations and what dominates them"))
     else:
         section.blocks.append("No configuration is dominated.")
-    for path, caption in ((size_plot, "Test accuracy vs artifact size; dashed: the accuracy-size front"),
-                          (latency_plot, "Test accuracy vs latency at batch 1; dashed: the accuracy-latency front")):
+    for path, caption in (
+        (size_plot, "Test accuracy vs artifact size; dashed: the accuracy-size front"),
+        (latency_plot, "Test accuracy vs latency at batch 1; dashed: the accuracy-latency front"),
+    ):
         if path is not None:
             section.blocks.append(Image(path, caption))
     return section
@@ -176,23 +207,37 @@ def _family_section(table: pd.DataFrame) -> Section:
     section = Section("Per-family summary against none")
     summary = analysis.family_summary(table)
     if summary.empty:
-        section.blocks.append("Nothing to compare: the sweep needs `compression=none` and at least one other "
-                              "method (e.g. `-m compression=none,quantize`).")
+        section.blocks.append(
+            "Nothing to compare: the sweep needs `compression=none` and at least one other "
+            "method (e.g. `-m compression=none,quantize`)."
+        )
         return section
-    rows = [{
-        "family": r["family"], "methods": r["methods"], "configs": r["configs"], "best configuration": r["best"],
-        "baseline": r["baseline"], "size ratio (x smaller)": f"{r['size_ratio']:.2f}",
-        "latency ratio batch 1 (x, >1 slower)": f"{r['latency_ratio']:.2f}" + (
-            " (simulated)" if r["latency_kind"] == "simulated" else ""),
-        "accuracy Δ (pp)": _verdict(r["comparison"], ""),
-        "epochs in all (vs baseline)": f"{_num(r['epochs'], '.0f')} vs {_num(r['baseline_epochs'], '.0f')}" + (
-            " (more training)" if r["epochs"] > r["baseline_epochs"] else ""),
-    } for _, r in summary.iterrows()]
-    section.blocks.append(Table(pd.DataFrame(rows), "Each family's configuration with the best validation accuracy "
-                                                    "against the `none` baseline with the same data, model, optimizer, "
-                                                    "strategy and lr; the total epochs say whether both had the same "
-                                                    "training budget (`compare.equal_budget=true` gives `none` the "
-                                                    "extra epochs); Holm over the families"))
+    rows = [
+        {
+            "family": r["family"],
+            "methods": r["methods"],
+            "configs": r["configs"],
+            "best configuration": r["best"],
+            "baseline": r["baseline"],
+            "size ratio (x smaller)": f"{r['size_ratio']:.2f}",
+            "latency ratio batch 1 (x, >1 slower)": f"{r['latency_ratio']:.2f}"
+            + (" (simulated)" if r["latency_kind"] == "simulated" else ""),
+            "accuracy Δ (pp)": _verdict(r["comparison"], ""),
+            "epochs in all (vs baseline)": f"{_num(r['epochs'], '.0f')} vs {_num(r['baseline_epochs'], '.0f')}"
+            + (" (more training)" if r["epochs"] > r["baseline_epochs"] else ""),
+        }
+        for _, r in summary.iterrows()
+    ]
+    section.blocks.append(
+        Table(
+            pd.DataFrame(rows),
+            "Each family's configuration with the best validation accuracy "
+            "against the `none` baseline with the same data, model, optimizer, "
+            "strategy and lr; the total epochs say whether both had the same "
+            "training budget (`compare.equal_budget=true` gives `none` the "
+            "extra epochs); Holm over the families",
+        )
+    )
     return section
 
 
@@ -201,24 +246,40 @@ def _ratio_section(table: pd.DataFrame, out_dir: Path) -> Section | None:
     if curves.empty:
         return None
     section = Section("Accuracy against compression ratio")
-    section.blocks.append(Image(plots.plot_ratio_curves(curves, table, out_dir / "accuracy_vs_ratio.png"),
-                                "Test accuracy (mean, 95 % t-interval over seeds) against compression ratio, one "
-                                "curve per family; the star: the uncompressed baseline"))
+    section.blocks.append(
+        Image(
+            plots.plot_ratio_curves(curves, table, out_dir / "accuracy_vs_ratio.png"),
+            "Test accuracy (mean, 95 % t-interval over seeds) against compression ratio, one "
+            "curve per family; the star: the uncompressed baseline",
+        )
+    )
     matched = analysis.matched_ratios(curves)
     if matched.empty:
         section.blocks.append("No two families reach overlapping compression ratios: no matched comparison.")
         return section
-    rows = [{"family A": r["family_a"], "family B": r["family_b"], "compression ratio": f"{r['ratio']:.2f}x",
-             "test accuracy A (%)": f"{100 * r['acc_a']:.1f}", "test accuracy B (%)": f"{100 * r['acc_b']:.1f}",
-             "A - B (pp)": f"{r['delta_pp']:+.1f}"} for _, r in matched.iterrows()]
-    section.blocks.append(Table(pd.DataFrame(rows), "Families at matched compression ratios: each family's curve of "
-                                                    "mean test accuracy interpolated linearly in log ratio, within the "
-                                                    "range both reach (no extrapolation)"))
+    rows = [
+        {
+            "family A": r["family_a"],
+            "family B": r["family_b"],
+            "compression ratio": f"{r['ratio']:.2f}x",
+            "test accuracy A (%)": f"{100 * r['acc_a']:.1f}",
+            "test accuracy B (%)": f"{100 * r['acc_b']:.1f}",
+            "A - B (pp)": f"{r['delta_pp']:+.1f}",
+        }
+        for _, r in matched.iterrows()
+    ]
+    section.blocks.append(
+        Table(
+            pd.DataFrame(rows),
+            "Families at matched compression ratios: each family's curve of "
+            "mean test accuracy interpolated linearly in log ratio, within the "
+            "range both reach (no extrapolation)",
+        )
+    )
     return section
 
 
-def _optimizer_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataFrame,
-                       out_dir: Path) -> Section:
+def _optimizer_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataFrame, out_dir: Path) -> Section:
     section = Section("Optimizer comparison")
     chosen, which = analysis.baseline_runs(runs)
     target = analysis.target_accuracy(chosen)
@@ -228,28 +289,48 @@ def _optimizer_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.Data
         "accuracy; its test accuracy is reported. Speed: epochs until validation "
         f"accuracy first reaches {100 * target:.1f} % (90 % of the best validation accuracy in the sweep), median "
         "over its seeds. Tunability: share of the learning rates tried whose mean validation accuracy is within "
-        "1 pp of the optimizer's best learning rate.")
+        "1 pp of the optimizer's best learning rate."
+    )
     first = summary["optimizer"].iloc[0] if len(summary) else ""
-    rows = [{
-        "optimizer": r["optimizer"], "best configuration": r["best"], "lr": _num(r["lr"], ".3g"),
-        "test accuracy (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]), "seeds": int(r["n_seeds"]),
-        f"vs {first}": _verdict(r["comparison"], "—"),
-        "epochs to target": _num(r["epochs_to_target"], ".0f") + f" ({r['reached']} seeds reached)",
-        "tunability": f"{100 * r['tunability']:.0f} % of {r['lrs_tried']} lr" if r["lrs_tried"] else "—",
-    } for _, r in summary.iterrows()]
+    rows = [
+        {
+            "optimizer": r["optimizer"],
+            "best configuration": r["best"],
+            "lr": _num(r["lr"], ".3g"),
+            "test accuracy (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
+            "seeds": int(r["n_seeds"]),
+            f"vs {first}": _verdict(r["comparison"], "—"),
+            "epochs to target": _num(r["epochs_to_target"], ".0f") + f" ({r['reached']} seeds reached)",
+            "tunability": f"{100 * r['tunability']:.0f} % of {r['lrs_tried']} lr" if r["lrs_tried"] else "—",
+        }
+        for _, r in summary.iterrows()
+    ]
     if rows:
         section.blocks.append(Table(pd.DataFrame(rows), "Optimizers, DeepOBS-style"))
     sensitivity = analysis.lr_sensitivity(chosen)
     if len(sensitivity):
-        section.blocks.append(Image(plots.plot_lr_sensitivity(sensitivity, out_dir / "lr_sensitivity.png"),
-                                    "Validation accuracy (what selects the lr) against learning rate, one curve per "
-                                    "optimizer, 95 % t-intervals over seeds"))
-    curves = analysis.learning_curves(chosen, history, dict(zip(summary.get("optimizer", []),
-                                                                 summary.get("best", []))))
+        section.blocks.append(
+            Image(
+                plots.plot_lr_sensitivity(sensitivity, out_dir / "lr_sensitivity.png"),
+                "Validation accuracy (what selects the lr) against learning rate, one curve per "
+                "optimizer, 95 % t-intervals over seeds",
+            )
+        )
+    curves = analysis.learning_curves(
+        chosen, history, dict(zip(summary.get("optimizer", []), summary.get("best", []), strict=True))
+    )
     if len(curves):
-        section.blocks.append(Image(plots.plot_curves(curves, "Learning curves: each optimizer's best configuration",
-                                                      "optimizer", out_dir / "optimizer_curves.png"),
-                                    "Learning curves per optimizer (mean ± std over seeds)"))
+        section.blocks.append(
+            Image(
+                plots.plot_curves(
+                    curves,
+                    "Learning curves: each optimizer's best configuration",
+                    "optimizer",
+                    out_dir / "optimizer_curves.png",
+                ),
+                "Learning curves per optimizer (mean ± std over seeds)",
+            )
+        )
     return section
 
 
@@ -257,25 +338,42 @@ def _strategy_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
     section = Section("Training strategies")
     chosen, which = analysis.baseline_runs(runs)
     summary = analysis.strategy_summary(chosen, table)
-    section.blocks.append(f"From {which}; each strategy's configuration with the best mean validation accuracy. "
-                          "Saving: the share of planned epochs not run (early stopping).")
+    section.blocks.append(
+        f"From {which}; each strategy's configuration with the best mean validation accuracy. "
+        "Saving: the share of planned epochs not run (early stopping)."
+    )
     first = summary["strategy"].iloc[0] if len(summary) else ""
-    rows = [{
-        "strategy": r["strategy"], "best configuration": r["best"],
-        "test accuracy (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]), "seeds": int(r["n_seeds"]),
-        f"vs {first}": _verdict(r["comparison"], "—"),
-        "epochs run": _num(r["epochs_run"], ".1f"), "epochs planned": _num(r["epochs_planned"], ".0f"),
-        "saving": "—" if pd.isna(r["saving"]) else f"{100 * r['saving']:.0f} %",
-        "train time (s)": _num(r["train_seconds"], ".1f"),
-    } for _, r in summary.iterrows()]
+    rows = [
+        {
+            "strategy": r["strategy"],
+            "best configuration": r["best"],
+            "test accuracy (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
+            "seeds": int(r["n_seeds"]),
+            f"vs {first}": _verdict(r["comparison"], "—"),
+            "epochs run": _num(r["epochs_run"], ".1f"),
+            "epochs planned": _num(r["epochs_planned"], ".0f"),
+            "saving": "—" if pd.isna(r["saving"]) else f"{100 * r['saving']:.0f} %",
+            "train time (s)": _num(r["train_seconds"], ".1f"),
+        }
+        for _, r in summary.iterrows()
+    ]
     if rows:
         section.blocks.append(Table(pd.DataFrame(rows), "Training strategies"))
-    curves = analysis.learning_curves(chosen, history, dict(zip(summary.get("strategy", []),
-                                                                 summary.get("best", []))))
+    curves = analysis.learning_curves(
+        chosen, history, dict(zip(summary.get("strategy", []), summary.get("best", []), strict=True))
+    )
     if len(curves):
-        section.blocks.append(Image(plots.plot_curves(curves, "Learning curves: each strategy's best configuration",
-                                                      "strategy", out_dir / "learning_curves.png"),
-                                    "Learning curves per strategy (mean ± std over seeds)"))
+        section.blocks.append(
+            Image(
+                plots.plot_curves(
+                    curves,
+                    "Learning curves: each strategy's best configuration",
+                    "strategy",
+                    out_dir / "learning_curves.png",
+                ),
+                "Learning curves per strategy (mean ± std over seeds)",
+            )
+        )
     return section
 
 
@@ -286,9 +384,16 @@ def _failures_section(runs: pd.DataFrame) -> Section:
         section.blocks.append(f"None: all {len(runs)} runs finished with every metric.")
         return section
     section.blocks.append(f"{len(bad)} of {len(runs)} runs are left out of the ranking.")
-    frame = pd.DataFrame({"run": bad["run_name"], "configuration": bad["config"],
-                          "seed": bad["seed"], "status": bad["status"], "outcome": bad["outcome"],
-                          "reason": bad["reason"].str.slice(0, 200)})
+    frame = pd.DataFrame(
+        {
+            "run": bad["run_name"],
+            "configuration": bad["config"],
+            "seed": bad["seed"],
+            "status": bad["status"],
+            "outcome": bad["outcome"],
+            "reason": bad["reason"].str.slice(0, 200),
+        }
+    )
     section.blocks.append(Table(frame))
     return section
 
@@ -313,14 +418,24 @@ def _split_sizes(runs: pd.DataFrame) -> list[str]:
     names = {"train_samples": "train", "val_samples": "validation", "test_samples": "test"}
     lines = ["Split sizes (samples): " + ", ".join(f"{names[c]} {shown(c)}" for c in columns) + "."]
     if "train_samples" in columns and ok["train_samples"].min() < SMALL_TRAIN:
-        lines.append(f"**Warning**: {int(ok['train_samples'].min()):,} training samples after the validation carve "
-                     f"(fewer than {SMALL_TRAIN:,}): on small data the carve itself costs accuracy; compare with "
-                     "published numbers only after training on every training sample, or lower `data.val_fraction`.")
+        lines.append(
+            f"**Warning**: {int(ok['train_samples'].min()):,} training samples after the validation carve "
+            f"(fewer than {SMALL_TRAIN:,}): on small data the carve itself costs accuracy; compare with "
+            "published numbers only after training on every training sample, or lower `data.val_fraction`."
+        )
     return lines
 
 
-def _write_one(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: Path, *, sweep_id: str,
-               experiment: str, note: str = "") -> ReportResult:
+def _write_one(
+    runs: pd.DataFrame,
+    history: pd.DataFrame,
+    budget: Budget,
+    out: Path,
+    *,
+    sweep_id: str,
+    experiment: str,
+    note: str = "",
+) -> ReportResult:
     """The report of one configuration space (see :func:`write_report`)."""
     out.mkdir(parents=True, exist_ok=True)
     runs = prepare_runs(runs)
@@ -330,23 +445,28 @@ def _write_one(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: P
     ranked = table[table["acc_mean"].notna()]
     counts = runs["outcome"].value_counts()
     title = f"Which method to choose: sweep {sweep_id}" if sweep_id else "Which method to choose"
-    header = Section("Sweep", [
-        f"Experiment `{experiment or '?'}`, sweep `{sweep_id or '?'}`: {len(runs)} runs, "
-        f"{counts.get('ok', 0)} finished, {counts.get('failed', 0)} failed, {counts.get('pruned', 0)} pruned; "
-        f"{len(table)} configurations. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
-        *([note] if note else []),
-        METHOD,
-        *_split_sizes(runs),
-    ])
+    header = Section(
+        "Sweep",
+        [
+            f"Experiment `{experiment or '?'}`, sweep `{sweep_id or '?'}`: {len(runs)} runs, "
+            f"{counts.get('ok', 0)} finished, {counts.get('failed', 0)} failed, {counts.get('pruned', 0)} pruned; "
+            f"{len(table)} configurations. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+            *([note] if note else []),
+            METHOD,
+            *_split_sizes(runs),
+        ],
+    )
     if ranked.empty:
         header.blocks.append("**No run finished**: nothing to rank or recommend. The failures are listed below.")
         sections = [header, _failures_section(runs)]
     else:
         ranked_kib = ranked.assign(size_kib=ranked["size_bytes"] / 1024)
-        size_plot = plots.plot_tradeoff(ranked_kib, "size_kib", "artifact size (KiB, log scale)",
-                                        out / "accuracy_vs_size.png")
-        latency_plot = plots.plot_tradeoff(ranked, "latency_ms", "latency per sample at batch 1 (ms, log scale)",
-                                           out / "accuracy_vs_latency.png")
+        size_plot = plots.plot_tradeoff(
+            ranked_kib, "size_kib", "artifact size (KiB, log scale)", out / "accuracy_vs_size.png"
+        )
+        latency_plot = plots.plot_tradeoff(
+            ranked, "latency_ms", "latency per sample at batch 1 (ms, log scale)", out / "accuracy_vs_latency.png"
+        )
         ratio = _ratio_section(table, out)
         sections = [
             header,
@@ -365,8 +485,15 @@ def _write_one(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: P
     return ReportResult(out, files, rec, table, runs)
 
 
-def write_report(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out_dir: Path | str, *,
-                 sweep_id: str = "", experiment: str = "") -> ReportResult:
+def write_report(
+    runs: pd.DataFrame,
+    history: pd.DataFrame,
+    budget: Budget,
+    out_dir: Path | str,
+    *,
+    sweep_id: str = "",
+    experiment: str = "",
+) -> ReportResult:
     """Write ``report.md``, ``report.html``, PNG plots and ``runs.csv`` for the runs of one sweep.
 
     A sweep id whose runs were made under different fixed overrides holds several sweeps
@@ -387,24 +514,35 @@ def write_report(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out_
         return _write_one(runs, history, budget, out, sweep_id=sweep_id, experiment=experiment)
     keys = differing_keys([part for _, part in parts])
     dirs = [out, *(out / f"sweep-{k}" for k in range(2, len(parts) + 1))]
-    listing = "; ".join(f"`{name}` in {'this report' if d == out else f'{d.name}/report.md'}"
-                        for (name, _), d in zip(parts, dirs))
+    listing = "; ".join(
+        f"`{name}` in {'this report' if d == out else f'{d.name}/report.md'}"
+        for (name, _), d in zip(parts, dirs, strict=True)
+    )
     differing = f" (differing config keys: {', '.join(f'`{k}`' for k in keys)})" if keys else ""
     results = []
-    for (name, part), directory in zip(parts, dirs):
-        note = (f"**{len(parts)} sweeps under one sweep id**: its runs were made under different fixed overrides"
-                f"{differing} and are reported separately, never mixed. This report: `{name}`"
-                f"{' (the most recent)' if directory == out else ''}. All: {listing}. To keep sweeps apart, give each "
-                "its own sweep dir (`hydra.sweep.dir=...`) or `tracking.sweep_id`.")
-        results.append(_write_one(part, history, budget, directory, sweep_id=sweep_id, experiment=experiment,
-                                  note=note))
+    for (name, part), directory in zip(parts, dirs, strict=True):
+        note = (
+            f"**{len(parts)} sweeps under one sweep id**: its runs were made under different fixed overrides"
+            f"{differing} and are reported separately, never mixed. This report: `{name}`"
+            f"{' (the most recent)' if directory == out else ''}. All: {listing}. To keep sweeps apart, give each "
+            "its own sweep dir (`hydra.sweep.dir=...`) or `tracking.sweep_id`."
+        )
+        results.append(
+            _write_one(part, history, budget, directory, sweep_id=sweep_id, experiment=experiment, note=note)
+        )
     main, *others = results
     main.others = others
     return main
 
 
-def generate(budget: Budget, out_dir: Path | str, *, experiment: str = "sweeper", sweep_id: str | None = None,
-             tracking_uri: str | None = None) -> ReportResult:
+def generate(
+    budget: Budget,
+    out_dir: Path | str,
+    *,
+    experiment: str = "sweeper",
+    sweep_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> ReportResult:
     """Load a sweep from MLflow (the latest when ``sweep_id`` is None) and write its report.
 
     Raises:
@@ -415,12 +553,14 @@ def generate(budget: Budget, out_dir: Path | str, *, experiment: str = "sweeper"
     runs, sweep_id = load_sweep(experiment, sweep_id, tracking_uri)
     finished = prepare_runs(runs)
     ids = finished.loc[finished["outcome"] == "ok", "run_id"].astype(str).tolist()
-    history = load_history(ids, metrics=("val_accuracy", "train_loss"), tracking_uri=tracking_uri) if ids else (
-        pd.DataFrame(columns=["run_id", "metric", "epoch", "value"]))
+    history = (
+        load_history(ids, metrics=("val_accuracy", "train_loss"), tracking_uri=tracking_uri)
+        if ids
+        else (pd.DataFrame(columns=["run_id", "metric", "epoch", "value"]))
+    )
     return write_report(runs, history, budget, out_dir, sweep_id=sweep_id, experiment=experiment)
 
 
 def plain(text: str) -> str:
     """Report text without its Markdown emphasis, for the console."""
     return text.replace("**", "").replace("`", "")
-

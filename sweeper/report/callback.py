@@ -13,6 +13,7 @@ Switch it off with ``hydra.callbacks.report.enabled=false``; give it budgets wit
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,9 +40,15 @@ class ReportCallback(Callback):
         log_to_mlflow: false to write the files only.
     """
 
-    def __init__(self, *, enabled: bool = True, max_size_kb: float | None = None,
-                 max_latency_ms: float | None = None, min_accuracy: float | None = None,
-                 log_to_mlflow: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        max_size_kb: float | None = None,
+        max_latency_ms: float | None = None,
+        min_accuracy: float | None = None,
+        log_to_mlflow: bool = True,
+    ) -> None:
         self.enabled = enabled
         self.budget_values = (max_size_kb, max_latency_ms, min_accuracy)
         self.log_to_mlflow = log_to_mlflow
@@ -52,8 +59,11 @@ class ReportCallback(Callback):
         try:
             self._report(config)
         except Exception as exc:  # the sweep's results matter more than its report
-            log.warning("report not written: %s: %s (python -m sweeper.report writes it later)",
-                        type(exc).__name__, " ".join(str(exc).split()))
+            log.warning(
+                "report not written: %s: %s (python -m sweeper.report writes it later)",
+                type(exc).__name__,
+                " ".join(str(exc).split()),
+            )
 
     def _report(self, config: DictConfig) -> None:
         from sweeper.report.build import generate, plain
@@ -116,9 +126,15 @@ def summary_metrics(result: ReportResult) -> dict[str, float]:
     best = result.recommendation.best
     if best is not None and best in result.table.index:
         row = result.table.loc[best]
-        metrics.update({"recommended_test_score": float(row["acc_mean"]), "recommended_val_score": float(row["val_mean"]),
-                        "recommended_size_bytes": float(row["size_bytes"]),
-                        "recommended_latency_ms": float(row["latency_ms"]), "recommended_n_seeds": float(row["n_seeds"])})
+        metrics.update(
+            {
+                "recommended_test_score": float(row["acc_mean"]),
+                "recommended_val_score": float(row["val_mean"]),
+                "recommended_size_bytes": float(row["size_bytes"]),
+                "recommended_latency_ms": float(row["latency_ms"]),
+                "recommended_n_seeds": float(row["n_seeds"]),
+            }
+        )
     return {k: v for k, v in metrics.items() if v == v}  # NaN: not measured (no finished run)
 
 
@@ -143,10 +159,8 @@ def register_recommended(client: MlflowClient, result: ReportResult, name: str, 
     if not model_id:
         log.warning("nothing registered: run %s logged no model (tracking.log_model=false)", run_id)
         return None
-    try:
+    with contextlib.suppress(MlflowException):  # registered by an earlier sweep
         client.create_registered_model(name, description="The models sweeper recommended, one version per sweep.")
-    except MlflowException:  # registered by an earlier sweep
-        pass
     tags = {"sweep_id": sweep_id, "config": str(best), "budget": result.recommendation.budget.describe()}
     version = client.create_model_version(name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id)
     client.set_registered_model_alias(name, "recommended", version.version)

@@ -18,8 +18,13 @@ FAMILIES: dict[str, str] = {
     "pipeline": "pipeline",
 }
 
-_PREFIXES = {"prune": "pruning", "quant": "quantization", "qat": "quantization", "distill": "distillation",
-             "pipeline": "pipeline"}
+_PREFIXES = {
+    "prune": "pruning",
+    "quant": "quantization",
+    "qat": "quantization",
+    "distill": "distillation",
+    "pipeline": "pipeline",
+}
 
 
 def family_of(option: object) -> str:

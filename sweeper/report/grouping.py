@@ -16,16 +16,39 @@ from sweeper.report.families import BASELINE, family_of
 from sweeper.report.stats import SCORE, SELECT, Comparison, compare_scores, mean_interval
 from sweeper.results import GROUP_COLUMNS
 
-__all__ = ["FIXED_TAG", "REQUIRED_METRICS", "STRENGTH_SUFFIXES", "baseline_for", "classify", "compare_configs",
-           "config_labels", "differing_keys", "group_configs", "network_keys", "split_sweeps", "strength_columns",
-           "total_epochs"]
+__all__ = [
+    "FIXED_TAG",
+    "REQUIRED_METRICS",
+    "STRENGTH_SUFFIXES",
+    "baseline_for",
+    "classify",
+    "compare_configs",
+    "config_labels",
+    "differing_keys",
+    "group_configs",
+    "network_keys",
+    "split_sweeps",
+    "strength_columns",
+    "total_epochs",
+]
 
 REQUIRED_METRICS = (SCORE, "size_bytes", "latency_ms")
 STRENGTH_SUFFIXES = (".amount", ".bits")  # compression strengths (a pipeline's stages' too) a sweep may vary
 FIXED_TAG = "fixed_overrides"  # the command line's overrides that are not swept, as a trial logs them
 _IGNORED_PREFIXES = ("tracking.", "hydra.")
-_MEANS = ["size_bytes", "compression_ratio", "latency_ms", "latency_ms_batch", "train_seconds", "epochs_run",
-          "total_epochs", "steps", "train_samples", "val_samples", "test_samples"]
+_MEANS = [
+    "size_bytes",
+    "compression_ratio",
+    "latency_ms",
+    "latency_ms_batch",
+    "train_seconds",
+    "epochs_run",
+    "total_epochs",
+    "steps",
+    "train_samples",
+    "val_samples",
+    "test_samples",
+]
 
 
 def classify(runs: pd.DataFrame) -> pd.DataFrame:
@@ -138,6 +161,7 @@ def total_epochs(runs: pd.DataFrame) -> pd.Series:
         >>> total_epochs(frame).tolist()
         [3.0, 8.0]
     """
+
     def summed(suffix: str) -> pd.Series:
         columns = [c for c in runs.columns if c.startswith("compression.") and c.endswith(suffix)]
         if not columns:
@@ -163,7 +187,7 @@ def _scores(frame: pd.DataFrame, metric: str) -> dict[object, float]:
     present = frame[frame[metric].notna()]
     seeds = present["seed"] if "seed" in present else pd.Series(range(len(present)), index=present.index)
     scores: dict[object, float] = {}
-    for seed, value in zip(seeds, present[metric].astype(float)):
+    for seed, value in zip(seeds, present[metric].astype(float), strict=True):
         scores.setdefault(seed, float(value))
     return scores
 
@@ -271,8 +295,11 @@ def split_sweeps(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     key = _fixed_key(runs)
     if key.nunique() <= 1:
         return [("", runs)]
-    latest = runs.groupby(key)["start_time"].max().sort_values(ascending=False) if "start_time" in runs else (
-        pd.Series(0, index=key.unique()))
+    latest = (
+        runs.groupby(key)["start_time"].max().sort_values(ascending=False)
+        if "start_time" in runs
+        else (pd.Series(0, index=key.unique()))
+    )
     return [(str(value) or "(no fixed overrides)", runs[key == value]) for value in latest.index]
 
 

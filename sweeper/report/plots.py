@@ -50,16 +50,21 @@ def plot_tradeoff(table: pd.DataFrame, x: str, xlabel: str, path: Path) -> Path:
     ax = fig.add_subplot()
     for family, group in ranked.groupby("family", sort=True):
         yerr = _yerr(group["acc_mean"], group["acc_low"], group["acc_high"])
-        ax.errorbar(group[x], 100 * group["acc_mean"], yerr=yerr,
-                    fmt="o", ms=7, capsize=3, alpha=0.85, label=family)
+        ax.errorbar(group[x], 100 * group["acc_mean"], yerr=yerr, fmt="o", ms=7, capsize=3, alpha=0.85, label=family)
     if len(ranked):
         front = ranked[pareto_mask(np.column_stack([-ranked["acc_mean"], ranked[x]]))].sort_values(x)
-        ax.step(front[x], 100 * front["acc_mean"], where="post", color="black", lw=1.2, ls="--",
-                label="Pareto front")
-        for i, (rank, xv, yv) in enumerate(zip(front["rank"], front[x], 100 * front["acc_mean"])):
+        ax.step(front[x], 100 * front["acc_mean"], where="post", color="black", lw=1.2, ls="--", label="Pareto front")
+        for i, (rank, xv, yv) in enumerate(zip(front["rank"], front[x], 100 * front["acc_mean"], strict=True)):
             offset = (7, 5) if i % 2 == 0 else (7, -13)  # alternate sides: neighbours' labels do not collide
-            ax.annotate(f"#{int(rank)}", (xv, yv), xytext=offset, textcoords="offset points", fontsize=9, zorder=5,
-                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+            ax.annotate(
+                f"#{int(rank)}",
+                (xv, yv),
+                xytext=offset,
+                textcoords="offset points",
+                fontsize=9,
+                zorder=5,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+            )
     _log_x(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
@@ -74,8 +79,14 @@ def _interval_curves(curves: pd.DataFrame, x: str, by: str) -> tuple[Figure, Axe
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
     for name, curve in curves.sort_values(x).groupby(by, sort=True):
-        ax.errorbar(curve[x], 100 * curve["mean"], yerr=_yerr(curve["mean"], curve["low"], curve["high"]),
-                    marker="o", capsize=3, label=str(name))
+        ax.errorbar(
+            curve[x],
+            100 * curve["mean"],
+            yerr=_yerr(curve["mean"], curve["low"], curve["high"]),
+            marker="o",
+            capsize=3,
+            label=str(name),
+        )
     return fig, ax
 
 
@@ -100,9 +111,16 @@ def plot_ratio_curves(curves: pd.DataFrame, table: pd.DataFrame, path: Path) -> 
     fig, ax = _interval_curves(curves, "ratio", "family")
     base = table[(table["family"] == "baseline") & table["acc_mean"].notna()]
     if len(base):
-        ax.errorbar(base["compression_ratio"].fillna(1.0), 100 * base["acc_mean"],
-                    yerr=_yerr(base["acc_mean"], base["acc_low"], base["acc_high"]), fmt="*", ms=12, capsize=3,
-                    color="black", label="none (baseline)")
+        ax.errorbar(
+            base["compression_ratio"].fillna(1.0),
+            100 * base["acc_mean"],
+            yerr=_yerr(base["acc_mean"], base["acc_low"], base["acc_high"]),
+            fmt="*",
+            ms=12,
+            capsize=3,
+            color="black",
+            label="none (baseline)",
+        )
     _log_x(ax)
     ax.set_xlabel("compression ratio (dense fp32 size / artifact size, log scale)")
     ax.set_ylabel("test accuracy (%)")
@@ -116,8 +134,10 @@ def plot_curves(curves: pd.DataFrame, title: str, legend_title: str, path: Path)
     """Validation accuracy and training loss per epoch, one line per curve name (mean ± std band)."""
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2)
-    for ax, metric, label, scale in ((axes[0], "val_accuracy", "validation accuracy (%)", 100.0),
-                                     (axes[1], "train_loss", "training loss (cross-entropy)", 1.0)):
+    for ax, metric, label, scale in (
+        (axes[0], "val_accuracy", "validation accuracy (%)", 100.0),
+        (axes[1], "train_loss", "training loss (cross-entropy)", 1.0),
+    ):
         for name, curve in curves[curves["metric"] == metric].groupby("name", sort=True):
             epoch = curve["epoch"] + 1
             mean, std = scale * curve["mean"], scale * curve["std"].fillna(0.0)

@@ -109,7 +109,8 @@ def compare(table: pd.DataFrame, config: str, other: str, comparison: Comparison
         _ratio(a["size_bytes"], b["size_bytes"], above="larger", below="smaller", same="same size"),
         accuracy,
         _ratio(a["latency_ms"], b["latency_ms"], above="slower", below="faster", same="as fast")
-        + " at batch 1" + (" (simulated)" if a["latency_kind"] == "simulated" else ""),
+        + " at batch 1"
+        + (" (simulated)" if a["latency_kind"] == "simulated" else ""),
         _budget(a, b),
     ]
     return ", ".join(p for p in parts if p)
@@ -129,9 +130,11 @@ def _describe(row: pd.Series) -> str:
     else:
         seeds = f"{int(row['n_seeds'])} seeds"
         spread = f" (95 % CI {100 * row['acc_low']:.1f}–{100 * row['acc_high']:.1f}, {seeds})"
-    return (f"test accuracy {100 * row['acc_mean']:.1f} %{spread}, validation {100 * row['val_mean']:.1f} %, "
-            f"{row['size_bytes'] / 1024:.1f} KiB, "
-            f"{row['latency_ms']:.3f} ms per sample at batch 1 ({row['latency_kind']})")
+    return (
+        f"test accuracy {100 * row['acc_mean']:.1f} %{spread}, validation {100 * row['val_mean']:.1f} %, "
+        f"{row['size_bytes'] / 1024:.1f} KiB, "
+        f"{row['latency_ms']:.3f} ms per sample at batch 1 ({row['latency_kind']})"
+    )
 
 
 def _why(table: pd.DataFrame, best: str, runner_up: str | None) -> tuple[str, bool]:
@@ -140,7 +143,7 @@ def _why(table: pd.DataFrame, best: str, runner_up: str | None) -> tuple[str, bo
     baseline = baseline_for(table, best)
     pairs = [(best, baseline)] if baseline is not None and baseline != best else []
     pairs += [(runner_up, best)] if runner_up is not None else []
-    decided = dict(zip(pairs, decide([compare_configs(table, a, b) for a, b in pairs])))  # Holm over these
+    decided = dict(zip(pairs, decide([compare_configs(table, a, b) for a, b in pairs]), strict=True))  # Holm over these
     if baseline is not None and baseline != best:
         text += f" Against {baseline}: {compare(table, best, baseline, decided[best, baseline])}."
     if runner_up is None:
@@ -148,10 +151,14 @@ def _why(table: pd.DataFrame, best: str, runner_up: str | None) -> tuple[str, bo
     other = table.loc[runner_up]
     tie = decided[runner_up, best].tie
     text += f" Runner-up **{runner_up}**: {compare(table, runner_up, best, decided[runner_up, best])}."
-    reasons = [name for name, better in (
-        ("size", other["size_bytes"] * 1.05 <= row["size_bytes"]),
-        ("latency", other["latency_ms"] * LATENCY_NOISE <= row["latency_ms"]),
-    ) if better]
+    reasons = [
+        name
+        for name, better in (
+            ("size", other["size_bytes"] * 1.05 <= row["size_bytes"]),
+            ("latency", other["latency_ms"] * LATENCY_NOISE <= row["latency_ms"]),
+        )
+        if better
+    ]
     if tie:
         text += f" The two are tied on accuracy, so {best} wins only on the mean"
         text += f"; choose {runner_up} if {' or '.join(reasons)} matters." if reasons else "."
@@ -180,14 +187,18 @@ def recommend(table: pd.DataFrame, budget: Budget) -> Recommendation:
         return Recommendation(budget, best, runner_up, tie, feasible, sentence)
 
     def distance(config: str) -> float:
-        return sum(abs(need - limit) / limit if limit else abs(need)
-                   for limit, need in budget.excess(ranked.loc[config]).values())
+        return sum(
+            abs(need - limit) / limit if limit else abs(need)
+            for limit, need in budget.excess(ranked.loc[config]).values()
+        )
 
     closest = min(ranked.index, key=distance)
     relax = budget.excess(ranked.loc[closest])
     changes = "; ".join(f"{flag} from {limit:g} to {_needed(flag, value)}" for flag, (limit, value) in relax.items())
-    sentence = (f"No configuration meets the budget ({budget.describe()}). The closest is **{closest}** "
-                f"({_describe(ranked.loc[closest])}); to admit it, relax {changes}.")
+    sentence = (
+        f"No configuration meets the budget ({budget.describe()}). The closest is **{closest}** "
+        f"({_describe(ranked.loc[closest])}); to admit it, relax {changes}."
+    )
     return Recommendation(budget, None, None, False, [], sentence, closest=str(closest), relax=relax)
 
 

@@ -97,9 +97,14 @@ def _html_table(table: Table) -> str:
     rows = []
     for row in table.frame.itertuples(index=False):
         cells = [str(v) for v in row]
-        rows.append("<tr>" + "".join(
-            f'<td class="num">{html.escape(v)}</td>' if _NUMBER.match(v) else f"<td>{html.escape(v)}</td>"
-            for v in cells) + "</tr>")
+        rows.append(
+            "<tr>"
+            + "".join(
+                f'<td class="num">{html.escape(v)}</td>' if _NUMBER.match(v) else f"<td>{html.escape(v)}</td>"
+                for v in cells
+            )
+            + "</tr>"
+        )
     caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -113,8 +118,11 @@ def _html_image(image: Image) -> str:
 
 def render_html(title: str, sections: list[Section]) -> str:
     """The report as one self-contained HTML page (CSS inline, PNGs embedded as base64)."""
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     for section in sections:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         for block in section.blocks:

@@ -21,8 +21,18 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
-__all__ = ["LEVEL", "SCORE", "SELECT", "Comparison", "compare_scores", "decide", "holm", "mean_interval",
-           "prob_improvement", "seeds_needed"]
+__all__ = [
+    "LEVEL",
+    "SCORE",
+    "SELECT",
+    "Comparison",
+    "compare_scores",
+    "decide",
+    "holm",
+    "mean_interval",
+    "prob_improvement",
+    "seeds_needed",
+]
 
 SCORE = "test_accuracy"  # what the report reports, once, for what was selected
 SELECT = "val_accuracy"  # what every choice (best lr, best of a family, the recommendation) is made on
@@ -52,7 +62,7 @@ def mean_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float,
     return mean, mean - half, mean + half
 
 
-def prob_improvement(a: Sequence[float], b: Sequence[float], *, paired: bool) -> float:
+def prob_improvement(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, paired: bool) -> float:
     """P(A > B) over seeds: the share of seed pairs where A beats B, ties counting one half.
 
     Paired: the pairs are the common seeds (same split and init); unpaired: every pair of a
@@ -143,11 +153,15 @@ class Comparison:
             '+0.4 pp [-2.0, +2.8], not distinguishable with 3 seeds (about 120 needed; paired p = 0.6), P(A>B) = 0.67'
         """
         if not self.testable:
-            return (f"{100 * self.delta:+.1f} pp, not distinguishable with {self.seeds} seed"
-                    f"{'s' if self.seeds != 1 else ''} (1 seed: no interval)")
+            return (
+                f"{100 * self.delta:+.1f} pp, not distinguishable with {self.seeds} seed"
+                f"{'s' if self.seeds != 1 else ''} (1 seed: no interval)"
+            )
         p = self.p_holm if math.isfinite(self.p_holm) else self.p
-        test = (f"{'paired' if self.paired else 'Welch'} p {'< 0.001' if p < 0.001 else f'= {p:.2g}'}"
-                f"{', Holm' if math.isfinite(self.p_holm) else ''}")
+        test = (
+            f"{'paired' if self.paired else 'Welch'} p {'< 0.001' if p < 0.001 else f'= {p:.2g}'}"
+            f"{', Holm' if math.isfinite(self.p_holm) else ''}"
+        )
         difference = f"{100 * self.delta:+.1f} pp [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
         if not self.tie:
             verdict = f"significant ({test})"
@@ -179,11 +193,21 @@ def compare_scores(a: Mapping[object, float], b: Mapping[object, float], level: 
         sd = float(diff.std(ddof=1))
         _, low, high = mean_interval(diff, level)
         p = (1.0 if delta == 0 else 0.0) if sd == 0 else float(stats.ttest_rel(xs, ys).pvalue)
-        return Comparison(delta, low, high, p, True, prob_improvement(xs, ys, paired=True), len(xs), len(ys),
-                          seeds_needed(delta, sd, paired=True, level=level))
+        return Comparison(
+            delta,
+            low,
+            high,
+            p,
+            True,
+            prob_improvement(xs, ys, paired=True),
+            len(xs),
+            len(ys),
+            seeds_needed(delta, sd, paired=True, level=level),
+        )
     if x.size < 2 or y.size < 2:
-        return Comparison(delta, math.nan, math.nan, math.nan, False, prob_improvement(x, y, paired=False),
-                          len(x), len(y), math.nan)
+        return Comparison(
+            delta, math.nan, math.nan, math.nan, False, prob_improvement(x, y, paired=False), len(x), len(y), math.nan
+        )
     va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
     se = math.sqrt(va + vb)
     if se == 0:
@@ -193,8 +217,17 @@ def compare_scores(a: Mapping[object, float], b: Mapping[object, float], level: 
         half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
         p, low, high = float(stats.ttest_ind(x, y, equal_var=False).pvalue), delta - half, delta + half
     sd = math.sqrt((x.var(ddof=1) + y.var(ddof=1)) / 2)
-    return Comparison(delta, low, high, p, False, prob_improvement(x, y, paired=False), len(x), len(y),
-                      seeds_needed(delta, sd, paired=False, level=level))
+    return Comparison(
+        delta,
+        low,
+        high,
+        p,
+        False,
+        prob_improvement(x, y, paired=False),
+        len(x),
+        len(y),
+        seeds_needed(delta, sd, paired=False, level=level),
+    )
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -216,4 +249,4 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 def decide(comparisons: Sequence[Comparison]) -> list[Comparison]:
     """The comparisons of one table with their Holm-adjusted p-values set (``p_holm``)."""
     adjusted = holm([c.p for c in comparisons])
-    return [replace(c, p_holm=p) for c, p in zip(comparisons, adjusted)]
+    return [replace(c, p_holm=p) for c, p in zip(comparisons, adjusted, strict=True)]

@@ -73,6 +73,8 @@ def parse_constraints(constraints: Mapping[str, Any] | None) -> list[Constraint]
         _check_metric(key, str(metric))
         match = _CONSTRAINT.match(str(text))
         if match is None:
-            raise ConfigError(f"{key}={text!r}: write an operator and a number, e.g. \"<= 20000\"; operators: <=, >=, <, >")
+            raise ConfigError(
+                f'{key}={text!r}: write an operator and a number, e.g. "<= 20000"; operators: <=, >=, <, >'
+            )
         result.append(Constraint(str(metric), match.group(1), float(match.group(2))))
     return result

@@ -137,18 +137,19 @@ class SearchSpace:
 
 
 def _suggest(trial: BaseTrial, name: str, dist: BaseDistribution) -> Any:
-    from optuna.distributions import CategoricalDistribution, IntDistribution
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if isinstance(dist, CategoricalDistribution):
         return trial.suggest_categorical(name, dist.choices)
     if isinstance(dist, IntDistribution):
         return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)  # type: ignore[attr-defined]
+    assert isinstance(dist, FloatDistribution), dist  # the space builds only these three
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
 def _representative(dist: BaseDistribution) -> Any:
     choices = getattr(dist, "choices", None)
-    return choices[0] if choices is not None else dist.low  # type: ignore[attr-defined]
+    return choices[0] if choices is not None else getattr(dist, "low")  # noqa: B009  (Int/Float distributions)
 
 
 def _format(value: Any) -> str:
@@ -161,7 +162,9 @@ def parse_condition(text: str) -> Condition:
     """``"compression=prune"`` -> ``Condition("compression", "prune")``."""
     key, sep, option = text.partition("=")
     if not sep or not key.strip() or not option.strip():
-        raise ConfigError(f"hydra.sweeper.conditional_params.{text}: a condition is written key=option, e.g. compression=prune")
+        raise ConfigError(
+            f"hydra.sweeper.conditional_params.{text}: a condition is written key=option, e.g. compression=prune"
+        )
     return Condition(key.strip(), option.strip())
 
 
@@ -174,9 +177,10 @@ def _distribution(override: Override, where: str) -> BaseDistribution:
         choices = list(override.sweep_iterator())
         if not choices:
             raise ConfigError(f"{where}: empty choice(); give at least one option")
-        if any(not isinstance(c, None | bool | int | float | str) for c in choices):
+        plain = [c for c in choices if c is None or isinstance(c, bool | int | float | str)]
+        if len(plain) != len(choices):
             raise ConfigError(f"{where}: choice() options must be numbers, strings, booleans or null")
-        return CategoricalDistribution(choices)
+        return CategoricalDistribution(plain)
     if isinstance(value, RangeSweep):
         if "log" in value.tags:
             raise ConfigError(f"{where}: tag(log, ...) applies to interval(a, b) only")
@@ -184,7 +188,7 @@ def _distribution(override: Override, where: str) -> BaseDistribution:
         assert start is not None and stop is not None
         if step == 0:
             raise ConfigError(f"{where}: range step must not be 0")
-        values = list(override.sweep_iterator())  # Hydra's own expansion: the stop is excluded
+        values = [float(v) for v in override.sweep_iterator() if isinstance(v, int | float)]  # the stop is excluded
         if not values:
             raise ConfigError(f"{where}: range({start}, {stop}, step={step}) is empty (the stop is excluded)")
         low, high = min(values), max(values)
@@ -192,10 +196,13 @@ def _distribution(override: Override, where: str) -> BaseDistribution:
             return IntDistribution(int(low), int(high), step=abs(int(step)))
         return FloatDistribution(float(low), float(high), step=abs(float(step)))
     if isinstance(value, IntervalSweep):
-        low, high = float(value.start), float(value.end)  # type: ignore[arg-type]
+        assert value.start is not None and value.end is not None  # interval(a, b) always has both
+        low, high = float(value.start), float(value.end)
         log = "log" in value.tags
         if not low < high:
-            raise ConfigError(f"{where}: interval({low}, {high}) is empty or inverted; write interval(low, high) with low < high")
+            raise ConfigError(
+                f"{where}: interval({low}, {high}) is empty or inverted; write interval(low, high) with low < high"
+            )
         if log and low <= 0:
             raise ConfigError(f"{where}: tag(log, interval({low}, {high})) needs low > 0")
         return FloatDistribution(low, high, log=log)
@@ -270,12 +277,18 @@ def parse_space(
         if choices is None:
             raise ConfigError(f"{where}: {cond.key} is not a choice(...) in hydra.sweeper.params")
         if cond.option not in [str(c) for c in choices]:
-            raise ConfigError(f"{where}: {cond.option!r} is not an option of {cond.key}; allowed: {', '.join(map(str, choices))}")
+            raise ConfigError(
+                f"{where}: {cond.option!r} is not an option of {cond.key}; allowed: {', '.join(map(str, choices))}"
+            )
         for key, expr in _flat(group).items():
             override = _parse(key, expr, f"{where}.{key}")
             if not override.is_sweep_override():
-                raise ConfigError(f"{where}.{key}: give a sweep (choice, range, interval); fixed values go in hydra.sweeper.params")
+                raise ConfigError(
+                    f"{where}.{key}: give a sweep (choice, range, interval); fixed values go in hydra.sweeper.params"
+                )
             space.params.append(Param(key, _distribution(override, f"{where}.{key}"), cond))
     if not space.params:
-        raise ConfigError("hydra.sweeper.params: nothing to search; give at least one choice(...), range(...) or interval(...)")
+        raise ConfigError(
+            "hydra.sweeper.params: nothing to search; give at least one choice(...), range(...) or interval(...)"
+        )
     return space

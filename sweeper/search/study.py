@@ -73,7 +73,7 @@ def build_sampler(
         kwargs.setdefault("search_space", space.grid())
     cls = AskTellGridSampler if name == "grid" else getattr(optuna.samplers, _SAMPLER_CLASSES[name])
     try:
-        return cls(seed=seed, **kwargs)  # type: ignore[no-any-return]
+        return cls(seed=seed, **kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"hydra.sweeper.sampler_options: {' '.join(str(exc).split())}") from exc
 
@@ -88,7 +88,7 @@ def build_pruner(name: str, options: Mapping[str, Any] | None = None) -> optuna.
         raise ConfigError(f"hydra.sweeper.pruner={name}: unknown pruner; allowed: {', '.join(PRUNERS)}")
     kwargs = {**_PRUNER_DEFAULTS.get(name, {}), **(options or {})}
     try:
-        return getattr(optuna.pruners, _PRUNER_CLASSES[name])(**kwargs)  # type: ignore[no-any-return]
+        return getattr(optuna.pruners, _PRUNER_CLASSES[name])(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"hydra.sweeper.pruner_options: {' '.join(str(exc).split())}") from exc
 

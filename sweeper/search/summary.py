@@ -72,14 +72,14 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if math.isfinite(value) else str(value)
 
 
-def progress_line(
-    study: optuna.Study, objectives: Mapping[str, str], n_trials: int, elapsed: float
-) -> str:
+def progress_line(study: optuna.Study, objectives: Mapping[str, str], n_trials: int, elapsed: float) -> str:
     """``study S: 4/6 done (1 pruned, 0 failed) | best val_accuracy 0.93 (trial 2) | 12.3 s``."""
     counts = count_states(study)
     done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
-    head = (f"study {study.study_name}: {done}/{n_trials} done "
-            f"({counts.get('PRUNED', 0)} pruned, {counts.get('FAIL', 0)} failed)")
+    head = (
+        f"study {study.study_name}: {done}/{n_trials} done "
+        f"({counts.get('PRUNED', 0)} pruned, {counts.get('FAIL', 0)} failed)"
+    )
     best = sorted(study.best_trials, key=lambda t: t.number) if counts.get("COMPLETE") else []
     if not best:
         tail = "no feasible trial yet"

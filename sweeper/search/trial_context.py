@@ -85,7 +85,7 @@ class TrialContext:
         if self.trial.should_prune():
             self.trial.set_user_attr("pruned_epoch", step)
             exc = optuna.TrialPruned(f"pruned at epoch {step} ({REPORTED_METRIC}={metrics[REPORTED_METRIC]:.4f})")
-            exc.pruned_epoch = step  # type: ignore[attr-defined]
+            vars(exc)["pruned_epoch"] = step  # read by TrialRun: the epoch after which it stopped
             raise exc
 
     def epoch_hook(self, inner: EpochHook) -> EpochHook:

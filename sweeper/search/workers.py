@@ -13,6 +13,7 @@ user attributes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
-    "DONE", "GRACE_SECONDS", "HEARTBEAT_ATTR", "HEARTBEAT_SECONDS", "fail_stale", "free_slots", "heartbeat", "is_surplus",
+    "DONE",
+    "GRACE_SECONDS",
+    "HEARTBEAT_ATTR",
+    "HEARTBEAT_SECONDS",
+    "fail_stale",
+    "free_slots",
+    "heartbeat",
+    "is_surplus",
     "release_surplus",
 ]
 
@@ -41,7 +49,7 @@ def _trials(study: optuna.Study, states: tuple[TrialState, ...]) -> list[FrozenT
     from optuna.storages._cached_storage import _CachedStorage
 
     storage = study._storage._backend if isinstance(study._storage, _CachedStorage) else study._storage
-    return storage.get_all_trials(study._study_id, deepcopy=False, states=states)  # type: ignore[no-any-return]
+    return storage.get_all_trials(study._study_id, deepcopy=False, states=states)
 
 
 def _last_beat(trial: FrozenTrial) -> float:
@@ -56,16 +64,18 @@ OnStale = Callable[[FrozenTrial, str], None]
 
 
 def fail_stale(
-    study: optuna.Study, *, stale_after: float = GRACE_SECONDS, now: float | None = None, on_stale: OnStale | None = None
+    study: optuna.Study,
+    *,
+    stale_after: float = GRACE_SECONDS,
+    now: float | None = None,
+    on_stale: OnStale | None = None,
 ) -> list[int]:
     """Mark FAIL the RUNNING trials whose last heartbeat is over ``stale_after`` seconds old; return their numbers.
 
     ``on_stale(trial, reason)`` is called for each (e.g. to close the trial's MLflow run).
     """
     now = time.time() if now is None else now
-    stale = [
-        t for t in _trials(study, (TrialState.RUNNING,)) if now - _last_beat(t) > stale_after
-    ]
+    stale = [t for t in _trials(study, (TrialState.RUNNING,)) if now - _last_beat(t) > stale_after]
     for trial in stale:
         optuna.trial.Trial(study, trial._trial_id).set_user_attr("failure_reason", STALE_REASON)
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
@@ -115,10 +125,8 @@ def heartbeat(trials: Sequence[optuna.Trial], *, every: float = HEARTBEAT_SECOND
 
     def loop() -> None:
         while not stop.wait(every):
-            try:
+            with contextlib.suppress(Exception):  # a storage hiccup: the next beat retries (GRACE_SECONDS)
                 beat()
-            except Exception:  # a storage hiccup: the next beat retries; GRACE_SECONDS allows several misses
-                pass
 
     beat()
     thread = threading.Thread(target=loop, name="optuna-heartbeat", daemon=True)

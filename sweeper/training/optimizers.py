@@ -54,6 +54,11 @@ def muon_with_adamw(
         )
     if others:
         optimizers.append(
-            torch.optim.AdamW(others, lr=adamw_lr, betas=tuple(adamw_betas), weight_decay=adamw_weight_decay)
+            torch.optim.AdamW(
+                others,
+                lr=adamw_lr,
+                betas=(float(adamw_betas[0]), float(adamw_betas[1])),
+                weight_decay=adamw_weight_decay,
+            )
         )
     return optimizers

@@ -131,8 +131,12 @@ class Strategy:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Strategy:
         """Build from the plain dict of a `strategy` config; unknown keys are errors."""
-        nested = {"lr_schedule": LRSchedule, "early_stopping": EarlyStopping,
-                  "grad_noise": GradNoise, "batch_growth": BatchGrowth}
+        nested = {
+            "lr_schedule": LRSchedule,
+            "early_stopping": EarlyStopping,
+            "grad_noise": GradNoise,
+            "batch_growth": BatchGrowth,
+        }
         known = {f.name for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
@@ -157,9 +161,7 @@ class Strategy:
         return min(size, n_train)
 
 
-def build_scheduler(
-    optimizer: Optimizer, schedule: LRSchedule, epochs: int
-) -> LRScheduler | ReduceLROnPlateau | None:
+def build_scheduler(optimizer: Optimizer, schedule: LRSchedule, epochs: int) -> LRScheduler | ReduceLROnPlateau | None:
     """The torch scheduler for ``schedule``, stepped once per epoch (``None`` for constant)."""
     name = schedule.name
     if name == "constant":
