@@ -29,7 +29,7 @@ def test_each_trial_logs_its_splits_as_datasets_and_its_artifact_as_a_servable_m
     run = _client(uri).get_run(trial["run_id"])
     contexts = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert set(contexts) == {"training", "validation", "testing"}
-    assert f'"features_shape": [{trial["train_samples"]},' in contexts["training"].profile
+    assert f'"features_shape": [{int(trial["train_samples"])},' in contexts["training"].profile
     assert contexts["testing"].name == "synthetic" and "data._target_" in contexts["testing"].source
     assert len({d.digest for d in contexts.values()}) == 3  # three different splits
 
