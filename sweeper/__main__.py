@@ -25,7 +25,7 @@ log = logging.getLogger("sweeper")
 _failed_trials = 0  # trials of this process that raised (the exit status says so at the end)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://sweeper.conf", config_name="config")
 def _task(cfg: DictConfig) -> dict[str, float] | None:
     from sweeper.errors import ConfigError
     from sweeper.run import run

@@ -26,6 +26,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
+from sweeper import sweep_layout
 from sweeper.errors import one_line
 
 __all__ = ["PreflightCallback", "bad_jobs", "compose_job", "grid_jobs"]
@@ -61,6 +62,7 @@ class PreflightCallback(Callback):
         if not self.enabled or config.hydra.sweeper.get("_target_") != _BASIC_SWEEPER:
             return
         jobs = grid_jobs(config)
+        sweep_layout.export(sweep_layout.from_jobs(jobs))  # the grid's size, swept keys, fixed overrides
         composed = [_compose_or_error(config, overrides) for overrides in jobs]
         if config.get("compare", {}).get("equal_budget") is True:
             _hand_over_equal_budget(composed)  # before planning: the none jobs' plans read it

@@ -7,10 +7,8 @@ fails in a second with a one-line :class:`~sweeper.errors.ConfigError`.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -25,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from sweeper import sweep_layout
 from sweeper.artifact import ModelSpec, dense_payload, load_artifact, save_artifact, serialized_size
 from sweeper.compression import (
     ChecksModel,
@@ -297,69 +296,33 @@ def _sweep_id(cfg: DictConfig, search: TrialContext | None) -> str:
     if search is not None:  # an Optuna study groups its trials across resumed runs
         return search.study_name
     hydra_cfg = _hydra_config()
-    if hydra_cfg is not None and str(hydra_cfg.mode) == "RunMode.MULTIRUN":
+    if hydra_cfg is not None and _is_multirun():
         return str(hydra_cfg.sweep.dir)
     return ""
+
+
+def _is_multirun() -> bool:
+    hydra_cfg = _hydra_config()
+    return hydra_cfg is not None and str(hydra_cfg.mode) == "RunMode.MULTIRUN"
 
 
 def _trial_position() -> tuple[int | None, int | None]:
     """(1-based index of this job in the multirun, number of jobs) where Hydra tells them."""
     hydra_cfg = _hydra_config()
-    if hydra_cfg is None or str(hydra_cfg.mode) != "RunMode.MULTIRUN":
+    if hydra_cfg is None or not _is_multirun():
         return None, None
-    return int(hydra_cfg.job.num) + 1, _command_line_sweep(tuple(sys.argv[1:]))[1]
-
-
-@functools.cache
-def _command_line_overrides(argv: tuple[str, ...]) -> list[Any]:
-    """The command line's overrides, parsed once per process (``[]`` when they do not parse)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        return OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
-    except Exception:  # not ours to report: Hydra has already accepted these overrides
-        return []
-
-
-def _command_line_sweep(argv: tuple[str, ...]) -> tuple[frozenset[str], int | None]:
-    """Keys swept on the command line (``optimizer=adam,sgd``) and the grid's size, if it can be told."""
-    swept = [o for o in _command_line_overrides(argv) if o.is_sweep_override()]
-    size: int | None = 1
-    for override in swept:
-        try:
-            count = len(list(override.sweep_string_iterator()))
-        except Exception:  # a sweep Hydra expands itself (glob, interval for a custom sweeper)
-            return frozenset(o.get_key_element() for o in swept), None
-        size = size * count if size is not None else None
-    return frozenset(o.get_key_element() for o in swept), size
-
-
-_NOT_FIXED = ("seed", "resume", "fail_fast")
-_NOT_FIXED_PREFIXES = ("hydra.", "hydra/", "tracking.", "report.")
-
-
-def _fixed_overrides(argv: tuple[str, ...]) -> str:
-    """The command line's overrides that are not swept (e.g. ``strategy.epochs=200``), sorted, space-separated.
-
-    Logged as the tag ``fixed_overrides``: a sweep dir re-run with other fixed overrides holds
-    two configuration spaces, which the report tells apart by it. Seeds, Hydra's and tracking's
-    settings, the report's, ``resume`` and ``fail_fast`` are left out.
-    """
-    fixed = [(o, o.get_key_element().lstrip("+~")) for o in _command_line_overrides(argv) if not o.is_sweep_override()]
-    return " ".join(
-        sorted(o.input_line for o, key in fixed if key not in _NOT_FIXED and not key.startswith(_NOT_FIXED_PREFIXES))
-    )
+    return int(hydra_cfg.job.num) + 1, sweep_layout.current(multirun=True).size
 
 
 def _run_label(choices: dict[str, str], cfg: DictConfig) -> str:
     """Run name from what varies: the swept overrides of a multirun, else the task's overrides."""
     hydra_cfg = _hydra_config()
     overrides = list(hydra_cfg.overrides.task) if hydra_cfg is not None else []
-    swept, _ = _command_line_sweep(tuple(sys.argv[1:]))
-    varying = [o for o in overrides if o.split("=", 1)[0] in swept] or overrides
-    if varying:
-        return " ".join(varying)
-    return f"{choices['model']}-{choices['optimizer']}-{choices['strategy']}-{choices['compression']}-seed{cfg.seed}"
+    label = sweep_layout.current(multirun=_is_multirun()).label(overrides)
+    return (
+        label
+        or f"{choices['model']}-{choices['optimizer']}-{choices['strategy']}-{choices['compression']}-seed{cfg.seed}"
+    )
 
 
 @dataclass
@@ -514,7 +477,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             tags["mlflow.parentRunId"] = parent
         if index is not None:
             tags["job"] = str(index - 1)
-        fixed = _fixed_overrides(tuple(sys.argv[1:])) if sweep_id else ""
+        fixed = sweep_layout.current(multirun=_is_multirun()).fixed_overrides() if sweep_id else ""
         if fixed:
             tags["fixed_overrides"] = fixed
         if search is not None:

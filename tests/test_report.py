@@ -579,7 +579,7 @@ def test_an_equal_budget_grid_gives_none_the_longest_fine_tuning_of_its_jobs(run
 
 
 def test_trials_tag_the_fixed_overrides_of_their_command_line():
-    from sweeper.run import _fixed_overrides
+    from sweeper.sweep_layout import from_command_line
 
     argv = (
         "-m",
@@ -590,8 +590,8 @@ def test_trials_tag_the_fixed_overrides_of_their_command_line():
         "hydra.callbacks.report.enabled=false",
         "tracking.uri=sqlite:///x.db",
     )
-    assert _fixed_overrides(argv) == "model=mlp strategy.epochs=200"
-    assert _fixed_overrides(("-m", "optimizer=adam,sgd", "seed=0,1")) == ""
+    assert from_command_line(argv).fixed_overrides() == "model=mlp strategy.epochs=200"
+    assert from_command_line(("-m", "optimizer=adam,sgd", "seed=0,1")).fixed_overrides() == ""
 
 
 def test_callback_and_cli_report_each_sweep_of_a_rerun_sweep_dir(tmp_path, tracking_uri, capsys, monkeypatch):
