@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from sweeper.services import find_pg_bin, start_mlflow_server, start_postgres, start_workers
+from services import find_pg_bin, start_mlflow_server, start_postgres, start_workers
 
 # Tiny-but-not-trivial trials: a small CNN trained on digits, a few seconds each on one thread.
 TRIAL = ["search=lr", "model=cnn", "measure.latency_seconds=0.05", "hydra.callbacks.report.enabled=false"]

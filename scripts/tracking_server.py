@@ -17,8 +17,7 @@ import os
 from pathlib import Path
 
 import sqlalchemy
-
-from sweeper.services import start_mlflow_server, start_postgres
+from services import start_mlflow_server, start_postgres
 
 
 def main() -> None:

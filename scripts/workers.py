@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sweeper.services import start_workers
+from services import start_workers
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ fails in a second with a one-line :class:`~sweeper.errors.ConfigError`.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -105,8 +106,11 @@ def _hydra_config() -> HydraConf | None:
 
 
 def group_choices(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, str]:
-    """The option chosen in each config group: the preset name, or the `_target_` of a plug-in.
+    """The option chosen in each config group, as the trial's tags, labels and report name it.
 
+    The option's name (``model=cnn``, or a user's own ``model=my_cnn`` from their config dir);
+    the ``_target_`` only where a built-in option's target was replaced on the command line
+    (``model._target_=my_plugins.make_cnn``), since the option's name would then be wrong.
     ``choices`` are Hydra's runtime choices of the job (default: those of the running job).
     """
     hydra_cfg = _hydra_config()
@@ -116,8 +120,19 @@ def group_choices(cfg: DictConfig, choices: dict[str, str] | None = None) -> dic
         node = cfg.get(group)
         target = str(node.get("_target_", "")) if isinstance(node, DictConfig) else ""
         is_plugin = bool(target) and not target.startswith(_BUILTIN_PREFIXES)
-        result[group] = target if is_plugin or group not in chosen else str(chosen[group])
+        option = chosen.get(group)
+        replaced = is_plugin and (option is None or option in _builtin_options(group))
+        result[group] = target if replaced or option is None else str(option)
     return result
+
+
+@functools.cache
+def _builtin_options(group: str) -> frozenset[str]:
+    """The options the package ships for ``group`` (its YAML files in sweeper.conf)."""
+    from importlib.resources import files
+
+    folder = files("sweeper.conf") / group
+    return frozenset(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def _resolve_device(name: str) -> torch.device:

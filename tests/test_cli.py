@@ -73,7 +73,8 @@ def test_plugins_by_target_from_a_users_config_dir(run_cli, tmp_path):
     assert proc.returncode == 0, proc.stderr
     runs = load_runs(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = runs.iloc[0]
-    assert (run["data"], run["model"]) == ("my_plugins.make_blobs", "my_plugins.make_linear")
+    assert (run["data"], run["model"]) == ("blobs", "linear")  # the options as the user named them, like built-ins
+    assert (run["data._target_"], run["model._target_"]) == ("my_plugins.make_blobs", "my_plugins.make_linear")
     assert run["params"] == 5 * 3 + 3
     assert run["test_accuracy"] > 0.8  # well-separated blobs
     assert run["data.n"] == 300
@@ -136,3 +137,16 @@ def test_mlflow_info_lines_are_off_unless_asked_for(monkeypatch, argv, quiet):
     _quiet_libraries()
     assert "-v" not in sys.argv  # Hydra never sees it
     assert (os.environ.get("MLFLOW_LOGGING_LEVEL") == "WARNING") is quiet
+
+
+def test_a_builtin_options_target_replaced_on_the_command_line_is_named_by_its_target():
+    from hydra import compose, initialize_config_module
+
+    from sweeper.run import group_choices
+
+    with initialize_config_module("sweeper.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["model._target_=my_plugins.make_cnn"], return_hydra_config=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    assert choices["model"] == "cnn"  # Hydra still says cnn: the tag must not
+    named = group_choices(cfg, choices)
+    assert named["model"] == "my_plugins.make_cnn" and named["optimizer"] == "adam"

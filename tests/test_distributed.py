@@ -12,11 +12,11 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import NO_REPORT, cli_env
+from services import find_pg_bin, free_port, start_mlflow_server, start_postgres, start_workers
 
 from sweeper.cache import atomic_path, compute_once, file_lock
 from sweeper.results import load_runs
 from sweeper.search import workers
-from sweeper.services import find_pg_bin, free_port, start_mlflow_server, start_postgres, start_workers
 
 TINY = [
     "data=synthetic",

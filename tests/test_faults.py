@@ -170,8 +170,9 @@ def test_four_workers_on_one_study_complete_exactly_n_trials(tmp_path, _mlflow_t
     for worker, out in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, out
     check_exactly_once(tmp_path, uri, 6)
-    surplus = [t for t in study_trials(tmp_path) if t.state.name == "FAIL"]
-    assert all(t.user_attrs.get("surplus") for t in surplus)  # asked in a race for the last slot, never run
+    failed = [t for t in study_trials(tmp_path) if t.state.name == "FAIL"]
+    # the only failures allowed: trials asked in a race for the last slot, closed without running
+    assert [t.number for t in failed if not t.user_attrs.get("surplus") or "mlflow_run_id" in t.user_attrs] == []
 
 
 def test_a_search_killed_with_kill_9_resumes_to_exactly_n_trials(tmp_path, _mlflow_template):

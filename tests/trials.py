@@ -32,6 +32,7 @@ class Trial:
         self.x = self.plan.task.x_test[:64]
         with torch.no_grad():
             self.dense_outputs = model(self.x)
+        self.path = path
         deployed = deploy_stage(self.plan, stage, path)
         self.compressed, self.reloaded, self.metrics = deployed.compressed, deployed.module, deployed.metrics
         self.size = int(self.metrics["size_bytes"])
