@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["FINAL_METRICS", "PER_EPOCH_ONLY", "SELECTION_METRICS"]
+__all__ = ["FINAL_METRICS", "GROUPS", "PER_EPOCH_ONLY", "SELECTION_METRICS"]
+
+# The config groups every trial chooses an option from: its tags, its DataFrame columns, its label.
+GROUPS = ("data", "model", "optimizer", "strategy", "compression")
 
 # Logged once per trial (after the last epoch), all of the reloaded artifact unless noted.
 FINAL_METRICS = (

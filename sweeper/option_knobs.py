@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeper.errors import ConfigError
+from sweeper.tracking import flatten
 
 __all__ = ["apply_option_knobs", "group_options"]
 
@@ -31,16 +32,6 @@ def group_options(group: str) -> list[str] | None:
         return None
     loader = GlobalHydra.instance().config_loader()
     return sorted(loader.get_group_options(group))
-
-
-def _knobs(values: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (the knobs' dotted keys)."""
-    if not isinstance(values, Mapping):
-        return {prefix.rstrip("."): values}
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        flat.update(_knobs(value, f"{prefix}{key}."))
-    return flat
 
 
 def apply_option_knobs(cfg: DictConfig, choices: Mapping[str, str], groups: tuple[str, ...]) -> None:
@@ -70,9 +61,11 @@ def apply_option_knobs(cfg: DictConfig, choices: Mapping[str, str], groups: tupl
             if choices.get(group) != option:
                 continue
             node = cfg[group]
-            for key, value in _knobs(knobs).items():
+            if not isinstance(knobs, dict):
+                raise ConfigError(f"options.{group}.{option}={knobs!r}: must be options.{group}.{option}.<key>=value")
+            for key, value in flatten(knobs).items():
                 if OmegaConf.select(node, key, default=_ABSENT) is _ABSENT:
-                    have = ", ".join(sorted(k for k in _knobs(OmegaConf.to_container(node)) if k != "_target_"))
+                    have = ", ".join(sorted(k for k in flatten(plain_node(node)) if k != "_target_"))
                     raise ConfigError(
                         f"options.{group}.{option}.{key}: {group}={option} has no key {key}; its keys: {have or 'none'}"
                     )
@@ -81,3 +74,9 @@ def apply_option_knobs(cfg: DictConfig, choices: Mapping[str, str], groups: tupl
 
 
 _ABSENT = object()
+
+
+def plain_node(node: DictConfig) -> dict[str, Any]:
+    """A group's config as a plain mapping (unresolved: only its keys matter here)."""
+    container = OmegaConf.to_container(node)
+    return {str(k): v for k, v in container.items()} if isinstance(container, dict) else {}

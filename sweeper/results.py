@@ -15,12 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from sweeper.metrics import FINAL_METRICS, PER_EPOCH_ONLY
+from sweeper.metrics import FINAL_METRICS, GROUPS, PER_EPOCH_ONLY
 from sweeper.tracking import DEFAULT_EXPERIMENT, ROLE_TAG, resolve_tracking_uri, sqlite_store_path
 
 __all__ = ["FINAL_METRICS", "ROLE_TAG", "list_sweeps", "load_history", "load_runs"]
 
-GROUP_COLUMNS = ["data", "model", "optimizer", "strategy", "compression"]
 _TAG_COLUMNS = [
     "sweep_id",
     "job",
@@ -150,7 +149,7 @@ def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
     frame["parent_run_id"] = raw.get("tags.mlflow.parentRunId")  # the sweep's parent run (sweeper.sweep_run)
     frame["status"] = raw.get("status")
     frame["start_time"] = raw.get("start_time")
-    for column in GROUP_COLUMNS + _TAG_COLUMNS:
+    for column in [*GROUPS, *_TAG_COLUMNS]:
         frame[column] = raw.get(f"tags.{column}")
     frame["seed"] = raw.get("params.seed", pd.Series(index=raw.index, dtype=object)).map(_numeric)
     for column, key in _SEARCHED.items():

@@ -38,6 +38,7 @@ from sweeper.compression import (
 from sweeper.data import Task
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params, measure_latency
+from sweeper.metrics import GROUPS
 from sweeper.option_knobs import apply_option_knobs
 from sweeper.progress import TrialProgress
 from sweeper.search import trial_context
@@ -68,7 +69,6 @@ __all__ = [
     "train_stage",
 ]
 
-GROUPS = ("data", "model", "optimizer", "strategy", "compression")
 _BUILTIN_PREFIXES = ("sweeper.", "torch.optim.")
 
 

@@ -4,10 +4,11 @@ Each tracked trial logs its reloaded artifact (``model.pt``) as an MLflow 3 *log
 (the run's **Models** tab) in the pyfunc flavour with this module as its loader, an input
 signature and an input example taken from the test split::
 
-    >>> import mlflow                                                         # doctest: +SKIP
-    >>> model = mlflow.pyfunc.load_model("models:/m-0123...")                 # the run's tag model_id; or runs:/<run id>/model
-    >>> logits = model.predict(x)                                             # numpy in, numpy out
+    >>> import mlflow                                                  # doctest: +SKIP
+    >>> model = mlflow.pyfunc.load_model("models:/m-0123...")          # doctest: +SKIP
+    >>> logits = model.predict(x)                                      # doctest: +SKIP
 
+The model id is the run's tag ``model_id``; ``runs:/<run id>/model`` loads it too.
 Serving it needs ``sweeper`` and the model's own ``_target_`` importable, as for any artifact.
 """
 

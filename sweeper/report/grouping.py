@@ -12,9 +12,9 @@ import math
 
 import pandas as pd
 
+from sweeper.metrics import GROUPS
 from sweeper.report.families import BASELINE, family_of
 from sweeper.report.stats import SCORE, SELECT, Comparison, compare_scores, mean_interval
-from sweeper.results import GROUP_COLUMNS
 
 __all__ = [
     "FIXED_TAG",
@@ -86,7 +86,7 @@ def _exact_key(value: object) -> str:
 
 def _candidate_columns(runs: pd.DataFrame) -> list[str]:
     dotted = sorted(c for c in runs.columns if "." in c and not c.startswith(_IGNORED_PREFIXES))
-    return [c for c in GROUP_COLUMNS if c in runs] + dotted
+    return [c for c in GROUPS if c in runs] + dotted
 
 
 def config_labels(runs: pd.DataFrame) -> pd.Series:
@@ -97,7 +97,7 @@ def config_labels(runs: pd.DataFrame) -> pd.Series:
     Runs that differ only by seed get the same label.
     """
     keys = pd.DataFrame({c: runs[c].map(_key) for c in _candidate_columns(runs)}, index=runs.index)
-    groups = [c for c in GROUP_COLUMNS if c in keys]
+    groups = [c for c in GROUPS if c in keys]
     varying = [c for c in keys if keys[c].nunique() > 1]
     named = [c for c in groups if c in varying]
     by_choice = keys.groupby(groups, dropna=False) if groups else None
@@ -220,7 +220,7 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
     for label, group in runs.groupby("config", sort=False):
         ok = group[group["outcome"] == "ok"]
         row: dict[str, object] = {"config": label}
-        for column in [*GROUP_COLUMNS, "lr", *strength_columns(runs)]:
+        for column in [*GROUPS, "lr", *strength_columns(runs)]:
             row[column] = _first(group[column]) if column in group else None
         row["family"] = family_of(row["compression"]) if row["compression"] is not None else "other"
         scores = _scores(ok, SCORE)
@@ -264,7 +264,7 @@ def baseline_for(table: pd.DataFrame, config: str) -> str | None:
     if candidates.empty:
         return None
     row = table.loc[config]
-    same = [c for c in [*GROUP_COLUMNS, "lr"] if c != "compression"]
+    same = [c for c in [*GROUPS, "lr"] if c != "compression"]
     match = candidates[[all(_key(candidates.at[i, c]) == _key(row[c]) for c in same) for i in candidates.index]]
     return str((match if len(match) else candidates).index[0])
 

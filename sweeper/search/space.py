@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sweeper.errors import ConfigError
+from sweeper.tracking import flatten
 
 if TYPE_CHECKING:
     from hydra.core.override_parser.types import Override
@@ -221,16 +222,6 @@ def _parse(key: str, expr: Any, where: str) -> Override:
         raise ConfigError(f"{where}: cannot parse {expr!r}: {' '.join(str(exc).split())}") from exc
 
 
-def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def parse_space(
     params: Mapping[str, Any] | None = None,
     conditional: Mapping[str, Mapping[str, Any]] | None = None,
@@ -254,7 +245,7 @@ def parse_space(
 
     space = SearchSpace()
     searched: dict[str, Param] = {}
-    for key, expr in _flat(params or {}).items():
+    for key, expr in flatten(params or {}).items():
         override = _parse(key, expr, f"hydra.sweeper.params.{key}")
         if override.is_sweep_override():
             searched[key] = Param(key, _distribution(override, f"hydra.sweeper.params.{key}"))
@@ -280,7 +271,7 @@ def parse_space(
             raise ConfigError(
                 f"{where}: {cond.option!r} is not an option of {cond.key}; allowed: {', '.join(map(str, choices))}"
             )
-        for key, expr in _flat(group).items():
+        for key, expr in flatten(group).items():
             override = _parse(key, expr, f"{where}.{key}")
             if not override.is_sweep_override():
                 raise ConfigError(
