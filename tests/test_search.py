@@ -11,9 +11,9 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from hydra_plugins.sweeper_optuna._impl import OptunaSweeperImpl
 from sweeper.errors import ConfigError
 from sweeper.search import parse_space
+from sweeper.search.loop import OptunaSweeperImpl
 from sweeper.search.study import build_sampler, open_storage
 
 PRESETS = ["lr", "optimizers", "prune", "bits", "pareto"]
@@ -310,7 +310,7 @@ def test_a_grid_search_visits_each_point_once_and_stops_at_the_grid_size(tmp_pat
 
 
 def test_failed_and_nan_trials_are_failed_and_replaced_and_a_hopeless_sweep_stops(tmp_path):
-    from hydra_plugins.sweeper_optuna._impl import SweepAborted
+    from sweeper.search.loop import SweepAborted
 
     outcomes = iter([None, {"val_accuracy": float("nan")}, {"size_bytes": 3.0}] + [{"val_accuracy": 0.5}] * 9)
     _sweep(tmp_path, FakeLauncher(lambda _: next(outcomes)), n_trials=3, max_failure_rate=1.0)

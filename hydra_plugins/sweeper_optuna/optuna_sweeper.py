@@ -1,4 +1,4 @@
-"""The public sweeper class: a light facade; Optuna and the implementation load on first use."""
+"""The public sweeper class: a light facade over ``sweeper.search.loop``, where the search lives (loaded on first use)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class OptunaSweeper(Sweeper):
     """Hydra sweeper running an Optuna 5 study; options in :class:`~.config.OptunaSweeperConf`."""
 
     def __init__(self, **options: Any) -> None:
-        from hydra_plugins.sweeper_optuna._impl import OptunaSweeperImpl
+        from sweeper.search.loop import OptunaSweeperImpl
 
         self.sweeper = OptunaSweeperImpl(**options)
 

@@ -1,4 +1,12 @@
-"""The Optuna sweeper: ask trials, launch them as Hydra jobs, tell Optuna what they returned.
+"""The Optuna search, top to bottom: ask trials, launch them as Hydra jobs, tell Optuna what they returned.
+
+The Hydra plug-in (``hydra_plugins/sweeper_optuna``: ``hydra/sweeper=optuna`` and its options) is a
+thin facade over :class:`OptunaSweeperImpl`; this package holds the rest: ``space`` (the search
+space from Hydra's sweep syntax), ``objectives``, ``study`` (storage, sampler, pruner),
+``workers`` (slots shared by many workers, heartbeats), ``trial_context`` (the trial a job
+evaluates) and ``summary`` (the results file and progress line). The search writes no MLflow
+itself: each trial tracks its own run, and the sweep's parent run (``sweeper.sweep_run``) takes
+the results file at the end.
 
 One sweep call: check every input (space, objectives, budgets, sampler, pruner) and compose
 one config per branch of the space -> open or resume the study -> while fewer than
