@@ -66,7 +66,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(tmp_path: Path, _mlflow_template: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``python -m sweeper ARGS`` in ``tmp_path`` (its own mlflow.db); return the finished process.
 
-    The end-of-multirun report is off (test_report_e2e.py covers it).
+    The end-of-multirun report is off (tests/e2e/test_report_sweep.py covers it).
     """
 
     def run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

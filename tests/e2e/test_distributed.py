@@ -283,7 +283,7 @@ def test_three_workers_run_one_study_in_postgresql_with_a_tracking_server(postgr
 def test_the_documented_submitit_slurm_preset_composes():
     from hydra import compose, initialize_config_module
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "distributed.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "distributed.md").read_text()
     line = next(row for row in doc.splitlines() if "hydra/launcher=submitit_slurm" in row)
     overrides = [word.strip("`|") for word in line.split() if word.startswith(("hydra/launcher", "hydra.launcher"))]
     with initialize_config_module("sweeper.conf", version_base="1.3"):
