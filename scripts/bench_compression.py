@@ -38,7 +38,8 @@ from torch import nn
 
 from sweeper.compression import TrainsWithHooks
 from sweeper.measure import measure_latency
-from sweeper.run import Trained, TrialPlan, deploy_stage, plan_trial, train_stage
+from sweeper.plan import TrialPlan, plan_trial
+from sweeper.run import Trained, deploy_stage, train_stage
 
 NETWORKS: dict[str, list[str]] = {
     "small": [],

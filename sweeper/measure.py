@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.utils.benchmark as benchmark
 from torch import Tensor, nn
 
-__all__ = ["Latency", "count_params", "measure_latency"]
+if TYPE_CHECKING:
+    from sweeper.data import Task
+
+__all__ = ["Latency", "count_params", "measure_artifact", "measure_latency"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +68,28 @@ def count_params(model: nn.Module) -> tuple[int, int]:
         total += tensor.numel()
         nonzero += int(torch.count_nonzero(tensor))
     return total, nonzero
+
+
+def measure_artifact(module: nn.Module, task: Task, *, latency_seconds: float, latency_batch: int) -> dict[str, float]:
+    """What is measured on a reloaded artifact: accuracy on test and validation, weights, latency, split sizes.
+
+    The size on disk and the training's numbers come from the stages that know them.
+    """
+    from sweeper.training.loop import evaluate_accuracy
+
+    params, nonzero = count_params(module)
+    batch = min(latency_batch, len(task.x_test))
+    latency = measure_latency(module, task.x_test[:1], min_run_time=latency_seconds)
+    per_sample = measure_latency(module, task.x_test[:batch], min_run_time=latency_seconds)
+    return {
+        "test_accuracy": evaluate_accuracy(module, task.x_test, task.y_test),
+        "val_accuracy": evaluate_accuracy(module, task.x_val, task.y_val),
+        "latency_ms": latency.median_ms,
+        "latency_iqr_ms": latency.iqr_ms,
+        "latency_ms_batch": per_sample.median_ms,
+        "params": params,
+        "nonzero_params": nonzero,
+        "train_samples": len(task.x_train),  # after the validation carve
+        "val_samples": len(task.x_val),
+        "test_samples": len(task.x_test),
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FINAL_METRICS", "GROUPS", "PER_EPOCH_ONLY", "SELECTION_METRICS"]
+__all__ = ["FINAL_METRICS", "GROUPS", "PER_EPOCH_ONLY", "SELECTION_METRICS", "check_final_metrics"]
 
 # The config groups every trial chooses an option from: its tags, its DataFrame columns, its label.
 GROUPS = ("data", "model", "optimizer", "strategy", "compression")
@@ -28,3 +28,20 @@ FINAL_METRICS = (
 SELECTION_METRICS = tuple(m for m in FINAL_METRICS if m != "test_accuracy")
 # Logged per epoch only (curves: `sweeper.results.load_history`).
 PER_EPOCH_ONLY = frozenset({"train_loss", "lr", "batch_size"})
+
+
+def check_final_metrics(metrics: dict[str, float]) -> None:
+    """Every name of :data:`FINAL_METRICS`, each a finite-or-NaN float: what the DataFrames, search and report read.
+
+    Raises:
+        RuntimeError: a measurement left a contract metric out (a defect of the stage, not the input).
+
+    Example:
+        >>> check_final_metrics({"test_accuracy": 0.9})
+        Traceback (most recent call last):
+        RuntimeError: the trial's metrics lack val_accuracy, best_val_accuracy, size_bytes, ...
+    """
+    missing = [name for name in FINAL_METRICS if name not in metrics]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise RuntimeError(f"the trial's metrics lack {shown}")

@@ -2,7 +2,7 @@
 
 A Hydra callback (``hydra.callbacks.preflight`` in ``conf/config.yaml``): at the start of a
 multirun run by Hydra's basic (grid) sweeper it expands the sweep into its jobs exactly as
-that sweeper does, composes each job's config and plans its trial (:func:`sweeper.run.plan_trial`:
+that sweeper does, composes each job's config and plans its trial (:func:`sweeper.plan.plan_trial`:
 every component instantiated and checked, nothing trained). Then:
 
 * jobs with bad input (an unknown key, an out-of-range value, a plug-in that fails) are
@@ -101,7 +101,7 @@ def _compose_or_error(config: DictConfig, overrides: list[str]) -> Composed:
 
 def _hand_over_equal_budget(composed: list[Composed]) -> None:
     """``compare.extra_epochs=auto``: the most fine-tuning epochs of the grid's jobs, for its ``none`` jobs."""
-    from sweeper.run import EQUAL_BUDGET_ENV, finetune_epochs
+    from sweeper.plan import EQUAL_BUDGET_ENV, finetune_epochs
 
     most = max((finetune_epochs(job[0].compression) for job in composed if not isinstance(job, Exception)), default=0)
     os.environ[EQUAL_BUDGET_ENV] = str(most)  # read by the jobs (this process, or launchers' workers it starts)
@@ -110,7 +110,7 @@ def _hand_over_equal_budget(composed: list[Composed]) -> None:
 
 def bad_jobs(jobs: list[list[str]], composed: list[Composed]) -> list[str]:
     """One line per job whose config fails to compose or plan; jobs that will FAIL are logged."""
-    from sweeper.run import plan_trial
+    from sweeper.plan import plan_trial
 
     bad: list[str] = []
     for index, (overrides, job) in enumerate(zip(jobs, composed, strict=True)):

@@ -8,15 +8,13 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
 from sweeper.metrics import FINAL_METRICS, GROUPS, PER_EPOCH_ONLY
-from sweeper.tracking import DEFAULT_EXPERIMENT, ROLE_TAG, resolve_tracking_uri, sqlite_store_path
+from sweeper.tracking import DEFAULT_EXPERIMENT, ROLE_TAG, reading_client, runs_frame
 
 __all__ = ["FINAL_METRICS", "ROLE_TAG", "list_sweeps", "load_history", "load_runs"]
 
@@ -46,46 +44,13 @@ def _numeric(value: Any) -> Any:
     return value
 
 
-@contextlib.contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at ``uri`` for a moment, then restore the caller's setting.
-
-    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` to the environment, where
-    every later subprocess (a sweep started by the caller) would inherit it.
-    """
-    import mlflow
-
-    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None: back to MLflow's default, as before
-        if previous_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous_env
-
-
-def _existing_store(tracking_uri: str | None) -> str:
-    """The resolved tracking URI; a SQLite store must exist (reading must not create an empty one)."""
-    uri = resolve_tracking_uri(tracking_uri)
-    store = sqlite_store_path(uri)
-    if store is not None and not store.is_file():
-        raise FileNotFoundError(f"no MLflow store at {store} (tracking_uri={uri}); run a sweep there first")
-    return uri
-
-
 def _search(experiment: str, tracking_uri: str | None, filter_string: str = "") -> pd.DataFrame:
-    import mlflow
-
-    with _tracking_uri(_existing_store(tracking_uri)):
-        if mlflow.get_experiment_by_name(experiment) is None:
-            names = sorted(e.name for e in mlflow.search_experiments())
-            raise ValueError(f"experiment {experiment!r} not found; existing: {', '.join(names) or 'none'}")
-        found = mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string, output_format="pandas")
-    assert isinstance(found, pd.DataFrame)
+    client = reading_client(tracking_uri)
+    found_experiment = client.get_experiment_by_name(experiment)
+    if found_experiment is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(f"experiment {experiment!r} not found; existing: {', '.join(names) or 'none'}")
+    found = runs_frame(client, found_experiment.experiment_id, filter_string)
     role = f"tags.{ROLE_TAG}"
     if role in found:  # only trials count: a sweep's parent run is not one
         found = found[found[role].isna()].reset_index(drop=True)
@@ -183,9 +148,7 @@ def load_history(
 
     The final summary point (logged one step after the last epoch) is left out.
     """
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=_existing_store(tracking_uri))
+    client = reading_client(tracking_uri)
     rows = []
     for run_id in run_ids:
         run = client.get_run(run_id)

@@ -146,10 +146,11 @@ class SweepRunCallback(Callback):
     @staticmethod
     def _summarize(run_id: str, config: DictConfig, uri: str, experiment: str) -> None:
         """The sweep id its trials carry, and an Optuna search's results, on the parent run."""
-        from mlflow import MlflowClient
         from mlflow.entities import Metric, RunTag
 
-        client = MlflowClient(tracking_uri=uri)
+        from sweeper.tracking import writing_client
+
+        client = writing_client(uri)
         tags: list[RunTag] = []
         sweep_id = resolve_sweep(sweep_candidates(config), experiment, uri)
         if sweep_id:

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import MlflowClient
     from torch import Tensor, nn
 
@@ -35,9 +36,12 @@ __all__ = [
     "flatten",
     "open_sweep_run",
     "parent_run_id",
+    "reading_client",
     "resolve_tracking_uri",
+    "runs_frame",
     "source_tags",
     "trial_key",
+    "writing_client",
 ]
 
 # Config keys that do not change what a trial computes (left out of its identity).
@@ -75,7 +79,8 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 _checked_uris: set[str] = set()  # tracking URIs found reachable by this process
 
 
-def _client(uri: str) -> MlflowClient:
+def writing_client(uri: str) -> MlflowClient:
+    """The client every write goes through: the store checked reachable once per process, a new SQLite one created atomically."""
     from mlflow import MlflowClient
 
     from sweeper.reachability import check_tracking_uri
@@ -149,7 +154,7 @@ class TrialRun:
 
     def __init__(self, uri: str, experiment: str, *, run_name: str, tags: Mapping[str, str] | None = None) -> None:
         self.uri = uri
-        self.client = _client(uri)
+        self.client = writing_client(uri)
         self.experiment_id = experiment_id(self.client, experiment)
         self.run_id: str = self.client.create_run(
             self.experiment_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()}
@@ -267,7 +272,7 @@ def finished_trial(uri: str, experiment: str, sweep_id: str, key: str) -> tuple[
     Runs of the same trial left RUNNING (their process was killed without a chance to
     close them) are closed as KILLED on the way.
     """
-    client = _client(uri)
+    client = writing_client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
@@ -284,7 +289,7 @@ def finished_trial(uri: str, experiment: str, sweep_id: str, key: str) -> tuple[
 
 def close_stale_run(uri: str, run_id: str, reason: str) -> None:
     """End a run that a killed process left RUNNING: status KILLED, tag ``failure_reason``."""
-    client = _client(uri)
+    client = writing_client(uri)
     if client.get_run(run_id).info.status == "RUNNING":
         client.set_tag(run_id, "failure_reason", reason)
         client.set_terminated(run_id, "KILLED")
@@ -334,7 +339,7 @@ def open_sweep_run(
     ``$SWEEPER_PARENT_RUN_ID``, which every trial of the sweep (and each worker process a
     launcher starts) reads to name it as ``mlflow.parentRunId``.
     """
-    client = _client(uri)
+    client = writing_client(uri)
     exp_id = experiment_id(client, experiment)
     found = client.search_runs(
         [exp_id], filter_string=f"tags.{ROLE_TAG} = '{SWEEP_ROLE}' and tags.sweep_dir = '{sweep_dir}'", max_results=1
@@ -363,4 +368,43 @@ def close_sweep_run(status: str = "FINISHED") -> None:
     run_id = os.environ.pop(PARENT_RUN_ENV, None)
     uri = _opened_sweep_runs.pop(run_id, None) if run_id else None
     if run_id and uri:
-        _client(uri).set_terminated(run_id, status)
+        writing_client(uri).set_terminated(run_id, status)
+
+
+def reading_client(uri: str | None = None) -> MlflowClient:
+    """A client for reading the store at ``uri`` (resolved as for the runs); a SQLite store must exist.
+
+    Raises:
+        FileNotFoundError: no SQLite store there (reading never creates an empty one).
+    """
+    from mlflow import MlflowClient
+
+    resolved = resolve_tracking_uri(uri)
+    store = sqlite_store_path(resolved)
+    if store is not None and not store.is_file():
+        raise FileNotFoundError(f"no MLflow store at {store} (tracking_uri={resolved}); run a sweep there first")
+    return MlflowClient(tracking_uri=resolved)
+
+
+def runs_frame(client: MlflowClient, experiment_id: str, filter_string: str = "") -> pd.DataFrame:
+    """The runs of an experiment as one row each: ``run_id``, ``status``, ``start_time``, ``metrics.*``,
+    ``params.*``, ``tags.*`` (the columns of ``mlflow.search_runs``, read through the client, page by page)."""
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=5000, page_token=token)
+        for run in page:
+            row: dict[str, Any] = {
+                "run_id": run.info.run_id,
+                "status": run.info.status,
+                "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
+            }
+            row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+            row.update({f"params.{k}": v for k, v in run.data.params.items()})
+            row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+            rows.append(row)
+        token = page.token
+        if not token:
+            return pd.DataFrame(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -24,15 +25,31 @@ NO_REPORT = "hydra.callbacks.report.enabled=false"
 FAST = ["strategy.epochs=3", "measure.latency_seconds=0.01", "measure.latency_batch=32"]
 
 
+ZOO_CONF = REPO_ROOT / "tests" / "zoo_conf"  # tests/zoo.py's networks as model options (model=tiny_resnet, ...)
+
+
+def compose_config(
+    *overrides: str, fast: bool = True, tracking: bool = False, zoo: bool = False, hydra: bool = False
+) -> DictConfig:
+    """The one way tests compose a config: conf/ plus ``overrides``, as the command line would.
+
+    ``fast``: FAST budgets first (the overrides win); ``tracking``: keep MLflow tracking on;
+    ``zoo``: the zoo's model options on the search path; ``hydra``: keep the ``hydra`` node
+    (its ``runtime.choices``, ``sweeper``, ``launcher``).
+    """
+    prefix = [
+        *([f"hydra.searchpath=[file://{ZOO_CONF}]"] if zoo else []),
+        *(FAST if fast else []),
+        *([] if tracking else ["tracking.enabled=false"]),
+    ]
+    with initialize_config_module("sweeper.conf", version_base="1.3"):
+        return compose("config", overrides=[*prefix, *overrides], return_hydra_config=hydra)
+
+
 @pytest.fixture
 def make_cfg() -> Callable[..., DictConfig]:
-    """``make_cfg("optimizer=sgd", ...)`` -> a composed config with tracking off and FAST budgets."""
-
-    def make(*overrides: str, fast: bool = True) -> DictConfig:
-        with initialize_config_module("sweeper.conf", version_base="1.3"):
-            return compose("config", overrides=[*(FAST if fast else []), "tracking.enabled=false", *overrides])
-
-    return make
+    """``make_cfg("optimizer=sgd", ...)`` -> :func:`compose_config` (tracking off, FAST budgets)."""
+    return compose_config
 
 
 @pytest.fixture(scope="session")
@@ -62,26 +79,29 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def sweeper_cli(
+    cwd: Path, template: Path, *args: str, report: bool = False, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sweeper ARGS`` in ``cwd`` (its own mlflow.db, from ``template``); the finished process.
+
+    The end-of-multirun report is off unless ``report`` (tests/e2e/test_report_sweep.py covers it).
+    """
+    if not (cwd / "mlflow.db").exists():
+        shutil.copy(template, cwd / "mlflow.db")
+    return subprocess.run(
+        [sys.executable, "-m", "sweeper", *args, *([] if report else [NO_REPORT])],
+        cwd=cwd,
+        env=cli_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def run_cli(tmp_path: Path, _mlflow_template: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run ``python -m sweeper ARGS`` in ``tmp_path`` (its own mlflow.db); return the finished process.
-
-    The end-of-multirun report is off (tests/e2e/test_report_sweep.py covers it).
-    """
-
-    def run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        if not (tmp_path / "mlflow.db").exists():
-            shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
-        return subprocess.run(
-            [sys.executable, "-m", "sweeper", *args, NO_REPORT],
-            cwd=tmp_path,
-            env=cli_env(**(env or {})),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    return run
+    """:func:`sweeper_cli` in ``tmp_path``: ``run_cli("-m", "optimizer=adam,sgd", report=True)``."""
+    return functools.partial(sweeper_cli, tmp_path, _mlflow_template)
 
 
 # --- the report: synthetic runs shaped like load_runs output, and one tiny real sweep ---
@@ -160,26 +180,16 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path)
     ``console.txt`` (stdout and stderr) beside its store.
     """
     cwd = tmp_path_factory.mktemp("tiny-sweep")
-    shutil.copy(_mlflow_template, cwd / "mlflow.db")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sweeper",
-            "-m",
-            "optimizer=adam,sgd",
-            "seed=0,1",
-            "data=synthetic",
-            "data.n_samples=300",
-            "model=mlp",
-            "strategy.epochs=2",
-            "measure.latency_seconds=0.01",
-            "report.register=true",
-        ],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
+    tiny = ["data=synthetic", "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01"]
+    proc = sweeper_cli(
+        cwd,
+        _mlflow_template,
+        "-m",
+        "optimizer=adam,sgd",
+        "seed=0,1",
+        *tiny,
+        "report.register=true",
+        report=True,
         timeout=400,
     )
     (cwd / "console.txt").write_text(proc.stdout + proc.stderr)

@@ -8,14 +8,13 @@ import sys
 
 import pytest
 import torch
-from conftest import FAST, REPO_ROOT, cli_env
-from hydra import compose, initialize_config_module
+from conftest import REPO_ROOT, cli_env, compose_config
 
 from sweeper.artifact import ModelSpec, load_artifact, save_artifact
-from sweeper.run import Trained, deploy_stage, plan_trial
+from sweeper.plan import plan_trial
+from sweeper.run import Trained, deploy_stage
 from sweeper.training import TrainResult
 
-ZOO_CONF = REPO_ROOT / "tests" / "zoo_conf"
 _RELOAD = """
 import json, sys, torch
 from sweeper.artifact import load_artifact
@@ -53,17 +52,7 @@ print(json.dumps({"close": close, "modules": sorted(m for m in sys.modules if m.
     ],
 )
 def test_a_fresh_process_reloads_the_artifact_importing_only_its_loader(tmp_path, model, overrides, loader):
-    with initialize_config_module("sweeper.conf", version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"hydra.searchpath=[file://{ZOO_CONF}]",
-                *FAST,
-                "tracking.enabled=false",
-                f"model={model}",
-                *overrides,
-            ],
-        )
+    cfg = compose_config(f"model={model}", *overrides, zoo=True)
     plan = plan_trial(cfg)  # untrained weights: reloading does not depend on training
     deployed = deploy_stage(plan, Trained(TrainResult()), tmp_path / "model.pt")
     x = plan.task.x_test[:16]

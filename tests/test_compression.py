@@ -8,8 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import FAST, REPO_ROOT
-from hydra import compose, initialize_config_module
+from conftest import FAST, REPO_ROOT, compose_config
 from omegaconf import DictConfig
 from trials import Trial
 
@@ -20,15 +19,15 @@ from sweeper.compression._storage import decode_tensor, encode_tensor, pack_bits
 from sweeper.compression._targets import prunable_weights
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params
+from sweeper.plan import plan_trial
 from sweeper.results import FINAL_METRICS, load_runs
-from sweeper.run import plan_trial, train_stage
+from sweeper.run import train_stage
 
 SMALL = ["strategy.epochs=1"]
 
 
 def _compose(*overrides: str) -> DictConfig:
-    with initialize_config_module("sweeper.conf", version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose_config(*overrides, fast=False, tracking=True)
 
 
 # --- bad input: one line naming the key, before any training -------------------------------------

@@ -24,7 +24,7 @@ from sweeper.artifact import load_artifact, save_artifact
 from sweeper.compression import Compressed, UnsupportedLayer
 from sweeper.errors import ConfigError
 from sweeper.measure import count_params
-from sweeper.run import TrialPlan, plan_trial
+from sweeper.plan import TrialPlan, plan_trial
 from sweeper.training import train
 
 AMOUNT = 0.5

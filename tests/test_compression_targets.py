@@ -11,16 +11,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
-from conftest import FAST, REPO_ROOT
-from hydra import compose, initialize_config_module
+from conftest import compose_config
 from omegaconf import DictConfig
 from trials import Trial
 
 from sweeper.compression._targets import WeightSelection, weight_refs
 from sweeper.measure import count_params
-from sweeper.run import plan_trial, train_stage
-
-ZOO_CONF = REPO_ROOT / "tests" / "zoo_conf"
+from sweeper.plan import plan_trial
+from sweeper.run import train_stage
 
 # network -> (overrides selecting it, a wider teacher of the same kind for distillation)
 NETWORKS: dict[str, list[str]] = {
@@ -80,17 +78,7 @@ def _overrides(network: str, method: str) -> list[str]:
 
 
 def compose_trial(*overrides: str) -> DictConfig:
-    with initialize_config_module("sweeper.conf", version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                f"hydra.searchpath=[file://{ZOO_CONF}]",
-                *FAST,
-                "strategy.epochs=1",
-                "tracking.enabled=false",
-                *overrides,
-            ],
-        )
+    return compose_config("strategy.epochs=1", *overrides, zoo=True)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from conftest import FAST, REPO_ROOT
 from hydra import compose, initialize_config_module
 from omegaconf import open_dict
 
-from sweeper.run import plan_trial
+from sweeper.plan import plan_trial
 
 CONF = REPO_ROOT / "conf"
 OPTIONS = sorted(p for p in CONF.rglob("*.yaml") if p.parent.name != "local")

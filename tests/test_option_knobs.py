@@ -6,8 +6,8 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from sweeper.errors import ConfigError
+from sweeper.metrics import GROUPS
 from sweeper.option_knobs import apply_option_knobs
-from sweeper.run import GROUPS
 
 
 def _job(*overrides: str):

@@ -549,7 +549,7 @@ def test_an_equal_budget_sweep_gives_none_the_longer_schedule(make_cfg):
 
 def test_an_equal_budget_without_extra_epochs_is_a_one_line_error(make_cfg):
     from sweeper.errors import ConfigError
-    from sweeper.run import plan_trial
+    from sweeper.plan import plan_trial
 
     with pytest.raises(ConfigError, match=r"compare.extra_epochs=auto: known only in a grid multirun"):
         plan_trial(make_cfg("data=synthetic", "model=mlp", "compare.equal_budget=true"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hydra import compose, initialize_config_module
+from conftest import compose_config
 from omegaconf import OmegaConf
 
 from sweeper.errors import ConfigError
@@ -21,8 +21,7 @@ TINY = ["data=synthetic", "data.n_samples=300", "model=mlp", "measure.latency_se
 
 
 def _full_cfg(*overrides: str):
-    with initialize_config_module("sweeper.conf", version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
+    return compose_config(*overrides, fast=False, tracking=True, hydra=True)
 
 
 def _sweeper_cfg(*overrides: str):
@@ -403,8 +402,8 @@ def test_an_interrupted_search_resumes_to_exactly_n_trials_and_a_rerun_adds_none
 
 @pytest.mark.integration
 def test_a_pruner_stops_a_bad_trial_early_and_failed_trials_do_not_stop_the_sweep(run_cli, tmp_path):
-    # The seeded random sampler draws lr 0.5, 0.5, 1e-7, 1e4, 1e4, 1e-7, ...: two good trials
-    # complete, the tiny learning rate is pruned against them, the huge one diverges (NaN loss).
+    # Three rates: 0.5 trains, 1e4 diverges (NaN loss), 1e-7 learns nothing and is pruned against the
+    # completed trials once the pruner has its two; the checks follow these rules, not one seed's draws.
     proc = run_cli(
         "-m",
         "hydra/sweeper=optuna",
@@ -420,30 +419,31 @@ def test_a_pruner_stops_a_bad_trial_early_and_failed_trials_do_not_stop_the_swee
         "hydra.sweeper.max_failure_rate=1.0",
         "hydra.sweeper.pruner_options={n_startup_trials: 2, n_warmup_steps: 1}",
     )
-    assert proc.returncode == 1, proc.stderr  # the sweep ran to its end; exit status 1 says a trial failed
-    assert "2 trials failed" in proc.stderr  # trials 3 and 4 below
     study = _study(tmp_path)
-    states = {t.number: (t.state.name, t.params["optimizer.lr"]) for t in study.trials}
-    assert states == {
-        0: ("COMPLETE", 0.5),
-        1: ("COMPLETE", 0.5),
-        2: ("PRUNED", 1e-7),
-        3: ("FAIL", 1e4),
-        4: ("FAIL", 1e4),
-        5: ("PRUNED", 1e-7),
-    }
-    for trial in study.trials:
-        if trial.state.name == "PRUNED":
+    completed = 0
+    for trial in study.trials:  # in the order they ran
+        lr, state = trial.params["optimizer.lr"], trial.state.name
+        expected = {0.5: "COMPLETE", 1e4: "FAIL"}.get(lr, "PRUNED" if completed >= 2 else "COMPLETE")
+        assert state == expected, (trial.number, lr, state)
+        completed += state == "COMPLETE"
+        if state == "PRUNED":
             assert trial.user_attrs["pruned_epoch"] < 4 and max(trial.intermediate_values) < 4
-        if trial.state.name == "FAIL":
+        if state == "FAIL":
             assert "diverged" in trial.user_attrs["failure_reason"]
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 4 and "PRUNED" in states
+    failed = states.count("FAIL")  # the sweep ran to its end; exit status 1 says a trial failed
+    assert proc.returncode == (1 if failed else 0), proc.stderr
+    assert not failed or f"{failed} trial{'s' if failed > 1 else ''} failed" in proc.stderr
 
     runs = _trial_runs(tmp_path).set_index(_trial_runs(tmp_path)["optuna_trial"].astype(int))
-    assert list(runs.loc[[2, 5], "status"]) == ["KILLED", "KILLED"]
-    assert set(runs.loc[[2, 5], "optuna_state"]) == {"PRUNED"}
-    assert runs.loc[2, "pruned_epoch"] == str(study.trials[2].user_attrs["pruned_epoch"])
-    assert list(runs.loc[[3, 4], "status"]) == ["FAILED", "FAILED"]
-    assert runs.loc[3, "failure_reason"].startswith("TrainingDiverged")
+    for trial in study.trials:
+        run = runs.loc[trial.number]
+        assert run["status"] == {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}[trial.state.name]
+        if trial.state.name == "PRUNED":
+            assert run["optuna_state"] == "PRUNED" and run["pruned_epoch"] == str(trial.user_attrs["pruned_epoch"])
+        if trial.state.name == "FAIL":
+            assert run["failure_reason"].startswith("TrainingDiverged")
     assert "PRUNED pruned at epoch" in proc.stdout
 
 

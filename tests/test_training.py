@@ -42,7 +42,8 @@ class RecordingOptimizer(torch.optim.Optimizer):
 def test_every_optimizer_preset_learns(make_cfg, optimizer):
     epochs = 20 if optimizer == "gd" else 5  # gd takes one step per epoch
     metrics = run(make_cfg(f"optimizer={optimizer}", "model=mlp", f"strategy.epochs={epochs}"))
-    assert metrics["test_accuracy"] > 0.25, metrics  # 10 classes: chance is 0.1
+    # measured over seeds 0-4: the lowest is 0.55 (sgd), the others 0.70 (gd) and above; chance is 0.1
+    assert metrics["test_accuracy"] > 0.45, metrics
 
 
 def test_gd_takes_exactly_one_step_per_epoch(digits):

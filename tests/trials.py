@@ -9,7 +9,8 @@ from omegaconf import DictConfig, open_dict
 
 from sweeper.compression import TrainsWithHooks
 from sweeper.measure import count_params
-from sweeper.run import Trained, TrialPlan, deploy_stage, plan_trial, train_stage
+from sweeper.plan import TrialPlan, plan_trial
+from sweeper.run import Trained, deploy_stage, train_stage
 from sweeper.training import TrainResult
 
 

@@ -92,16 +92,15 @@ class ReportCallback(Callback):
 
     def _attach(self, config: DictConfig, uri: str, sweep_id: str, result: ReportResult) -> None:
         """The report on the sweep's parent run (opened here when the sweep had none)."""
-        from mlflow import MlflowClient
 
         from sweeper.sweep_run import sweep_run_for
-        from sweeper.tracking import TrialRun, close_sweep_run, parent_run_id
+        from sweeper.tracking import TrialRun, close_sweep_run, parent_run_id, writing_client
 
         opened_here = parent_run_id() is None
         run_id = sweep_run_for(config)
         assert run_id is not None  # tracking is on
         try:
-            run = TrialRun.attach(MlflowClient(tracking_uri=uri), run_id)
+            run = TrialRun.attach(writing_client(uri), run_id)
             run.set_tags({"sweep_id": sweep_id, "mlflow.note.content": result.recommendation.sentence})
             run.log_results(summary_metrics(result))
             run.log_artifacts(result.files)

@@ -140,12 +140,11 @@ def test_mlflow_info_lines_are_off_unless_asked_for(monkeypatch, argv, quiet):
 
 
 def test_a_builtin_options_target_replaced_on_the_command_line_is_named_by_its_target():
-    from hydra import compose, initialize_config_module
+    from conftest import compose_config
 
-    from sweeper.run import group_choices
+    from sweeper.plan import group_choices
 
-    with initialize_config_module("sweeper.conf", version_base="1.3"):
-        cfg = compose("config", overrides=["model._target_=my_plugins.make_cnn"], return_hydra_config=True)
+    cfg = compose_config("model._target_=my_plugins.make_cnn", fast=False, hydra=True)
     choices = dict(cfg.hydra.runtime.choices)
     assert choices["model"] == "cnn"  # Hydra still says cnn: the tag must not
     named = group_choices(cfg, choices)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import NO_REPORT, cli_env
+from conftest import NO_REPORT, cli_env, compose_config
 from services import find_pg_bin, free_port, start_mlflow_server, start_postgres, start_workers
 
 from sweeper.cache import atomic_path, compute_once, file_lock
@@ -281,12 +281,9 @@ def test_three_workers_run_one_study_in_postgresql_with_a_tracking_server(postgr
 
 
 def test_the_documented_submitit_slurm_preset_composes():
-    from hydra import compose, initialize_config_module
-
     doc = (Path(__file__).resolve().parents[2] / "docs" / "distributed.md").read_text()
     line = next(row for row in doc.splitlines() if "hydra/launcher=submitit_slurm" in row)
     overrides = [word.strip("`|") for word in line.split() if word.startswith(("hydra/launcher", "hydra.launcher"))]
-    with initialize_config_module("sweeper.conf", version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    cfg = compose_config(*overrides, fast=False, hydra=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.cpus_per_task == 1 and cfg.hydra.launcher.partition == "cpu"

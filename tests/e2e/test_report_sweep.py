@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -105,28 +104,19 @@ def test_notebook_runs_against_the_sweep_from_its_own_folder(tiny_sweep):
     assert any("image/png" in o.get("data", {}) for o in outputs)
 
 
-def test_a_sweep_over_a_compression_strength_draws_accuracy_against_ratio(tmp_path, _mlflow_template):
-    shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sweeper",
-            "-m",
-            "compression=prune",
-            "compression.amount=0.5,0.9",
-            "seed=0,1",
-            "compression.finetune_epochs=1",
-            "data=synthetic",
-            "data.n_samples=300",
-            "model=mlp",
-            "strategy.epochs=2",
-            "measure.latency_seconds=0.01",
-        ],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
+def test_a_sweep_over_a_compression_strength_draws_accuracy_against_ratio(tmp_path, run_cli):
+    proc = run_cli(
+        "-m",
+        "compression=prune",
+        "compression.amount=0.5,0.9",
+        "seed=0,1",
+        "compression.finetune_epochs=1",
+        "data=synthetic",
+        "data.n_samples=300",
+        "model=mlp",
+        "strategy.epochs=2",
+        "measure.latency_seconds=0.01",
+        report=True,
         timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -152,32 +142,23 @@ def test_the_report_finds_an_optuna_study_by_the_name_it_wrote(tmp_path):
 
 @pytest.mark.parametrize("study_name", [None, "mine"])
 def test_an_optuna_search_writes_its_report_on_its_parent_run_whatever_its_study_is_named(
-    tmp_path, _mlflow_template, study_name
+    tmp_path, run_cli, study_name
 ):
     from mlflow import MlflowClient
 
-    shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
     named = [f"hydra.sweeper.study_name={study_name}"] if study_name else []
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sweeper",
-            "-m",
-            "search=lr",
-            "hydra.sweeper.n_trials=3",
-            *named,
-            "data=synthetic",
-            "data.n_samples=300",
-            "model=mlp",
-            "strategy.epochs=2",
-            "measure.latency_seconds=0.01",
-            "hydra.sweep.dir=search",
-        ],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        "-m",
+        "search=lr",
+        "hydra.sweeper.n_trials=3",
+        *named,
+        "data=synthetic",
+        "data.n_samples=300",
+        "model=mlp",
+        "strategy.epochs=2",
+        "measure.latency_seconds=0.01",
+        "hydra.sweep.dir=search",
+        report=True,
         timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
