@@ -142,13 +142,15 @@ def load_digits(*, seed: int, val_fraction: float = 0.15, test_fraction: float =
     if image_size != 8:
         resized = torch.nn.functional.interpolate(torch.from_numpy(images), size=image_size, mode="bilinear")
         images = resized.numpy()
+    return _digits_task(images, table, "digits", seed, val_fraction, test_fraction)
+
+
+def _digits_task(
+    x: np.ndarray, table: np.ndarray, name: str, seed: int, val_fraction: float, test_fraction: float
+) -> Task:
+    """The digits' inputs ``x`` with the table's labels (its last column), split as every built-in task is."""
     return Task.from_arrays(
-        images,
-        table[:, -1].astype(np.int64),
-        seed=seed,
-        name="digits",
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
+        x, table[:, -1].astype(np.int64), seed=seed, name=name, val_fraction=val_fraction, test_fraction=test_fraction
     )
 
 
@@ -165,14 +167,7 @@ def digit_tokens(
     tokens = table[:, :-1].astype(np.int64)
     if positional:
         tokens = tokens + DIGIT_LEVELS * np.arange(tokens.shape[1])
-    return Task.from_arrays(
-        tokens,
-        table[:, -1].astype(np.int64),
-        seed=seed,
-        name="digit_tokens",
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-    )
+    return _digits_task(tokens, table, "digit_tokens", seed, val_fraction, test_fraction)
 
 
 def make_synthetic(

@@ -27,11 +27,7 @@ def _check_widths(key: str, widths: Sequence[int]) -> list[int]:
 
 
 def make_mlp(
-    *,
-    input_shape: Sequence[int],
-    num_classes: int,
-    hidden: Sequence[int] = (128, 64),
-    dropout: float = 0.0,
+    *, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (128, 64), dropout: float = 0.0
 ) -> nn.Sequential:
     """A fully connected ReLU network over the flattened input.
 
@@ -84,12 +80,7 @@ def make_cnn(
             layers.append(pool(2))
             spatial = [s // 2 for s in spatial]
         in_ch = out_ch
-    layers += [
-        nn.Flatten(),
-        nn.Linear(in_ch * math.prod(spatial), hidden),
-        nn.ReLU(),
-        nn.Linear(hidden, num_classes),
-    ]
+    layers += [nn.Flatten(), nn.Linear(in_ch * math.prod(spatial), hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
     return nn.Sequential(*layers)
 
 

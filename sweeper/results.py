@@ -68,10 +68,7 @@ def list_sweeps(experiment: str = DEFAULT_EXPERIMENT, *, tracking_uri: str | Non
 
 
 def load_runs(
-    experiment: str = DEFAULT_EXPERIMENT,
-    *,
-    sweep_id: str | None = None,
-    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT, *, sweep_id: str | None = None, tracking_uri: str | None = None
 ) -> pd.DataFrame:
     """All trials of an experiment (or of one sweep) as a DataFrame, one row per trial.
 

@@ -21,11 +21,7 @@ from torch import nn
 
 from sweeper import sweep_layout
 from sweeper.artifact import dense_payload, load_artifact, save_artifact, serialized_size
-from sweeper.compression import (
-    Compressed,
-    TrainingHooks,
-    TrainsWithHooks,
-)
+from sweeper.compression import Compressed, TrainingHooks, TrainsWithHooks
 from sweeper.errors import ConfigError
 from sweeper.measure import measure_artifact
 from sweeper.metrics import check_final_metrics

@@ -23,6 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Small budgets for tests: a few epochs, short latency timing. Tests override what they need.
 NO_REPORT = "hydra.callbacks.report.enabled=false"
 FAST = ["strategy.epochs=3", "measure.latency_seconds=0.01", "measure.latency_batch=32"]
+# A whole sweep's task in seconds: 300 generated samples, an MLP, 2 epochs, short timing.
+TINY_TASK = ["data=synthetic", "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01"]
 
 
 ZOO_CONF = REPO_ROOT / "tests" / "zoo_conf"  # tests/zoo.py's networks as model options (model=tiny_resnet, ...)

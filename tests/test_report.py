@@ -228,31 +228,25 @@ def test_budget_counts_fine_tuning_and_the_recommendation_says_so(make_runs, tmp
 
 
 def test_families_are_compared_at_matched_compression_ratios(make_runs, tmp_path):
-    specs = []
-    for amount, ratio, acc in ((0.5, 2.0, 0.90), (0.75, 4.0, 0.88), (0.9, 10.0, 0.80)):
-        specs += [
-            dict(
-                compression="prune",
-                seed=s,
-                compression_ratio=ratio,
-                size_bytes=40_000 / ratio,
-                test_accuracy=acc + 0.002 * s,
-                **{"compression.amount": amount},
-            )
-            for s in range(2)
-        ]
-    for bits, ratio, acc in ((8, 4.0, 0.91), (4, 8.0, 0.86)):
-        specs += [
-            dict(
-                compression="quantize",
-                seed=s,
-                compression_ratio=ratio,
-                size_bytes=40_000 / ratio,
-                test_accuracy=acc + 0.002 * s,
-                **{"compression.bits": bits},
-            )
-            for s in range(2)
-        ]
+    points = [
+        ("prune", "compression.amount", 0.5, 2.0, 0.90),
+        ("prune", "compression.amount", 0.75, 4.0, 0.88),
+        ("prune", "compression.amount", 0.9, 10.0, 0.80),
+        ("quantize", "compression.bits", 8, 4.0, 0.91),
+        ("quantize", "compression.bits", 4, 8.0, 0.86),
+    ]
+    specs = [
+        dict(
+            compression=method,
+            seed=s,
+            compression_ratio=ratio,
+            size_bytes=40_000 / ratio,
+            test_accuracy=acc + 0.002 * s,
+            **{knob: strength},
+        )
+        for method, knob, strength, ratio, acc in points
+        for s in range(2)
+    ]
     specs += [dict(compression="none", seed=s, test_accuracy=0.92 + 0.002 * s) for s in range(2)]
     runs = make_runs(*specs)
     table = group_configs(prepare_runs(runs))

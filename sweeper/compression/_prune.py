@@ -31,14 +31,7 @@ from sweeper.compression._targets import (
     weight_refs,
 )
 
-__all__ = [
-    "GradualPruning",
-    "MagnitudePruning",
-    "RandomPruning",
-    "cubic_sparsity",
-    "select_masks",
-    "sparse_compressed",
-]
+__all__ = ["GradualPruning", "MagnitudePruning", "RandomPruning", "cubic_sparsity", "select_masks", "sparse_compressed"]
 
 Scope = Literal["global", "layer"]
 

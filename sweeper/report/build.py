@@ -316,22 +316,22 @@ def _optimizer_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.Data
                 "optimizer, 95 % t-intervals over seeds",
             )
         )
+    _append_curves(section, chosen, history, summary, "optimizer", out_dir / "optimizer_curves.png")
+    return section
+
+
+def _append_curves(
+    section: Section, chosen: pd.DataFrame, history: pd.DataFrame, summary: pd.DataFrame, group: str, path: Path
+) -> None:
+    """The learning curves of each ``group`` option's best configuration (mean ± std over seeds), if any."""
     curves = analysis.learning_curves(
-        chosen, history, dict(zip(summary.get("optimizer", []), summary.get("best", []), strict=True))
+        chosen, history, dict(zip(summary.get(group, []), summary.get("best", []), strict=True))
     )
     if len(curves):
+        title = f"Learning curves: each {group}'s best configuration"
         section.blocks.append(
-            Image(
-                plots.plot_curves(
-                    curves,
-                    "Learning curves: each optimizer's best configuration",
-                    "optimizer",
-                    out_dir / "optimizer_curves.png",
-                ),
-                "Learning curves per optimizer (mean ± std over seeds)",
-            )
+            Image(plots.plot_curves(curves, title, group, path), f"Learning curves per {group} (mean ± std over seeds)")
         )
-    return section
 
 
 def _strategy_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataFrame, out_dir: Path) -> Section:
@@ -359,21 +359,7 @@ def _strategy_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
     ]
     if rows:
         section.blocks.append(Table(pd.DataFrame(rows), "Training strategies"))
-    curves = analysis.learning_curves(
-        chosen, history, dict(zip(summary.get("strategy", []), summary.get("best", []), strict=True))
-    )
-    if len(curves):
-        section.blocks.append(
-            Image(
-                plots.plot_curves(
-                    curves,
-                    "Learning curves: each strategy's best configuration",
-                    "strategy",
-                    out_dir / "learning_curves.png",
-                ),
-                "Learning curves per strategy (mean ± std over seeds)",
-            )
-        )
+    _append_curves(section, chosen, history, summary, "strategy", out_dir / "learning_curves.png")
     return section
 
 

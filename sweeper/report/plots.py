@@ -90,15 +90,26 @@ def _interval_curves(curves: pd.DataFrame, x: str, by: str) -> tuple[Figure, Axe
     return fig, ax
 
 
+def _label_log_axes(ax: Axes, xlabel: str, ylabel: str, title: str, legend: str) -> None:
+    """A log-scale x axis, the labels, a grid and the legend of an interval-curves plot."""
+    _log_x(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title=legend, fontsize=9)
+
+
 def plot_lr_sensitivity(sensitivity: pd.DataFrame, path: Path) -> Path:
     """Validation accuracy against learning rate (log scale), one curve per optimizer, 95 % interval bars."""
     fig, ax = _interval_curves(sensitivity, "lr", "optimizer")
-    _log_x(ax)
-    ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("Learning-rate sensitivity (mean, 95 % interval over seeds)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="optimizer", fontsize=9)
+    _label_log_axes(
+        ax,
+        "learning rate (log scale)",
+        "validation accuracy (%)",
+        "Learning-rate sensitivity (mean, 95 % interval over seeds)",
+        "optimizer",
+    )
     return _save(fig, path)
 
 
@@ -121,12 +132,13 @@ def plot_ratio_curves(curves: pd.DataFrame, table: pd.DataFrame, path: Path) -> 
             color="black",
             label="none (baseline)",
         )
-    _log_x(ax)
-    ax.set_xlabel("compression ratio (dense fp32 size / artifact size, log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Test accuracy vs compression ratio (mean, 95 % interval over seeds)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="compression family", fontsize=9)
+    _label_log_axes(
+        ax,
+        "compression ratio (dense fp32 size / artifact size, log scale)",
+        "test accuracy (%)",
+        "Test accuracy vs compression ratio (mean, 95 % interval over seeds)",
+        "compression family",
+    )
     return _save(fig, path)
 
 

@@ -193,21 +193,9 @@ def compare_scores(a: Mapping[object, float], b: Mapping[object, float], level: 
         sd = float(diff.std(ddof=1))
         _, low, high = mean_interval(diff, level)
         p = (1.0 if delta == 0 else 0.0) if sd == 0 else float(stats.ttest_rel(xs, ys).pvalue)
-        return Comparison(
-            delta,
-            low,
-            high,
-            p,
-            True,
-            prob_improvement(xs, ys, paired=True),
-            len(xs),
-            len(ys),
-            seeds_needed(delta, sd, paired=True, level=level),
-        )
+        return _comparison(delta, low, high, p, xs, ys, paired=True, sd=sd, level=level)
     if x.size < 2 or y.size < 2:
-        return Comparison(
-            delta, math.nan, math.nan, math.nan, False, prob_improvement(x, y, paired=False), len(x), len(y), math.nan
-        )
+        return _comparison(delta, math.nan, math.nan, math.nan, x, y, paired=False, sd=math.nan, level=level)
     va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
     se = math.sqrt(va + vb)
     if se == 0:
@@ -217,17 +205,24 @@ def compare_scores(a: Mapping[object, float], b: Mapping[object, float], level: 
         half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
         p, low, high = float(stats.ttest_ind(x, y, equal_var=False).pvalue), delta - half, delta + half
     sd = math.sqrt((x.var(ddof=1) + y.var(ddof=1)) / 2)
-    return Comparison(
-        delta,
-        low,
-        high,
-        p,
-        False,
-        prob_improvement(x, y, paired=False),
-        len(x),
-        len(y),
-        seeds_needed(delta, sd, paired=False, level=level),
-    )
+    return _comparison(delta, low, high, p, x, y, paired=False, sd=sd, level=level)
+
+
+def _comparison(
+    delta: float,
+    low: float,
+    high: float,
+    p: float,
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    paired: bool,
+    sd: float,
+    level: float,
+) -> Comparison:
+    """The :class:`Comparison` of score arrays ``a`` and ``b`` once its test is done (``sd`` NaN: none could be)."""
+    needed = seeds_needed(delta, sd, paired=paired, level=level) if math.isfinite(sd) else math.nan
+    return Comparison(delta, low, high, p, paired, prob_improvement(a, b, paired=paired), len(a), len(b), needed)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

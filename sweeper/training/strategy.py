@@ -54,10 +54,7 @@ class LRSchedule:
         _require(self.min_lr >= 0, "lr_schedule.min_lr", self.min_lr, ">= 0")
         _require(self.warmup_epochs >= 0, "lr_schedule.warmup_epochs", self.warmup_epochs, ">= 0")
         _require(
-            0 < self.warmup_start_factor <= 1,
-            "lr_schedule.warmup_start_factor",
-            self.warmup_start_factor,
-            "in (0, 1]",
+            0 < self.warmup_start_factor <= 1, "lr_schedule.warmup_start_factor", self.warmup_start_factor, "in (0, 1]"
         )
         _require(0 < self.plateau_factor < 1, "lr_schedule.plateau_factor", self.plateau_factor, "in (0, 1)")
         _require(self.plateau_patience >= 0, "lr_schedule.plateau_patience", self.plateau_patience, ">= 0")

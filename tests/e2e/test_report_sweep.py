@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT, cli_env
+from conftest import REPO_ROOT, TINY_TASK, cli_env
 
 from sweeper.report.__main__ import main
 from sweeper.results import ROLE_TAG, list_sweeps, load_runs
@@ -111,11 +111,7 @@ def test_a_sweep_over_a_compression_strength_draws_accuracy_against_ratio(tmp_pa
         "compression.amount=0.5,0.9",
         "seed=0,1",
         "compression.finetune_epochs=1",
-        "data=synthetic",
-        "data.n_samples=300",
-        "model=mlp",
-        "strategy.epochs=2",
-        "measure.latency_seconds=0.01",
+        *TINY_TASK,
         report=True,
         timeout=400,
     )
@@ -152,11 +148,7 @@ def test_an_optuna_search_writes_its_report_on_its_parent_run_whatever_its_study
         "search=lr",
         "hydra.sweeper.n_trials=3",
         *named,
-        "data=synthetic",
-        "data.n_samples=300",
-        "model=mlp",
-        "strategy.epochs=2",
-        "measure.latency_seconds=0.01",
+        *TINY_TASK,
         "hydra.sweep.dir=search",
         report=True,
         timeout=400,
