@@ -59,6 +59,13 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here",
     )
+    p.add_argument(
+        "--latency-rounds",
+        type=int,
+        default=5,
+        metavar="N",
+        help="time every distinct network side by side in N interleaved rounds (default 5); 0: the trials' own timing",
+    )
     return p
 
 
@@ -73,8 +80,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is None:  # resolve the sweep first to name the folder after it
             _, sweep = load_sweep(args.experiment, args.sweep, args.tracking_uri)
             args.sweep, args.out = sweep, Path("reports") / re.sub(r"[^\w.-]+", "_", sweep)
+        if args.latency_rounds < 0:
+            raise ValueError(
+                f"--latency-rounds={args.latency_rounds}: must be an integer >= 0 (0: the trials' own timing)"
+            )
         result = generate(
-            budget, args.out, experiment=args.experiment, sweep_id=args.sweep, tracking_uri=args.tracking_uri
+            budget,
+            args.out,
+            experiment=args.experiment,
+            sweep_id=args.sweep,
+            tracking_uri=args.tracking_uri,
+            latency_rounds=args.latency_rounds,
         )
     except (ValueError, FileNotFoundError) as exc:  # bad budget, unknown sweep, missing store
         print(f"{PROG}: error: {exc}", file=sys.stderr)

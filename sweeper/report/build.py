@@ -15,7 +15,7 @@ import pandas as pd
 
 from sweeper.report import analysis, plots
 from sweeper.report.families import family_of
-from sweeper.report.grouping import classify, config_labels, differing_keys, group_configs, split_sweeps
+from sweeper.report.grouping import classify, config_labels, differing_keys, group_configs, network_keys, split_sweeps
 from sweeper.report.pareto import dominators, hypervolume, pareto_mask
 from sweeper.report.recommend import Budget, Recommendation, recommend
 from sweeper.report.render import Image, Section, Table, render_html, render_markdown
@@ -111,6 +111,19 @@ def _num(value: float, fmt: str) -> str:
     return "—" if pd.isna(value) else format(value, fmt)
 
 
+def _latency_note(table: pd.DataFrame) -> str:
+    """Where the table's latencies come from: the end-of-sweep round, or each trial's own timing."""
+    sources = set(table["latency_source"].dropna()) if "latency_source" in table else set()
+    if "interleaved" not in sources:
+        return "Latency: each trial's own timing (medians over the trials of the same network)."
+    rounds = next(len(r) for r in table["latency_rounds"] if isinstance(r, list))
+    return (
+        f"Latency: every distinct network reloaded and timed side by side in {rounds} interleaved rounds "
+        "at the end of the sweep (median over rounds); comparisons use the ratio within each round"
+        + ("; networks that could not be reloaded keep their trials' own timing." if "per trial" in sources else ".")
+    )
+
+
 def _ranking(table: pd.DataFrame, batch: str) -> Table:
     ranked = [str(c) for c in table.index[table["acc_mean"].notna()]]
     verdicts = dict(zip(ranked, analysis.versus_first(table, ranked), strict=True))
@@ -141,7 +154,7 @@ def _ranking(table: pd.DataFrame, batch: str) -> Table:
         "One row per configuration, ranked by mean validation accuracy over seeds; "
         "test accuracy: mean [95 % t-interval]; vs #1: the test-accuracy comparison "
         "with the first row (Holm over the table); epochs in all: epochs run + "
-        "fine-tuning + teacher epochs (means over seeds).",
+        "fine-tuning + teacher epochs (means over seeds). " + _latency_note(table),
     )
 
 
@@ -521,6 +534,19 @@ def write_report(
     return main
 
 
+def _interleaved_latency(runs: pd.DataFrame, tracking_uri: str | None, rounds: int) -> pd.DataFrame:
+    """``runs`` with the latencies of the end-of-sweep round (the networks timed side by side)."""
+    from sweeper.report.latency_round import apply_round, interleaved_round, load_networks
+
+    runs = runs.reset_index(drop=True)
+    prepared = prepare_runs(runs)
+    keys = network_keys(prepared)
+    networks = load_networks(prepared, keys, tracking_uri)
+    if not networks:
+        return runs
+    return apply_round(runs, keys, interleaved_round(networks, rounds=rounds))
+
+
 def generate(
     budget: Budget,
     out_dir: Path | str,
@@ -528,8 +554,13 @@ def generate(
     experiment: str = "sweeper",
     sweep_id: str | None = None,
     tracking_uri: str | None = None,
+    latency_rounds: int = 5,
 ) -> ReportResult:
     """Load a sweep from MLflow (the latest when ``sweep_id`` is None) and write its report.
+
+    ``latency_rounds`` > 0: every distinct deployed network is reloaded and timed side by side
+    in that many interleaved rounds (:mod:`sweeper.report.latency_round`); its latencies and
+    ratios replace the trials' own. 0: the trials' own measurements.
 
     Raises:
         ValueError: unknown experiment or sweep (the message lists those that exist).
@@ -537,6 +568,8 @@ def generate(
     from sweeper.results import load_history
 
     runs, sweep_id = load_sweep(experiment, sweep_id, tracking_uri)
+    if latency_rounds > 0:
+        runs = _interleaved_latency(runs, tracking_uri, latency_rounds)
     finished = prepare_runs(runs)
     ids = finished.loc[finished["outcome"] == "ok", "run_id"].astype(str).tolist()
     history = (

@@ -38,6 +38,8 @@ class ReportCallback(Callback):
         enabled: false to skip the report (``hydra.callbacks.report.enabled=false``).
         max_size_kb: max_latency_ms: min_accuracy: the budgets of the recommendation.
         log_to_mlflow: false to write the files only.
+        latency_rounds: the end-of-sweep latency round's rounds (every distinct network timed side by
+            side, :mod:`sweeper.report.latency_round`); 0: the trials' own timings.
     """
 
     def __init__(
@@ -48,10 +50,12 @@ class ReportCallback(Callback):
         max_latency_ms: float | None = None,
         min_accuracy: float | None = None,
         log_to_mlflow: bool = True,
+        latency_rounds: int = 5,
     ) -> None:
         self.enabled = enabled
         self.budget_values = (max_size_kb, max_latency_ms, min_accuracy)
         self.log_to_mlflow = log_to_mlflow
+        self.latency_rounds = latency_rounds
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
@@ -84,7 +88,9 @@ class ReportCallback(Callback):
             log.warning("report not written: no runs tagged with sweep %s in %r", " or ".join(candidates), experiment)
             return
         out = Path(str(config.hydra.sweep.dir)) / "report"
-        result = generate(budget, out, experiment=experiment, sweep_id=sweep_id, tracking_uri=uri)
+        result = generate(
+            budget, out, experiment=experiment, sweep_id=sweep_id, tracking_uri=uri, latency_rounds=self.latency_rounds
+        )
         log.info("%s", plain(result.recommendation.sentence))
         log.info("report: %s", result.out_dir / "report.html")
         if self.log_to_mlflow:

@@ -235,6 +235,8 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
         row["n_failed"] = int((group["outcome"] == "failed").sum())
         row["n_pruned"] = int((group["outcome"] == "pruned").sum())
         row["latency_kind"] = _first(ok["latency_kind"]) if "latency_kind" in ok else None
+        for column in ("latency_rounds", "latency_source"):  # the end-of-sweep round's, when it ran
+            row[column] = _first(ok[column]) if column in ok else None
         for metric in _MEANS:
             row[metric] = float(ok[metric].astype(float).mean()) if metric in ok and len(ok) else math.nan
         rows.append(row)

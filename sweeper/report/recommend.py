@@ -108,12 +108,28 @@ def compare(table: pd.DataFrame, config: str, other: str, comparison: Comparison
     parts = [
         _ratio(a["size_bytes"], b["size_bytes"], above="larger", below="smaller", same="same size"),
         accuracy,
-        _ratio(a["latency_ms"], b["latency_ms"], above="slower", below="faster", same="as fast")
-        + " at batch 1"
-        + (" (simulated)" if a["latency_kind"] == "simulated" else ""),
+        _latency_words(a, b) + " at batch 1" + (" (simulated)" if a["latency_kind"] == "simulated" else ""),
         _budget(a, b),
     ]
     return ", ".join(p for p in parts if p)
+
+
+def _latency_words(a: pd.Series, b: pd.Series) -> str:
+    """``1.6x faster [1.5, 1.7]`` from the interleaved round (ratio of per-round times, 95 % interval);
+    ``as fast, within measurement`` when that interval holds 1; the trials' own medians otherwise."""
+    from sweeper.report.latency_round import ratio_interval
+
+    ours, theirs = a.get("latency_rounds"), b.get("latency_rounds")
+    if not (isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs) >= 2):
+        return _ratio(a["latency_ms"], b["latency_ms"], above="slower", below="faster", same="as fast")
+    ratio, low, high = ratio_interval(ours, theirs)
+    if not math.isfinite(ratio):
+        return ""
+    if low <= 1 <= high:
+        return f"as fast, within measurement ({low:.2f}-{high:.2f}x)"
+    if ratio > 1:
+        return f"{ratio:.1f}x slower [{low:.2f}, {high:.2f}]"
+    return f"{1 / ratio:.1f}x faster [{1 / high:.2f}, {1 / low:.2f}]"
 
 
 def _budget(a: pd.Series, b: pd.Series) -> str:

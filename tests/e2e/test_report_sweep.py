@@ -29,6 +29,8 @@ def test_multirun_writes_its_report_in_the_sweep_dir_and_in_mlflow(tiny_sweep):
     assert "Split sizes (samples): train 19" in markdown and "validation 45" in markdown  # 300 samples, carved
     assert "**Warning**: 19" in markdown  # under 2,000 training samples
     assert "sweeps under one sweep id" not in markdown  # one command line: one sweep
+    assert "timed side by side in 5 interleaved rounds" in markdown  # adam and sgd: one network, timed once
+    assert "as fast, within measurement" in markdown  # the same network against itself
 
     from mlflow import MlflowClient
 
@@ -77,6 +79,7 @@ def test_python_m_sweeper_report_runs(tiny_sweep):
         (["--sweep", "multirun/nope"], "--sweep=multirun/nope: not found in 'sweeper'; existing: multirun/"),
         (["--max-latency-ms", "-2"], "--max-latency-ms=-2: must be a number > 0"),
         (["--min-accuracy", "high"], "--min-accuracy=high: must be a number in [0, 1]"),
+        (["--latency-rounds", "-1"], "--latency-rounds=-1: must be an integer >= 0"),
     ],
 )
 def test_cli_bad_input_is_one_line(tiny_sweep, tmp_path, capsys, args, message):

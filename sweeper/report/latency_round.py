@@ -1,0 +1,141 @@
+"""The latency round at the end of a sweep: every distinct deployed network timed side by side.
+
+A trial's own latency is measured alone, at whatever speed the host's CPU ran at that moment;
+the host changes speed by up to 2x for seconds at a time, so two trials' numbers differ by
+more than many real differences. Here every distinct network of the sweep (one per network
+key, :func:`sweeper.report.grouping.network_keys`) is reloaded from its MLflow artifact and
+timed in **interleaved rounds**: each round times one short block of every network in turn
+(starting one further along each round), at batch 1 and at the larger batch. A network's
+latency is its median over the rounds; two networks compare by the ratio of their times
+*within each round*, whose interval over rounds says whether a difference is real.
+
+Example:
+    >>> ratio, low, high = ratio_interval([2.0, 2.2, 1.8], [1.0, 1.1, 0.9])
+    >>> round(ratio, 2), round(low, 2), round(high, 2)
+    (2.0, 2.0, 2.0)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from sweeper.report.stats import mean_interval
+
+__all__ = ["RoundNetwork", "apply_round", "interleaved_round", "load_networks", "ratio_interval"]
+
+ROUND_COLUMN = "latency_rounds"  # per run: its network's per-round batch-1 times (ms), the report's comparisons
+
+
+@dataclass
+class RoundNetwork:
+    """One distinct deployed network: the module, an input at batch 1 and one at the larger batch."""
+
+    key: str
+    module: nn.Module
+    single: Tensor
+    batch: Tensor
+
+
+def _block_ms(module: nn.Module, x: Tensor, seconds: float) -> float:
+    """Median milliseconds per sample of ``module(x)`` over one short timed block (one thread)."""
+    from torch.utils import benchmark
+
+    timer = benchmark.Timer(
+        stmt="with torch.inference_mode(): model(x)", globals={"model": module, "x": x, "torch": torch}, num_threads=1
+    )
+    return 1000.0 * timer.blocked_autorange(min_run_time=seconds).median / len(x)
+
+
+def interleaved_round(
+    networks: Sequence[RoundNetwork], *, rounds: int = 5, block_seconds: float = 0.05
+) -> dict[str, dict[str, list[float]]]:
+    """Time every network once per round, in turn; ``{key: {"batch1": [ms per round], "batch": [...]}}``."""
+    times: dict[str, dict[str, list[float]]] = {n.key: {"batch1": [], "batch": []} for n in networks}
+    for network in networks:  # warm-up: first calls allocate and pack
+        network.module.eval()
+        _block_ms(network.module, network.single, block_seconds / 5)
+    for r in range(rounds):
+        order = [*networks[r % len(networks) :], *networks[: r % len(networks)]] if networks else []
+        for network in order:
+            times[network.key]["batch1"].append(_block_ms(network.module, network.single, block_seconds))
+            times[network.key]["batch"].append(_block_ms(network.module, network.batch, block_seconds))
+    return times
+
+
+def ratio_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """``a / b`` from times measured in the same rounds: the geometric mean of the per-round ratios
+    and its 95 % t-interval (on their logarithms); NaN bounds with fewer than two rounds."""
+    logs = [math.log(x / y) for x, y in zip(a, b, strict=True) if x > 0 and y > 0]
+    mean, low, high = mean_interval(logs)
+    return math.exp(mean) if logs else math.nan, math.exp(low), math.exp(high)
+
+
+def _task_inputs(config: dict[str, Any], batch: int) -> tuple[Tensor, Tensor]:
+    """Test inputs of the run's task (rebuilt from its data config and seed): one sample, and ``batch``."""
+    from hydra.utils import instantiate
+
+    task = instantiate(config["data"], seed=int(config.get("seed", 0)))
+    return task.x_test[:1], task.x_test[: min(batch, len(task.x_test))]
+
+
+def load_networks(runs: pd.DataFrame, keys: pd.Series, tracking_uri: str | None) -> list[RoundNetwork]:
+    """One network per network key among the finished runs, reloaded from its run's ``model.pt``.
+
+    Inputs come from the run's task, rebuilt once per distinct data config. A network whose
+    artifact or task cannot be had is left out (its trials keep their own latency).
+    """
+    import yaml
+
+    from sweeper.artifact import load_artifact
+    from sweeper.tracking import reading_client
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bar per artifact
+    client = reading_client(tracking_uri)
+    inputs: dict[str, tuple[Tensor, Tensor]] = {}
+    networks = []
+    ok = runs[runs["outcome"] == "ok"]
+    with tempfile.TemporaryDirectory(prefix="sweeper-round-") as scratch:
+        for key, group in ok.groupby(keys[ok.index], sort=False):
+            run_id = str(group["run_id"].iloc[0])
+            try:
+                folder = Path(scratch) / run_id
+                config = yaml.safe_load(Path(client.download_artifacts(run_id, "config.yaml", str(folder))).read_text())
+                module = load_artifact(Path(client.download_artifacts(run_id, "model.pt", str(folder))))
+                data_key = json.dumps(config["data"], sort_keys=True) + str(config.get("seed"))
+                batch = int(config.get("measure", {}).get("latency_batch", 256))
+                if data_key not in inputs:
+                    inputs[data_key] = _task_inputs(config, batch)
+            except Exception:  # an artifact gone, a plug-in not importable here: that network keeps its own numbers
+                continue
+            networks.append(RoundNetwork(str(key), module, *inputs[data_key]))
+    return networks
+
+
+def apply_round(runs: pd.DataFrame, keys: pd.Series, times: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
+    """``runs`` with each timed network's median latencies over the rounds, and its per-round times.
+
+    Runs of networks not in the round keep their own (``latency_source`` says which is which).
+    """
+    runs = runs.copy()
+    runs["latency_source"] = "per trial"
+    runs[ROUND_COLUMN] = None
+    for index in runs.index:
+        found = times.get(str(keys[index]))
+        if found and found["batch1"]:
+            runs.at[index, "latency_ms"] = statistics.median(found["batch1"])
+            runs.at[index, "latency_ms_batch"] = statistics.median(found["batch"])
+            runs.at[index, ROUND_COLUMN] = list(found["batch1"])
+            runs.at[index, "latency_source"] = "interleaved"
+    return runs

@@ -1,0 +1,29 @@
+"""The end-of-sweep latency round: networks timed side by side, compared within each round."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sweeper.report.latency_round import RoundNetwork, interleaved_round, ratio_interval
+
+
+def _mlp(hidden: int) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(256, hidden), nn.ReLU(), nn.Linear(hidden, 10)).eval()
+
+
+def test_a_wider_network_ranks_slower_than_the_baseline_within_each_round():
+    x = torch.randn(64, 256)
+    networks = [RoundNetwork("base", _mlp(256), x[:1], x), RoundNetwork("wide", _mlp(4096), x[:1], x)]
+    times = interleaved_round(networks, rounds=4, block_seconds=0.02)
+    assert {k: len(v["batch1"]) for k, v in times.items()} == {"base": 4, "wide": 4}  # one block per round each
+    ratio, low, _ = ratio_interval(times["wide"]["batch"], times["base"]["batch"])
+    assert ratio > 2 and low > 1  # 16x the multiply-adds: slower beyond the interval, loose bounds
+    same, low_same, high_same = ratio_interval(times["base"]["batch1"], times["base"]["batch1"])
+    assert same == 1.0 and low_same == high_same == 1.0
+
+
+def test_fewer_than_two_rounds_have_no_interval():
+    ratio, low, high = ratio_interval([2.0], [1.0])
+    assert ratio == 2.0 and low != low and high != high  # NaN bounds: no claim either way
