@@ -125,14 +125,14 @@ def sweeper_trial(overrides: list[str]) -> tuple[float, dict[str, float], float]
 def bench_overhead(repeats: int) -> str:
     from hydra import initialize_config_module
 
-    import sweeper.run
+    import sweeper.measure
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     tracked = [f"tracking.uri={uri}", "tracking.experiment=bench"]
     untracked = ["tracking.enabled=false"]
     parts: dict[str, list[float]] = {"training": [], "latency timing": [], "config composition": []}
-    latency_calls = TimedCalls(sweeper.run, "measure_latency")
+    latency_calls = TimedCalls(sweeper.measure, "measure_latency")
 
     def trial(overrides: list[str]) -> Callable[[], float]:
         def call() -> float:

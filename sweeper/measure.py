@@ -70,17 +70,33 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
-def measure_artifact(module: nn.Module, task: Task, *, latency_seconds: float, latency_batch: int) -> dict[str, float]:
+_timed: dict[str, tuple[Latency, Latency]] = {}  # network key -> (batch 1, per sample at the batch), this process
+
+
+def measure_artifact(
+    module: nn.Module, task: Task, *, latency_seconds: float, latency_batch: int, network: str | None = None
+) -> tuple[dict[str, float], bool]:
     """What is measured on a reloaded artifact: accuracy on test and validation, weights, latency, split sizes.
 
-    The size on disk and the training's numbers come from the stages that know them.
+    ``network`` identifies the deployed computation (architecture, artifact format, weight counts,
+    input shapes, timing settings): a network already timed in this process is not timed again,
+    its latency is reused (the second value returned: whether it was). The end-of-sweep round
+    (:mod:`sweeper.report.latency_round`) times every network side by side anyway. The size on
+    disk and the training's numbers come from the stages that know them.
     """
     from sweeper.training.loop import evaluate_accuracy
 
     params, nonzero = count_params(module)
     batch = min(latency_batch, len(task.x_test))
-    latency = measure_latency(module, task.x_test[:1], min_run_time=latency_seconds)
-    per_sample = measure_latency(module, task.x_test[:batch], min_run_time=latency_seconds)
+    key = f"{network}|{params}|{nonzero}|{tuple(task.x_test.shape[1:])}|{batch}|{latency_seconds}" if network else None
+    reused = key is not None and key in _timed
+    if key is not None and reused:
+        latency, per_sample = _timed[key]
+    else:
+        latency = measure_latency(module, task.x_test[:1], min_run_time=latency_seconds)
+        per_sample = measure_latency(module, task.x_test[:batch], min_run_time=latency_seconds)
+        if key is not None:
+            _timed[key] = latency, per_sample
     return {
         "test_accuracy": evaluate_accuracy(module, task.x_test, task.y_test),
         "val_accuracy": evaluate_accuracy(module, task.x_val, task.y_val),
@@ -92,4 +108,4 @@ def measure_artifact(module: nn.Module, task: Task, *, latency_seconds: float, l
         "train_samples": len(task.x_train),  # after the validation carve
         "val_samples": len(task.x_val),
         "test_samples": len(task.x_test),
-    }
+    }, reused

@@ -110,3 +110,21 @@ def test_a_spec_with_recorded_sizes_builds_the_smaller_network():
 def test_save_refuses_a_kind_without_a_loader(tmp_path):
     with pytest.raises(ValueError, match="artifact kind 'mystery' has no loader"):
         save_artifact(tmp_path / "m.pt", "mystery", ModelSpec("sweeper.models.make_mlp"), {})
+
+
+def test_a_network_already_timed_in_this_process_is_not_timed_again(make_cfg, tmp_path, monkeypatch):
+    import sweeper.measure
+
+    calls = []
+    real = sweeper.measure.measure_latency
+    monkeypatch.setattr(sweeper.measure, "_timed", {})
+    monkeypatch.setattr(sweeper.measure, "measure_latency", lambda *a, **k: calls.append(1) or real(*a, **k))
+    tags = []
+    for optimizer, path in (("adam", "a.pt"), ("sgd", "b.pt"), ("adam", "c.pt")):
+        plan = plan_trial(make_cfg(f"optimizer={optimizer}", "model=mlp", "compression=none"))
+        deployed = deploy_stage(plan, Trained(TrainResult()), tmp_path / path)
+        tags.append(deployed.tags["latency_measured"])
+    assert tags == ["timed", "reused", "reused"] and len(calls) == 2  # batch 1 and the larger batch, once
+    plan = plan_trial(make_cfg("model=mlp", "model.hidden=[32]", "compression=none"))  # another network
+    assert deploy_stage(plan, Trained(TrainResult()), tmp_path / "d.pt").tags["latency_measured"] == "timed"
+    assert len(calls) == 4
