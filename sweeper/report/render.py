@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,19 +55,34 @@ def _md_table(table: Table) -> str:
     return "\n".join(lines)
 
 
+def _blocks(
+    sections: list[Section],
+    heading: Callable[[str], str],
+    table: Callable[[Table], str],
+    image: Callable[[Image], str],
+    text: Callable[[str], str],
+) -> list[str]:
+    """Each section's heading, then its blocks, each rendered by the function for its kind."""
+    parts = []
+    for section in sections:
+        parts.append(heading(section.title))
+        for block in section.blocks:
+            parts.append(
+                table(block) if isinstance(block, Table) else image(block) if isinstance(block, Image) else text(block)
+            )
+    return parts
+
+
 def render_markdown(title: str, sections: list[Section]) -> str:
     """The report as Markdown; images are linked by file name (they sit next to it)."""
-    parts = [f"# {title}"]
-    for section in sections:
-        parts.append(f"## {section.title}")
-        for block in section.blocks:
-            if isinstance(block, Table):
-                parts.append(_md_table(block))
-            elif isinstance(block, Image):
-                parts.append(f"![{block.caption}]({block.path.name})\n\n*{block.caption}*")
-            else:
-                parts.append(block)
-    return "\n\n".join(parts) + "\n"
+    body = _blocks(
+        sections,
+        lambda t: f"## {t}",
+        _md_table,
+        lambda i: f"![{i.caption}]({i.path.name})\n\n*{i.caption}*",
+        lambda text: text,
+    )
+    return "\n\n".join([f"# {title}", *body]) + "\n"
 
 
 def _inline(text: str) -> str:
@@ -123,14 +139,12 @@ def render_html(title: str, sections: list[Section]) -> str:
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
-    for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
-        for block in section.blocks:
-            if isinstance(block, Table):
-                parts.append(_html_table(block))
-            elif isinstance(block, Image):
-                parts.append(_html_image(block))
-            else:
-                parts.append(f"<p>{_inline(block)}</p>")
+    parts += _blocks(
+        sections,
+        lambda t: f"<h2>{html.escape(t)}</h2>",
+        _html_table,
+        _html_image,
+        lambda text: f"<p>{_inline(text)}</p>",
+    )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
