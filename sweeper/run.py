@@ -8,6 +8,7 @@ the artifact, reload it, :func:`sweeper.measure.measure_artifact`) and the track
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -190,10 +191,20 @@ def execute(
         tracker.set_tags(tags)
         tracker.log_results(deployed.metrics)
         tracker.log_artifacts([config_path, deployed.path])
-        tracker.log_datasets(plan.task, _data_source(plan.cfg))
+        _extra(tracker, "datasets", lambda: tracker.log_datasets(plan.task, _data_source(plan.cfg)))
         if plan.cfg.tracking.get("log_model", True):
-            tracker.log_model(deployed.path, plan.task.x_test[:2], deployed.module)
+            _extra(tracker, "model", lambda: tracker.log_model(deployed.path, plan.task.x_test[:2], deployed.module))
     return deployed.metrics
+
+
+def _extra(tracker: TrialRun, what: str, log: Callable[[], object]) -> None:
+    """Log a trial's extras (its datasets, its MLflow model); a failure there is a tag, never a failed trial."""
+    try:
+        log()
+    except Exception as exc:  # the trial's results are logged already; these only describe them
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        tracker.set_tags({f"{what}_not_logged": reason})
+        logging.getLogger("sweeper").warning("the trial's %s were not logged to MLflow: %s", what, reason)
 
 
 def _data_source(cfg: DictConfig) -> dict[str, str]:

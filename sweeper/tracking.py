@@ -249,7 +249,16 @@ class TrialRun:
             )
             # _to_mlflow_entity: what mlflow.log_input does with a dataset; the client API takes the entity
             inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
-        self.client.log_inputs(self.run_id, datasets=inputs)
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except MlflowException:  # another trial stored the same dataset meanwhile (a unique key): link it now
+                if attempt == 2:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def log_model(self, artifact: Path, example: Tensor, module: nn.Module) -> str:
         """``artifact`` as the run's MLflow model (see :mod:`sweeper.serving`); its id goes to the tag ``model_id``."""

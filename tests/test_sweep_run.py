@@ -91,3 +91,41 @@ def test_source_tags_name_the_commit_of_the_working_directory(tmp_path, monkeypa
         assert "mlflow.source.git.commit" not in source_tags() or source_tags()["mlflow.source.git.commit"] != head
     finally:
         source_tags.cache_clear()
+
+
+def test_a_dataset_stored_meanwhile_by_another_trial_is_linked_and_a_failing_extra_never_fails_the_trial(
+    tracking_uri, make_cfg, monkeypatch
+):
+    from mlflow.exceptions import MlflowException
+
+    from sweeper.plan import plan_trial
+    from sweeper.tracking import TrialRun
+
+    task = plan_trial(make_cfg("data=synthetic", "data.n_samples=300", "model=mlp")).task
+    run = TrialRun(tracking_uri, "sweeper", run_name="t")
+    real, calls = run.client.log_inputs, []
+
+    def racing(*args, **kwargs):  # the first call loses the race for the datasets' unique key
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException("UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run.client, "log_inputs", racing)
+    run.log_datasets(task, {"data._target_": "x"})
+    assert len(calls) == 2 and len(run.client.get_run(run.run_id).inputs.dataset_inputs) == 3
+    run.client.set_terminated(run.run_id, "FINISHED")
+
+    from sweeper.run import run as run_trial
+
+    monkeypatch.setattr(TrialRun, "log_datasets", lambda *a, **k: (_ for _ in ()).throw(MlflowException("store busy")))
+    metrics = run_trial(
+        make_cfg(
+            "data=synthetic", "data.n_samples=300", "model=mlp", "tracking.enabled=true", f"tracking.uri={tracking_uri}"
+        )
+    )
+    assert metrics["test_accuracy"] > 0  # the trial finished all the same
+    from sweeper.results import load_runs
+
+    trial = load_runs("sweeper", tracking_uri=tracking_uri).set_index("run_name").drop(index="t")
+    assert list(trial["status"]) == ["FINISHED"] and "store busy" in trial["datasets_not_logged"].iloc[0]
