@@ -122,6 +122,8 @@ def _latency_words(a: pd.Series, b: pd.Series) -> str:
     ours, theirs = a.get("latency_rounds"), b.get("latency_rounds")
     if not (isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs) >= 2):
         return _ratio(a["latency_ms"], b["latency_ms"], above="slower", below="faster", same="as fast")
+    if list(ours) == list(theirs):  # one network, timed once: nothing to compare
+        return "as fast (the same network)"
     ratio, low, high = ratio_interval(ours, theirs)
     if not math.isfinite(ratio):
         return ""
