@@ -152,7 +152,9 @@ class SweepRunCallback(Callback):
 
         client = writing_client(uri)
         tags: list[RunTag] = []
-        sweep_id = resolve_sweep(sweep_candidates(config), experiment, uri)
+        # the report, when it ran, resolved it already: resolving reads every run of the experiment
+        known = client.get_run(run_id).data.tags.get("sweep_id")
+        sweep_id = None if known else resolve_sweep(sweep_candidates(config), experiment, uri)
         if sweep_id:
             tags.append(RunTag("sweep_id", sweep_id))
         sweep_dir = Path(str(config.hydra.sweep.dir))
