@@ -82,17 +82,17 @@ TEACHER_KEYS = (
 )
 
 # The method settings the project's targets refer to (the presets' defaults where they agree).
-METHODS: dict[str, list[str]] = {
-    "none": ["compression=none"],
-    "prune": ["compression=prune", "compression.amount=0.9"],
-    "prune@0.8": ["compression=prune", "compression.amount=0.8"],  # the preset's default
-    "prune_random": ["compression=prune_random", "compression.amount=0.9"],
-    "prune_gradual": ["compression=prune_gradual", "compression.amount=0.9"],
-    "prune_structured": ["compression=prune_structured", "compression.amount=0.5"],
-    "quantize": ["compression=quantize"],
-    "qat": ["compression=qat", "compression.bits=4"],
-    "distill": ["compression=distill"],
-    "pipeline": ["compression=pipeline"],  # distill -> prune 0.8 -> int8
+METHODS: dict[str, str] = {
+    "none": "compression=none",
+    "prune": "compression=prune compression.amount=0.9",
+    "prune@0.8": "compression=prune compression.amount=0.8",  # the preset's default
+    "prune_random": "compression=prune_random compression.amount=0.9",
+    "prune_gradual": "compression=prune_gradual compression.amount=0.9",
+    "prune_structured": "compression=prune_structured compression.amount=0.5",
+    "quantize": "compression=quantize",
+    "qat": "compression=qat compression.bits=4",
+    "distill": "compression=distill",
+    "pipeline": "compression=pipeline",  # distill -> prune 0.8 -> int8
 }
 
 
@@ -124,7 +124,7 @@ def compose_plan(network: str, method: str, seed: int, threads: int) -> TrialPla
         cfg = compose(
             "config",
             overrides=[
-                *METHODS[method],
+                *METHODS[method].split(),
                 *network_overrides(network, method),
                 f"seed={seed}",
                 f"threads={threads}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,11 @@ def cli_env(**extra: str) -> dict[str, str]:
     env["CI"] = "true"
     env.update(extra)
     return env
+
+
+def argv(line: str) -> list[str]:
+    """A command line's words as a shell splits them: ``run_cli(*argv("-m optimizer=adam,sgd seed=0,1"))``."""
+    return shlex.split(line)
 
 
 def sweeper_cli(

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import FAST, REPO_ROOT, compose_config
+from conftest import FAST, REPO_ROOT, argv, compose_config
 from omegaconf import DictConfig
 from trials import Trial
 
@@ -380,11 +380,9 @@ def test_a_users_residual_and_attention_networks_run_every_method(run_cli, tmp_p
 def test_a_method_that_cannot_handle_a_layer_fails_its_trial_and_the_grid_goes_on(run_cli, tmp_path):
     proc = run_cli(
         *ZOO,
-        "-m",
-        "model=row_gru",
-        "compression=none,prune_structured,prune",
-        "strategy.epochs=1",
-        "measure.latency_seconds=0.01",
+        *argv(
+            "-m model=row_gru compression=none,prune_structured,prune strategy.epochs=1 measure.latency_seconds=0.01"
+        ),
         env=ZOO_ENV,
     )
     assert proc.returncode == 1, proc.stderr[-3000:]  # a trial failed

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_TASK, argv
 from omegaconf import OmegaConf
 
 from sweeper.report.analysis import family_summary, matched_ratios, optimizer_summary, ratio_curves
@@ -556,16 +557,7 @@ def test_an_equal_budget_without_extra_epochs_is_a_one_line_error(make_cfg):
 def test_an_equal_budget_grid_gives_none_the_longest_fine_tuning_of_its_jobs(run_cli, tmp_path):
     from sweeper.results import load_runs
 
-    proc = run_cli(
-        "-m",
-        "compression=none,prune",
-        "data=synthetic",
-        "data.n_samples=300",
-        "model=mlp",
-        "strategy.epochs=2",
-        "measure.latency_seconds=0.01",
-        "compare.equal_budget=true",
-    )
+    proc = run_cli(*argv("-m compression=none,prune compare.equal_budget=true"), *TINY_TASK)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = load_runs(sweep_id="latest", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").set_index("compression")
     assert runs.loc["none", "epochs_run"] == 2 + 5  # the prune preset fine-tunes 5 epochs

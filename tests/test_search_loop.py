@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import compose_config
+from conftest import argv, compose_config
 from omegaconf import OmegaConf
 
 from sweeper.errors import ConfigError
@@ -406,18 +406,16 @@ def test_a_pruner_stops_a_bad_trial_early_and_failed_trials_do_not_stop_the_swee
     # completed trials once the pruner has its two; the checks follow these rules, not one seed's draws.
     proc = run_cli(
         "-m",
-        "hydra/sweeper=optuna",
         *TINY,
-        "data.n_samples=1000",
-        "optimizer=sgd",
-        "strategy.epochs=4",
-        "optimizer.lr=choice(0.5, 1e-7, 1e4)",
-        "hydra.sweeper.n_trials=4",
-        "hydra.sweeper.sampler=random",
-        "hydra.sweeper.seed=10",
-        "hydra.sweeper.pruner=median",
-        "hydra.sweeper.max_failure_rate=1.0",
-        "hydra.sweeper.pruner_options={n_startup_trials: 2, n_warmup_steps: 1}",
+        *argv(
+            "hydra/sweeper=optuna data.n_samples=1000 optimizer=sgd strategy.epochs=4 'optimizer.lr=choice(0.5, 1e-7, 1e4)'"
+        ),
+        *argv(
+            "hydra.sweeper.n_trials=4 hydra.sweeper.sampler=random hydra.sweeper.seed=10 hydra.sweeper.pruner=median"
+        ),
+        *argv(
+            "hydra.sweeper.max_failure_rate=1.0 'hydra.sweeper.pruner_options={n_startup_trials: 2, n_warmup_steps: 1}'"
+        ),
     )
     study = _study(tmp_path)
     completed = 0
@@ -450,12 +448,8 @@ def test_a_pruner_stops_a_bad_trial_early_and_failed_trials_do_not_stop_the_swee
 @pytest.mark.integration
 def test_the_optimizers_preset_tunes_each_optimizer_at_its_own_rate(run_cli, tmp_path):
     proc = run_cli(
-        "-m",
-        "search=optimizers",
+        *argv("-m search=optimizers strategy.epochs=1 hydra.sweeper.n_trials=3 hydra.sweeper.sampler=random"),
         *TINY,
-        "strategy.epochs=1",
-        "hydra.sweeper.n_trials=3",
-        "hydra.sweeper.sampler=random",
         "hydra.sweeper.seed=0",
     )
     assert proc.returncode == 0, proc.stderr

@@ -21,15 +21,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from sweeper.compression._base import (
-    ChecksModel,
-    Compressed,
-    CompressionContext,
-    CompressionMethod,
-    TrainingHooks,
-    TrainsWithHooks,
-    UnsupportedLayer,
-)
+from sweeper.compression import _base
+from sweeper.compression._base import *  # noqa: F403  (the contract, listed in _base.__all__)
 
 if TYPE_CHECKING:
     from sweeper.compression._distill import Distillation
@@ -53,10 +46,6 @@ _METHODS = {
 }
 
 __all__ = [
-    "ChecksModel",
-    "Compressed",
-    "CompressionContext",
-    "CompressionMethod",
     "Distillation",
     "GradualPruning",
     "Int8Quantization",
@@ -66,10 +55,8 @@ __all__ = [
     "QuantizationAwareTraining",
     "RandomPruning",
     "StructuredPruning",
-    "TrainingHooks",
-    "TrainsWithHooks",
-    "UnsupportedLayer",
 ]
+__all__ += _base.__all__
 
 
 def __getattr__(name: str) -> Any:

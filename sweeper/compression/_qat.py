@@ -80,9 +80,9 @@ class QuantizationAwareTraining:
         *,
         bits: int = 4,
         finetune_epochs: int = 5,
-        embeddings: bool = True,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
+        embeddings: bool = True,
     ) -> None:
         if not (isinstance(bits, int) and 2 <= bits <= 8):
             raise ValueError(f"compression.bits={bits}: allowed: integers 2..8")

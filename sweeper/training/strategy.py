@@ -8,6 +8,7 @@ strategy.early_stopping.enabled=true``). :meth:`Strategy.from_dict` checks every
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -34,6 +35,29 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ValueError(f"strategy.{key}={value!r}: must be {allowed}")
 
 
+_BOUND = re.compile(r"(?P<op>>=|>) (?P<low>\S+)|in (?P<left>[(\[])(?P<lo>\S+), (?P<hi>\S+)(?P<right>[)\]])")
+
+
+def _within(value: float, allowed: str) -> bool:
+    """Whether ``value`` meets a bound written as the error message says it: ``>= 1``, ``in (0, 1]``."""
+    match = _BOUND.fullmatch(allowed)
+    if match is None:
+        raise ValueError(f"unknown bound {allowed!r}")
+    if match["op"]:
+        return value >= float(match["low"]) if match["op"] == ">=" else value > float(match["low"])
+    lo, hi = float(match["lo"]), float(match["hi"])
+    above = value >= lo if match["left"] == "[" else value > lo
+    below = value <= hi if match["right"] == "]" else value < hi
+    return above and below
+
+
+def _check_bounds(settings: object, section: str, **bounds: str) -> None:
+    """Check each named field of ``settings`` against its bound (one-line error naming the key)."""
+    for name, allowed in bounds.items():
+        value = getattr(settings, name)
+        _require(_within(value, allowed), f"{section}.{name}", value, allowed)
+
+
 @dataclass(frozen=True)
 class LRSchedule:
     """How the learning rate changes per epoch (a torch.optim.lr_scheduler underneath)."""
@@ -49,15 +73,17 @@ class LRSchedule:
 
     def __post_init__(self) -> None:
         _require(self.name in SCHEDULES, "lr_schedule.name", self.name, f"one of {', '.join(SCHEDULES)}")
-        _require(self.step_size >= 1, "lr_schedule.step_size", self.step_size, ">= 1")
-        _require(0 < self.gamma <= 1, "lr_schedule.gamma", self.gamma, "in (0, 1]")
-        _require(self.min_lr >= 0, "lr_schedule.min_lr", self.min_lr, ">= 0")
-        _require(self.warmup_epochs >= 0, "lr_schedule.warmup_epochs", self.warmup_epochs, ">= 0")
-        _require(
-            0 < self.warmup_start_factor <= 1, "lr_schedule.warmup_start_factor", self.warmup_start_factor, "in (0, 1]"
+        _check_bounds(
+            self,
+            "lr_schedule",
+            step_size=">= 1",
+            gamma="in (0, 1]",
+            min_lr=">= 0",
+            warmup_epochs=">= 0",
+            warmup_start_factor="in (0, 1]",
+            plateau_factor="in (0, 1)",
+            plateau_patience=">= 0",
         )
-        _require(0 < self.plateau_factor < 1, "lr_schedule.plateau_factor", self.plateau_factor, "in (0, 1)")
-        _require(self.plateau_patience >= 0, "lr_schedule.plateau_patience", self.plateau_patience, ">= 0")
 
 
 @dataclass(frozen=True)
@@ -70,21 +96,22 @@ class EarlyStopping:
     restore_best: bool = True
 
     def __post_init__(self) -> None:
-        _require(self.patience >= 1, "early_stopping.patience", self.patience, ">= 1")
-        _require(self.min_delta >= 0, "early_stopping.min_delta", self.min_delta, ">= 0")
+        _check_bounds(self, "early_stopping", patience=">= 1", min_delta=">= 0")
 
 
 @dataclass(frozen=True)
 class GradNoise:
-    """Annealed Gaussian gradient noise (Neelakantan et al. 2015): variance eta / (1 + t)^gamma."""
+    """Annealed Gaussian gradient noise (Neelakantan et al. 2015).
+
+    Added to every gradient with variance ``eta / (1 + t)^gamma`` at optimizer step ``t``.
+    """
 
     enabled: bool = False
     eta: float = 0.3
     gamma: float = 0.55
 
     def __post_init__(self) -> None:
-        _require(self.eta > 0, "grad_noise.eta", self.eta, "> 0")
-        _require(self.gamma >= 0, "grad_noise.gamma", self.gamma, ">= 0")
+        _check_bounds(self, "grad_noise", eta="> 0", gamma=">= 0")
 
     def std(self, step: int) -> float:
         """Standard deviation of the noise added at optimizer step ``step`` (0-based)."""
@@ -100,8 +127,10 @@ class BatchGrowth:
     every_epochs: int = 10
 
     def __post_init__(self) -> None:
-        _require(self.factor >= 2, "batch_growth.factor", self.factor, "an integer >= 2")
-        _require(self.every_epochs >= 1, "batch_growth.every_epochs", self.every_epochs, ">= 1")
+        _require(
+            isinstance(self.factor, int) and self.factor >= 2, "batch_growth.factor", self.factor, "an integer >= 2"
+        )
+        _check_bounds(self, "batch_growth", every_epochs=">= 1")
 
 
 @dataclass(frozen=True)

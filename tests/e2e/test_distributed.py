@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import NO_REPORT, cli_env, compose_config
+from conftest import NO_REPORT, argv, cli_env, compose_config
 from services import find_pg_bin, free_port, start_mlflow_server, start_postgres, start_workers
 
 from sweeper.cache import atomic_path, compute_once, file_lock
@@ -193,12 +193,9 @@ def test_a_missing_database_driver_names_the_install_command(run_cli, tmp_path):
 @pytest.mark.slow
 def test_the_joblib_launcher_runs_two_trials_of_a_study_in_parallel(run_cli, tmp_path):
     proc = run_cli(
-        "-m",
-        "search=lr",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=2",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
+        *argv(
+            "-m search=lr hydra.sweeper.n_trials=2 hydra.sweeper.n_jobs=2 hydra/launcher=joblib hydra.launcher.n_jobs=2"
+        ),
         *TINY,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT, TINY_TASK, cli_env
+from conftest import REPO_ROOT, TINY_TASK, argv, cli_env
 
 from sweeper.report.__main__ import main
 from sweeper.results import ROLE_TAG, list_sweeps, load_runs
@@ -109,11 +109,7 @@ def test_notebook_runs_against_the_sweep_from_its_own_folder(tiny_sweep):
 
 def test_a_sweep_over_a_compression_strength_draws_accuracy_against_ratio(tmp_path, run_cli):
     proc = run_cli(
-        "-m",
-        "compression=prune",
-        "compression.amount=0.5,0.9",
-        "seed=0,1",
-        "compression.finetune_epochs=1",
+        *argv("-m compression=prune compression.amount=0.5,0.9 seed=0,1 compression.finetune_epochs=1"),
         *TINY_TASK,
         report=True,
         timeout=400,
@@ -147,12 +143,9 @@ def test_an_optuna_search_writes_its_report_on_its_parent_run_whatever_its_study
 
     named = [f"hydra.sweeper.study_name={study_name}"] if study_name else []
     proc = run_cli(
-        "-m",
-        "search=lr",
-        "hydra.sweeper.n_trials=3",
+        *argv("-m search=lr hydra.sweeper.n_trials=3 hydra.sweep.dir=search"),
         *named,
         *TINY_TASK,
-        "hydra.sweep.dir=search",
         report=True,
         timeout=400,
     )
