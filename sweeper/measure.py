@@ -1,4 +1,4 @@
-"""Measurement of the deployable artifact: accuracy after reloading, size on disk, latency.
+"""Measurement of the deployable artifact: the task's score after reloading, size on disk, latency.
 
 Latency is the median of repeated timings (``torch.utils.benchmark``, which warms up
 first) on one CPU thread, at batch 1 and per sample at a larger batch.
@@ -76,7 +76,7 @@ _timed: dict[str, tuple[Latency, Latency]] = {}  # network key -> (batch 1, per 
 def measure_artifact(
     module: nn.Module, task: Task, *, latency_seconds: float, latency_batch: int, network: str | None = None
 ) -> tuple[dict[str, float], bool]:
-    """What is measured on a reloaded artifact: accuracy on test and validation, weights, latency, split sizes.
+    """What is measured on a reloaded artifact: the task's metrics on test and validation, weights, latency, split sizes.
 
     ``network`` identifies the deployed computation (architecture, artifact format, weight counts,
     input shapes, timing settings): a network already timed in this process is not timed again,
@@ -84,22 +84,25 @@ def measure_artifact(
     (:mod:`sweeper.report.latency_round`) times every network side by side anyway. The size on
     disk and the training's numbers come from the stages that know them.
     """
-    from sweeper.training.loop import evaluate_accuracy
-
     params, nonzero = count_params(module)
-    batch = min(latency_batch, len(task.x_test))
-    key = f"{network}|{params}|{nonzero}|{tuple(task.x_test.shape[1:])}|{batch}|{latency_seconds}" if network else None
+    examples = task.inputs("test")
+    batch = min(latency_batch, len(examples))
+    key = f"{network}|{params}|{nonzero}|{task.input_shape}|{batch}|{latency_seconds}" if network else None
     reused = key is not None and key in _timed
     if key is not None and reused:
         latency, per_sample = _timed[key]
     else:
-        latency = measure_latency(module, task.x_test[:1], min_run_time=latency_seconds)
-        per_sample = measure_latency(module, task.x_test[:batch], min_run_time=latency_seconds)
+        latency = measure_latency(module, examples[:1], min_run_time=latency_seconds)
+        per_sample = measure_latency(module, examples[:batch], min_run_time=latency_seconds)
         if key is not None:
             _timed[key] = latency, per_sample
+    scores = {
+        f"{split}_{name}": value for split in ("test", "val") for name, value in task.evaluate(module, split).items()
+    }
     return {
-        "test_accuracy": evaluate_accuracy(module, task.x_test, task.y_test),
-        "val_accuracy": evaluate_accuracy(module, task.x_val, task.y_val),
+        "test_score": scores[f"test_{task.score_metric}"],
+        "val_score": scores[f"val_{task.score_metric}"],
+        **scores,
         "latency_ms": latency.median_ms,
         "latency_iqr_ms": latency.iqr_ms,
         "latency_ms_batch": per_sample.median_ms,

@@ -9,9 +9,9 @@ GROUPS = ("data", "model", "optimizer", "strategy", "compression")
 
 # Logged once per trial (after the last epoch), all of the reloaded artifact unless noted.
 FINAL_METRICS = (
-    "test_accuracy",  # held-out test split: final numbers only, never selection
-    "val_accuracy",
-    "best_val_accuracy",  # best epoch during training
+    "test_score",  # the task's primary metric on the held-out test split: final numbers only, never selection
+    "val_score",
+    "best_val_score",  # best epoch during training
     "size_bytes",
     "compression_ratio",
     "latency_ms",
@@ -24,8 +24,9 @@ FINAL_METRICS = (
     "epochs_run",
     "steps",
 )
-# What a search may select on: everything but the test split.
-SELECTION_METRICS = tuple(m for m in FINAL_METRICS if m != "test_accuracy")
+# What a search may select on: everything but the test split (each metric is also logged under its
+# own name, val_<metric> / test_<metric>: val_accuracy, test_ndcg_at_10, ...; see sweeper.scoring).
+SELECTION_METRICS = tuple(m for m in FINAL_METRICS if m != "test_score")
 # Logged per epoch only (curves: `sweeper.results.load_history`).
 PER_EPOCH_ONLY = frozenset({"train_loss", "lr", "batch_size"})
 
@@ -37,9 +38,9 @@ def check_final_metrics(metrics: dict[str, float]) -> None:
         RuntimeError: a measurement left a contract metric out (a defect of the stage, not the input).
 
     Example:
-        >>> check_final_metrics({"test_accuracy": 0.9})
+        >>> check_final_metrics({"test_score": 0.9})
         Traceback (most recent call last):
-        RuntimeError: the trial's metrics lack val_accuracy, best_val_accuracy, size_bytes, ...
+        RuntimeError: the trial's metrics lack val_score, best_val_score, size_bytes, ...
     """
     missing = [name for name in FINAL_METRICS if name not in metrics]
     if missing:

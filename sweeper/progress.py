@@ -84,9 +84,11 @@ class TrialProgress:
         *,
         index: int | None = None,
         total: int | None = None,
+        metric: str = "accuracy",
         stream: TextIO | None = None,
     ) -> None:
         self.stream = stream or sys.stdout
+        self.metric = metric  # the task's primary metric: its lines name it (val_ndcg_at_10)
         self.live = interactive(self.stream)
         position = f"{index}/{total}" if index is not None and total else (str(index) if index else "")
         self.prefix = f"trial {position} {label}".replace("  ", " ").strip()
@@ -103,7 +105,7 @@ class TrialProgress:
         if self.live:
             self._write(
                 f"epoch {epoch + 1}/{self.epochs} loss {metrics['train_loss']:.4f} "
-                f"val_accuracy {metrics['val_accuracy']:.4f}",
+                f"val_{self.metric} {metrics['val_score']:.4f}",
                 end="",
             )
 
@@ -116,9 +118,9 @@ class TrialProgress:
 
     def done(self, metrics: Mapping[str, float]) -> None:
         self._write(
-            f"test_accuracy {metrics['test_accuracy']:.4f} size {metrics['size_bytes'] / 1024:.1f} KiB "
+            f"test_{self.metric} {metrics['test_score']:.4f} size {metrics['size_bytes'] / 1024:.1f} KiB "
             f"latency {metrics['latency_ms']:.3f} ms epochs {int(metrics['epochs_run'])} "
-            f"({metrics['train_seconds']:.1f} s)" + self._standing(metrics.get("val_accuracy"))
+            f"({metrics['train_seconds']:.1f} s)" + self._standing(metrics.get("val_score"))
         )
 
     def skipped(self, run_id: str, score: float | None = None) -> None:

@@ -3,7 +3,7 @@
 Example:
     >>> from sweeper.results import load_runs                     # doctest: +SKIP
     >>> runs = load_runs("sweeper", sweep_id="latest")            # doctest: +SKIP
-    >>> runs.groupby("optimizer")["test_accuracy"].agg(["mean", "std"])  # doctest: +SKIP
+    >>> runs.groupby("optimizer")["test_score"].agg(["mean", "std"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = ["FINAL_METRICS", "ROLE_TAG", "list_sweeps", "load_history", "load_run
 _TAG_COLUMNS = [
     "sweep_id",
     "job",
+    "score_metric",
     "latency_kind",
     "failure_reason",
     "device",
@@ -83,7 +84,7 @@ def load_runs(
         choices (``data``, ``model``, ``optimizer``, ``strategy``, ``compression``),
         ``seed``, ``lr``, ``batch_size``, ``epochs``, the tags ``sweep_id``, ``job``,
         ``latency_kind``, ``failure_reason`` (and ``optuna_study``, ``optuna_trial``,
-        ``optuna_state`` for trials of an Optuna search), every final metric (``test_accuracy``,
+        ``optuna_state`` for trials of an Optuna search), every final metric (``test_score``, ``test_<metric>``,
         ``size_bytes``, ``latency_ms``, ...; NaN where a run has none), every config
         value under its dotted key (``optimizer.lr``, ``compression.amount``, ...) and the
         other tags a trial set (e.g. ``quantization_flow``).
@@ -132,18 +133,29 @@ def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
     }
     tags = {k: v for k, v in tags.items() if k not in frame.columns and k not in params}
     frame = pd.concat([frame, pd.DataFrame(params, index=raw.index), pd.DataFrame(tags, index=raw.index)], axis=1)
-    return frame.sort_values("start_time").reset_index(drop=True)
+    return _with_scores(frame).sort_values("start_time").reset_index(drop=True)
+
+
+def _with_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs logged before tasks defined their metric scored accuracy: their ``*_score`` is their accuracy."""
+    for prefix in ("test", "val", "best_val"):
+        legacy = f"{prefix}_accuracy"
+        if legacy in frame:
+            frame[f"{prefix}_score"] = frame[f"{prefix}_score"].fillna(frame[legacy])
+    frame["score_metric"] = frame["score_metric"].fillna("accuracy")
+    return frame
 
 
 def load_history(
     run_ids: Iterable[str],
-    metrics: Iterable[str] = ("train_loss", "val_accuracy", "lr"),
+    metrics: Iterable[str] = ("train_loss", "val_score", "lr"),
     *,
     tracking_uri: str | None = None,
 ) -> pd.DataFrame:
     """Per-epoch metrics of runs, long format: ``run_id``, ``metric``, ``epoch``, ``value``.
 
-    The final summary point (logged one step after the last epoch) is left out.
+    The final summary point (logged one step after the last epoch) is left out. ``val_score``
+    of a run logged before tasks defined their metric is its ``val_accuracy``.
     """
     client = reading_client(tracking_uri)
     rows = []
@@ -151,7 +163,10 @@ def load_history(
         run = client.get_run(run_id)
         epochs_run = run.data.metrics.get("epochs_run")
         for metric in metrics:
-            for point in client.get_metric_history(run_id, metric):
+            points = client.get_metric_history(run_id, metric)
+            if not points and metric == "val_score":
+                points = client.get_metric_history(run_id, "val_accuracy")
+            for point in points:
                 if epochs_run is None or point.step < epochs_run:
                     rows.append({"run_id": run_id, "metric": metric, "epoch": point.step, "value": point.value})
     return pd.DataFrame(rows, columns=["run_id", "metric", "epoch", "value"])

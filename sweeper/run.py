@@ -22,6 +22,7 @@ from torch import nn
 
 from sweeper import sweep_layout
 from sweeper.artifact import dense_payload, load_artifact, save_artifact, serialized_size
+from sweeper.baselines import baseline_scores
 from sweeper.compression import Compressed, TrainingHooks, TrainsWithHooks
 from sweeper.errors import ConfigError
 from sweeper.measure import measure_artifact
@@ -148,7 +149,7 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path) -> Depl
     )
     metrics: dict[str, float] = {
         **measured,
-        "best_val_accuracy": result.best_val_accuracy,
+        "best_val_score": result.best_val_score,
         "size_bytes": size_bytes,
         "compression_ratio": dense_bytes / size_bytes,
         "train_seconds": result.train_seconds,
@@ -157,6 +158,7 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path) -> Depl
         "steps": result.steps,
         **(trained.hooks.metrics if trained.hooks else {}),
         **compressed.metrics,
+        **baseline_scores(task),
     }
     check_final_metrics(metrics)
     # reused: the latency of the same network timed earlier in this process (the report's round re-times all)
@@ -193,7 +195,11 @@ def execute(
         tracker.log_artifacts([config_path, deployed.path])
         _extra(tracker, "datasets", lambda: tracker.log_datasets(plan.task, _data_source(plan.cfg)))
         if plan.cfg.tracking.get("log_model", True):
-            _extra(tracker, "model", lambda: tracker.log_model(deployed.path, plan.task.x_test[:2], deployed.module))
+            _extra(
+                tracker,
+                "model",
+                lambda: tracker.log_model(deployed.path, plan.task.inputs("test")[:2], deployed.module),
+            )
     return deployed.metrics
 
 
@@ -221,6 +227,8 @@ def _trial_tags(
         **source_tags(),
         **plan.choices,
         "seed": str(plan.seed),
+        "score_metric": plan.task.score_metric,
+        **({"baseline": plan.task.baseline} if plan.task.baseline else {}),
         "sweep_id": sweep_id,
         "trial_key": trial_key(config),
     }
@@ -253,7 +261,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     label = _run_label(plan.choices, cfg)
     if search is not None:  # named by the Optuna trial number; failed trials are replaced, so no total
         label = f"#{search.number} {label}"
-    progress = TrialProgress(label, plan.strategy.epochs, index=None if search else index, total=total)
+    progress = TrialProgress(
+        label, plan.strategy.epochs, index=None if search else index, total=total, metric=plan.task.score_metric
+    )
     epoch_hook = search.epoch_hook(progress.epoch) if search is not None else None
     if not cfg.tracking.enabled:
         return _reported(progress, search, lambda: execute(plan, None, progress, epoch_hook=epoch_hook))
@@ -265,7 +275,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if search is None and sweep_id and cfg.get("resume", True):  # a study resumes itself; a grid re-run skips
         previous = finished_trial(uri, experiment, sweep_id, tags["trial_key"])
         if previous is not None:
-            progress.skipped(previous[0], previous[1].get("val_accuracy"))
+            progress.skipped(previous[0], previous[1].get("val_score", previous[1].get("val_accuracy")))
             return previous[1]
     try:
         tracker = TrialRun(uri, experiment, run_name=label, tags=tags)

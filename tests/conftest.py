@@ -115,9 +115,9 @@ def run_cli(tmp_path: Path, _mlflow_template: Path) -> Callable[..., subprocess.
 # --- the report: synthetic runs shaped like load_runs output, and one tiny real sweep ---
 
 _METRIC_DEFAULTS = {
-    "test_accuracy": 0.9,
-    "val_accuracy": 0.9,
-    "best_val_accuracy": 0.9,
+    "test_score": 0.9,
+    "val_score": 0.9,
+    "best_val_score": 0.9,
     "size_bytes": 40_000.0,
     "compression_ratio": 1.0,
     "latency_ms": 0.2,
@@ -134,11 +134,11 @@ _METRIC_DEFAULTS = {
 
 @pytest.fixture
 def make_runs() -> Callable[..., pd.DataFrame]:
-    """``make_runs(dict(optimizer="sgd", seed=1, test_accuracy=0.8), ...)`` -> a ``load_runs``-shaped frame.
+    """``make_runs(dict(optimizer="sgd", seed=1, test_score=0.8), ...)`` -> a ``load_runs``-shaped frame.
 
     Each dict overrides the defaults of one run (adam, none, default strategy, lr 0.003,
     FINISHED, every metric present); ``None`` for a metric leaves it missing (NaN).
-    ``val_accuracy`` defaults to the run's ``test_accuracy`` (selection then agrees with test).
+    ``val_score`` defaults to the run's ``test_score`` (selection then agrees with test).
     """
     import pandas as pd
 
@@ -167,8 +167,8 @@ def make_runs() -> Callable[..., pd.DataFrame]:
                 **_METRIC_DEFAULTS,
                 **spec,
             }
-            if "val_accuracy" not in spec and spec.get("test_accuracy") is not None:
-                row["val_accuracy"] = spec["test_accuracy"]
+            if "val_score" not in spec and spec.get("test_score") is not None:
+                row["val_score"] = spec["test_score"]
             row["optimizer.lr"] = row["lr"]
             row["strategy.epochs"] = row["epochs"]
             row["compression._target_"] = f"sweeper.compression.{row['compression']}"

@@ -289,7 +289,7 @@ def test_second_distill_trial_reuses_the_cached_teacher(make_cfg, tmp_path, monk
     ctx = second.context()
     teacher, second_metrics = second.compressor.teacher(ctx)
     assert second_metrics["teacher_cached"] == 1.0
-    assert second_metrics["teacher_test_accuracy"] == first_metrics["teacher_test_accuracy"]
+    assert second_metrics["teacher_test_score"] == first_metrics["teacher_test_score"]
     assert teacher(second.task.x_test[:4]).shape == (4, 10)
 
     other_seed = plan_trial(make_cfg(*overrides, "seed=1"))  # another key: a new teacher

@@ -27,7 +27,6 @@ from sweeper.compression import UnsupportedLayer
 from sweeper.compression._attention import ExplicitAttention, make_quantizable
 from sweeper.compression._quantize import FLOWS, Int8Quantization, _quantize_weights
 from sweeper.compression._storage import decode_state, encode_state
-from sweeper.training import evaluate_accuracy
 
 TOKENS = {"_target_": "zoo.digit_tokens", "positional": False}
 # network -> (its model: a built-in's override or a plug-in's node, its data node, the int8 layer kinds it holds)
@@ -153,7 +152,7 @@ def test_artifact_is_at_most_half_the_fp32_one(trial_of, network, flow):
 def test_int8_accuracy_is_within_a_few_points_of_the_float_model(trial_of, network, flow):
     trial = trial_of(network, flow)
     task = trial.plan.task
-    float_accuracy = evaluate_accuracy(trial.plan.model, task.x_test, task.y_test)
+    float_accuracy = task.evaluate(trial.plan.model, "test")["accuracy"]
     assert abs(trial.metrics["test_accuracy"] - float_accuracy) <= MAX_ACCURACY_DROP
 
 

@@ -58,3 +58,48 @@ def test_cnn_handles_images_sequences_and_feature_vectors(shape):
     model = make_cnn(input_shape=shape, num_classes=4)
     assert model(torch.zeros(2, *shape)).shape == (2, 4)
     assert make_mlp(input_shape=shape, num_classes=4)(torch.zeros(2, *shape)).shape == (2, 4)
+
+
+# ---- the data a task plug-in hands over is checked before training ----------------------------------
+
+
+def _blobs(n: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 3)), np.arange(n) % 3
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda x, y: (x, y.astype(float) + 0.5),
+            r"Task.from_arrays: labels must be integer class ids; row 0 holds 0.5",
+        ),
+        (lambda x, y: (np.where(np.arange(len(x))[:, None] == 7, np.nan, x), y), r"Task.x_\w+: row \d+ holds NaN"),
+    ],
+)
+def test_bad_data_is_one_line_naming_the_split_and_row(change, message):
+    x, y = change(*_blobs())
+    with pytest.raises(ValueError, match=message):
+        Task.from_arrays(x, y, seed=0)
+
+
+def test_a_label_outside_num_classes_names_its_split_and_row():
+    x, y = _blobs()
+    with pytest.raises(ValueError, match=r"Task.y_\w+: row \d+ holds label 4, outside \[0, num_classes=3\)"):
+        Task.from_arrays(x, np.where(np.arange(len(y)) == 5, 4, y), seed=0, num_classes=3)
+
+
+def test_from_splits_keeps_the_published_test_split_and_carves_validation_from_train():
+    x, y = _blobs(100)
+    task = Task.from_splits(x[:70], y[:70], x[70:], y[70:], seed=3, val_fraction=0.2, metrics=["macro_f1", "accuracy"])
+    assert torch.equal(task.x_test, torch.from_numpy(x[70:].astype(np.float32)))  # untouched, in order
+    assert len(task.x_val) == 15 and len(task.x_train) == 55  # 20 % of each class, rounded
+    train_rows = {tuple(r) for r in task.x_train.tolist()} | {tuple(r) for r in task.x_val.tolist()}
+    assert train_rows == {tuple(r) for r in x[:70].astype(np.float32).tolist()}
+    assert task.score_metric == "macro_f1" and set(task.evaluate(torch.nn.Linear(3, 3), "val")) == {
+        "macro_f1",
+        "accuracy",
+    }
+    with pytest.raises(ValueError, match=r"Task.metrics=\['f2'\]: allowed: accuracy, macro_f1"):
+        Task.from_splits(x[:70], y[:70], x[70:], y[70:], seed=3, metrics=["f2"])

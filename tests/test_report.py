@@ -76,11 +76,11 @@ def test_grouping_over_seeds_gives_mean_std_and_counts(make_runs):
     accuracies = [0.80, 0.90, 0.85]
     runs = prepare_runs(
         make_runs(
-            *[dict(seed=s, test_accuracy=a) for s, a in enumerate(accuracies)],
-            dict(seed=3, status="FAILED", test_accuracy=None, failure_reason="TrainingDiverged: loss nan"),
-            dict(seed=4, test_accuracy=0.99, latency_ms=None),  # finished but a metric is missing
-            dict(seed=5, status="KILLED", optuna_state="PRUNED", test_accuracy=None),
-            dict(optimizer="sgd", lr=0.1, seed=0, test_accuracy=0.5),
+            *[dict(seed=s, test_score=a) for s, a in enumerate(accuracies)],
+            dict(seed=3, status="FAILED", test_score=None, failure_reason="TrainingDiverged: loss nan"),
+            dict(seed=4, test_score=0.99, latency_ms=None),  # finished but a metric is missing
+            dict(seed=5, status="KILLED", optuna_state="PRUNED", test_score=None),
+            dict(optimizer="sgd", lr=0.1, seed=0, test_score=0.5),
         )
     )
     table = group_configs(runs)
@@ -103,8 +103,8 @@ def test_labels_name_what_varies_besides_the_seed(make_runs):
 def _two_configs(make_runs, a: list[float], b: list[float], **b_spec) -> pd.DataFrame:
     """compression=none with test accuracies ``a`` and quantize with ``b``, seeds 0, 1, ..."""
     return make_runs(
-        *[dict(compression="none", seed=s, test_accuracy=v) for s, v in enumerate(a)],
-        *[dict(compression="quantize", seed=s, test_accuracy=v, size_bytes=10_000, **b_spec) for s, v in enumerate(b)],
+        *[dict(compression="none", seed=s, test_score=v) for s, v in enumerate(a)],
+        *[dict(compression="quantize", seed=s, test_score=v, size_bytes=10_000, **b_spec) for s, v in enumerate(b)],
     )
 
 
@@ -151,12 +151,9 @@ def test_holm_adjusts_within_one_table():
 
 def test_selection_uses_validation_even_when_another_lr_has_the_best_test(make_runs, tmp_path):
     runs = make_runs(
-        *[
-            dict(optimizer="adam", lr=0.001, seed=s, val_accuracy=0.95, test_accuracy=0.90 + 0.001 * s)
-            for s in range(3)
-        ],
-        *[dict(optimizer="adam", lr=0.01, seed=s, val_accuracy=0.90, test_accuracy=0.93 + 0.001 * s) for s in range(3)],
-        *[dict(optimizer="sgd", lr=0.1, seed=s, val_accuracy=0.80, test_accuracy=0.95) for s in range(3)],
+        *[dict(optimizer="adam", lr=0.001, seed=s, val_score=0.95, test_score=0.90 + 0.001 * s) for s in range(3)],
+        *[dict(optimizer="adam", lr=0.01, seed=s, val_score=0.90, test_score=0.93 + 0.001 * s) for s in range(3)],
+        *[dict(optimizer="sgd", lr=0.1, seed=s, val_score=0.80, test_score=0.95) for s in range(3)],
     )
     prepared = prepare_runs(runs)
     table = group_configs(prepared)
@@ -179,7 +176,7 @@ def test_a_sweep_dir_rerun_with_other_overrides_yields_two_sweeps(make_runs, tmp
                 epochs=epochs,
                 epochs_run=epochs,
                 start_time=start + i,
-                test_accuracy=(0.95 if epochs == 200 else 0.85) + 0.001 * s,
+                test_score=(0.95 if epochs == 200 else 0.85) + 0.001 * s,
                 **{FIXED_TAG: f"strategy.epochs={epochs}"},
             )
             for i, (o, s) in enumerate(itertools.product(("adam", "sgd"), (0, 1)))
@@ -202,19 +199,19 @@ def test_a_sweep_dir_rerun_with_other_overrides_yields_two_sweeps(make_runs, tmp
 
 def test_budget_counts_fine_tuning_and_the_recommendation_says_so(make_runs, tmp_path):
     runs = make_runs(
-        *[dict(compression="none", seed=s, epochs_run=3, test_accuracy=0.85 + 0.001 * s) for s in range(3)],
+        *[dict(compression="none", seed=s, epochs_run=3, test_score=0.85 + 0.001 * s) for s in range(3)],
         *[
             dict(
                 compression="prune",
                 seed=s,
                 epochs_run=3,
-                test_accuracy=0.90 + 0.001 * s,
+                test_score=0.90 + 0.001 * s,
                 size_bytes=20_000,
                 **{"compression.finetune_epochs": 5},
             )
             for s in range(3)
         ],
-        *[dict(compression="distill", seed=s, epochs_run=3, test_accuracy=0.80, teacher_epochs=30) for s in range(3)],
+        *[dict(compression="distill", seed=s, epochs_run=3, test_score=0.80, teacher_epochs=30) for s in range(3)],
     )
     table = group_configs(prepare_runs(runs))
     assert table.loc["compression=prune", "total_epochs"] == 8
@@ -242,13 +239,13 @@ def test_families_are_compared_at_matched_compression_ratios(make_runs, tmp_path
             seed=s,
             compression_ratio=ratio,
             size_bytes=40_000 / ratio,
-            test_accuracy=acc + 0.002 * s,
+            test_score=acc + 0.002 * s,
             **{knob: strength},
         )
         for method, knob, strength, ratio, acc in points
         for s in range(2)
     ]
-    specs += [dict(compression="none", seed=s, test_accuracy=0.92 + 0.002 * s) for s in range(2)]
+    specs += [dict(compression="none", seed=s, test_score=0.92 + 0.002 * s) for s in range(2)]
     runs = make_runs(*specs)
     table = group_configs(prepare_runs(runs))
     curves = ratio_curves(table)
@@ -282,7 +279,7 @@ def _random_table(make_runs, seed: int) -> pd.DataFrame:
         dict(
             compression=f"method{i}",
             seed=s,
-            test_accuracy=float(rng.uniform(0.5, 1)),
+            test_score=float(rng.uniform(0.5, 1)),
             size_bytes=float(rng.uniform(5e3, 2e5)),
             latency_ms=float(rng.uniform(0.05, 2)),
         )
@@ -302,12 +299,12 @@ def test_recommendation_respects_every_budget(make_runs, seed):
         budget = Budget(
             max_size_kb=float(rng.uniform(5, 200)),
             max_latency_ms=float(rng.uniform(0.05, 2)),
-            min_accuracy=float(rng.uniform(0.4, 0.9)),
+            min_score=float(rng.uniform(0.4, 0.9)),
         )
         ok = (
             (table["size_bytes"] / 1024 <= budget.max_size_kb)
             & (table["latency_ms"] <= budget.max_latency_ms)
-            & (table["acc_mean"] >= budget.min_accuracy)
+            & (table["acc_mean"] >= budget.min_score)
         )
         rec = recommend(table, budget)
         if ok.any():
@@ -323,21 +320,21 @@ def test_recommendation_respects_every_budget(make_runs, seed):
             assert rec.closest in recommend(table, relaxed).feasible
 
 
-_FLAGS = {"--max-size-kb": "max_size_kb", "--max-latency-ms": "max_latency_ms", "--min-accuracy": "min_accuracy"}
+_FLAGS = {"--max-size-kb": "max_size_kb", "--max-latency-ms": "max_latency_ms", "--min-score": "min_score"}
 
 
 def _relaxed(flag: str, value: float | None, relax: dict[str, tuple[float, float]]) -> float | None:
     if flag not in relax:
         return value
     needed = relax[flag][1]
-    return math.floor(needed * 1000) / 1000 if flag == "--min-accuracy" else math.ceil(needed * 1000) / 1000
+    return math.floor(needed * 1000) / 1000 if flag == "--min-score" else math.ceil(needed * 1000) / 1000
 
 
 def test_recommendation_flips_when_a_budget_changes(make_runs):
     runs = make_runs(
-        *[dict(compression="none", seed=s, test_accuracy=0.95 + 0.001 * s, size_bytes=200_000) for s in range(2)],
+        *[dict(compression="none", seed=s, test_score=0.95 + 0.001 * s, size_bytes=200_000) for s in range(2)],
         *[
-            dict(compression="quantize", seed=s, test_accuracy=0.90 + 0.001 * s, size_bytes=50_000, latency_ms=0.5)
+            dict(compression="quantize", seed=s, test_score=0.90 + 0.001 * s, size_bytes=50_000, latency_ms=0.5)
             for s in range(2)
         ],
     )
@@ -355,7 +352,7 @@ def test_recommendation_flips_when_a_budget_changes(make_runs):
         (dict(max_size_kb=-1.0), "--max-size-kb=-1: must be a number > 0"),
         (dict(max_latency_ms="fast"), "--max-latency-ms=fast: must be a number > 0"),
         (dict(max_latency_ms=float("nan")), "--max-latency-ms=nan"),
-        (dict(min_accuracy=90.0), "--min-accuracy=90: must be a number in [0, 1]"),
+        (dict(min_score=90.0), "--min-score=90: must be a number in [0, 1]"),
     ],
 )
 def test_bad_budgets_are_one_line_errors_naming_the_flag(kwargs, message):
@@ -366,9 +363,9 @@ def test_bad_budgets_are_one_line_errors_naming_the_flag(kwargs, message):
 
 def test_family_summary_against_none(make_runs):
     runs = make_runs(
-        dict(compression="none", size_bytes=40_000, latency_ms=0.2, test_accuracy=0.90),
-        dict(compression="quantize", size_bytes=10_000, latency_ms=0.3, test_accuracy=0.88, latency_kind="simulated"),
-        dict(compression="prune", size_bytes=20_000, latency_ms=0.1, test_accuracy=0.91),
+        dict(compression="none", size_bytes=40_000, latency_ms=0.2, test_score=0.90),
+        dict(compression="quantize", size_bytes=10_000, latency_ms=0.3, test_score=0.88, latency_kind="simulated"),
+        dict(compression="prune", size_bytes=20_000, latency_ms=0.1, test_score=0.91),
     )
     summary = family_summary(group_configs(prepare_runs(runs))).set_index("family")
     assert summary.loc["quantization", "size_ratio"] == pytest.approx(4.0)
@@ -381,15 +378,15 @@ def test_family_summary_against_none(make_runs):
 def test_optimizer_speed_and_tunability(make_runs):
     runs = prepare_runs(
         make_runs(
-            dict(optimizer="adam", lr=0.001, test_accuracy=0.900),
-            dict(optimizer="adam", lr=0.01, test_accuracy=0.895),
-            dict(optimizer="adam", lr=0.1, test_accuracy=0.5),
-            dict(optimizer="sgd", lr=0.1, test_accuracy=0.7),
+            dict(optimizer="adam", lr=0.001, test_score=0.900),
+            dict(optimizer="adam", lr=0.01, test_score=0.895),
+            dict(optimizer="adam", lr=0.1, test_score=0.5),
+            dict(optimizer="sgd", lr=0.1, test_score=0.7),
         )
     )
     curve = [0.3, 0.6, 0.85, 0.9]
     history = pd.DataFrame(
-        [{"run_id": "run0", "metric": "val_accuracy", "epoch": e, "value": v} for e, v in enumerate(curve)]
+        [{"run_id": "run0", "metric": "val_score", "epoch": e, "value": v} for e, v in enumerate(curve)]
     )
     summary = optimizer_summary(runs, group_configs(runs), history, target=0.8).set_index("optimizer")
     assert summary.loc["adam", "tunability"] == pytest.approx(2 / 3)  # 0.001 and 0.01 within 1 pp of the best
@@ -405,7 +402,7 @@ def test_report_files_have_every_section(make_runs, tmp_path):
                 strategy=s,
                 compression=c,
                 seed=seed,
-                test_accuracy=0.8 + 0.05 * seed + (0.05 if o == "adam" else 0),
+                test_score=0.8 + 0.05 * seed + (0.05 if o == "adam" else 0),
                 size_bytes=40_000 if c == "none" else 11_000,
             )
             for o in ("adam", "sgd")
@@ -418,7 +415,7 @@ def test_report_files_have_every_section(make_runs, tmp_path):
         [
             {"run_id": rid, "metric": m, "epoch": e, "value": 0.5 + 0.1 * e}
             for rid in runs["run_id"]
-            for m in ("val_accuracy", "train_loss")
+            for m in ("val_score", "train_loss")
             for e in range(4)
         ]
     )
@@ -443,8 +440,8 @@ def test_report_files_have_every_section(make_runs, tmp_path):
 
 def test_sweep_without_finished_runs_lists_the_failures(make_runs, tmp_path):
     runs = make_runs(
-        dict(status="FAILED", test_accuracy=None, failure_reason="ValueError: boom"),
-        dict(seed=1, status="FAILED", test_accuracy=None, failure_reason="ValueError: boom"),
+        dict(status="FAILED", test_score=None, failure_reason="ValueError: boom"),
+        dict(seed=1, status="FAILED", test_score=None, failure_reason="ValueError: boom"),
     )
     result = write_report(runs, EMPTY_HISTORY, Budget(), tmp_path)
     markdown = (tmp_path / "report.md").read_text()
@@ -476,7 +473,7 @@ def test_callback_finds_an_optuna_sweep_by_its_study_name(tmp_path, tracking_uri
         tags = {"sweep_id": "optuna/study-a", "optuna_study": "study-a", "optimizer": "adam", "compression": "none"}
         with TrialRun(tracking_uri, "sweeper", run_name=f"trial {seed}", tags=tags) as run:
             run.log_params({"seed": seed, "optimizer.lr": 0.01})
-            run.log_results({"test_accuracy": 0.8 + 0.01 * seed, "size_bytes": 1000, "latency_ms": 0.1})
+            run.log_results({"test_score": 0.8 + 0.01 * seed, "size_bytes": 1000, "latency_ms": 0.1})
     config = OmegaConf.create(
         {
             "tracking": {"enabled": True, "uri": tracking_uri, "experiment": "sweeper"},
@@ -510,7 +507,7 @@ def test_configurations_deploying_the_same_network_share_one_latency():
             "model.hidden": 64,
             "lr": [0.003, 0.003, 0.1, 0.1],
             "seed": [0, 1, 0, 0],
-            "test_accuracy": [0.96, 0.97, 0.90, 0.89],
+            "test_score": [0.96, 0.97, 0.90, 0.89],
             "size_bytes": [58000, 58000, 58000, 17000],
             "params": 13706,
             "nonzero_params": 13706,
@@ -598,8 +595,8 @@ def test_callback_and_cli_report_each_sweep_of_a_rerun_sweep_dir(tmp_path, track
                 run.log_params({"seed": seed, "strategy.epochs": epochs})
                 run.log_results(
                     {
-                        "test_accuracy": 0.8 + 0.01 * seed,
-                        "val_accuracy": 0.8,
+                        "test_score": 0.8 + 0.01 * seed,
+                        "val_score": 0.8,
                         "size_bytes": 1000,
                         "latency_ms": 0.1,
                         "epochs_run": epochs,

@@ -61,7 +61,7 @@ def test_every_preset_composes_and_its_space_parses(preset):
     facade.sweeper.config = cfg
     plan = facade.sweeper.plan([])
     assert plan.space.params and plan.study_name.startswith(f"{preset}-")
-    expected = {"pareto": ["val_accuracy", "size_bytes", "latency_ms"]}.get(preset, ["val_accuracy"])
+    expected = {"pareto": ["val_score", "size_bytes", "latency_ms"]}.get(preset, ["val_score"])
     assert list(plan.objectives) == expected
 
 
@@ -165,7 +165,7 @@ def test_a_job_in_another_process_reopens_its_trial_from_the_storage(tmp_path, m
     ctx = trial_context.current()  # nothing registered in this process: reopened from the storage
     assert ctx is not None and ctx.number == trial.number and ctx.tags() == {"optuna_study": "s", "optuna_trial": "0"}
     ctx.attach_run("abc")
-    ctx.report(0, {"val_accuracy": 0.5})  # the default pruner of a reopened study prunes nothing
+    ctx.report(0, {"val_score": 0.5})  # the default pruner of a reopened study prunes nothing
     stored = optuna.load_study(study_name="s", storage=open_storage(storage)).trials[0]
     assert stored.user_attrs["mlflow_run_id"] == "abc" and stored.intermediate_values == {1: 0.5}
 
@@ -187,8 +187,8 @@ def test_outside_a_search_there_is_no_trial(monkeypatch):
         ({"sampler": "bayes"}, [], "hydra.sweeper.sampler=bayes: unknown sampler; allowed: tpe, random, grid"),
         ({"pruner": "early"}, [], "hydra.sweeper.pruner=early: unknown pruner; allowed: none, median"),
         ({"objectives": {"accuracy": "maximize"}}, [], "hydra.sweeper.objectives.accuracy: unknown metric"),
-        ({"objectives": {"test_accuracy": "maximize"}}, [], "test split stays out of selection"),
-        ({"objectives": {"val_accuracy": "up"}}, [], "allowed: maximize, minimize"),
+        ({"objectives": {"test_score": "maximize"}}, [], "test split stays out of selection"),
+        ({"objectives": {"val_score": "up"}}, [], "allowed: maximize, minimize"),
         (
             {"constraints": {"size_bytes": "small"}},
             [],
@@ -203,7 +203,7 @@ def test_outside_a_search_there_is_no_trial(monkeypatch):
         ({"params": {"bits": "range(8, 2)"}}, [], "hydra.sweeper.params.bits: range(8, 2, step=1) is empty"),
         ({}, ["optimizer.lr=tag(log, interval(0, 1))"], "optimizer.lr: tag(log, interval(0.0, 1.0)) needs low > 0"),
         (
-            {"objectives": {"val_accuracy": "maximize", "size_bytes": "minimize"}, "pruner": "median"},
+            {"objectives": {"val_score": "maximize", "size_bytes": "minimize"}, "pruner": "median"},
             [],
             "hydra.sweeper.pruner=median: Optuna cannot prune a multi-objective study",
         ),
@@ -268,7 +268,7 @@ def _sweep(tmp_path: Path, launcher: FakeLauncher, **options) -> OptunaSweeperIm
 
 def _accuracy(values: dict) -> dict:
     lr = float(values["optimizer.lr"])
-    return {"val_accuracy": 1 - abs(math.log10(lr) + 2) / 3, "size_bytes": 1000.0, "latency_ms": 0.1}
+    return {"val_score": 1 - abs(math.log10(lr) + 2) / 3, "size_bytes": 1000.0, "latency_ms": 0.1}
 
 
 @pytest.mark.parametrize("sigterm", [False, True], ids=["ctrl_c", "sigterm"])
@@ -286,7 +286,7 @@ def test_a_sweep_interrupted_by_ctrl_c_resumes_to_exactly_n_trials(tmp_path, sig
     _sweep(tmp_path, launcher, n_trials=5)
     assert len(launcher.jobs) == 3
     assert [t.state.name for t in _study(tmp_path).trials].count("COMPLETE") == 5
-    assert _study(tmp_path).metric_names == ["val_accuracy"]  # what optuna-dashboard shows
+    assert _study(tmp_path).metric_names == ["val_score"]  # what optuna-dashboard shows
 
 
 def test_n_jobs_asks_and_launches_trials_in_batches(tmp_path):
@@ -301,7 +301,7 @@ def test_n_jobs_asks_and_launches_trials_in_batches(tmp_path):
 
 
 def test_a_grid_search_visits_each_point_once_and_stops_at_the_grid_size(tmp_path):
-    launcher = FakeLauncher(lambda values: {"val_accuracy": int(values["compression.bits"]) / 8})
+    launcher = FakeLauncher(lambda values: {"val_score": int(values["compression.bits"]) / 8})
     _sweep(tmp_path, launcher, params={"compression.bits": "range(2, 9)"}, sampler="grid", n_trials=20)
     assert sorted(int(dict(o.split("=", 1) for o in job)["compression.bits"]) for job in launcher.jobs) == list(
         range(2, 9)
@@ -311,12 +311,12 @@ def test_a_grid_search_visits_each_point_once_and_stops_at_the_grid_size(tmp_pat
 def test_failed_and_nan_trials_are_failed_and_replaced_and_a_hopeless_sweep_stops(tmp_path):
     from sweeper.search.loop import SweepAborted
 
-    outcomes = iter([None, {"val_accuracy": float("nan")}, {"size_bytes": 3.0}] + [{"val_accuracy": 0.5}] * 9)
+    outcomes = iter([None, {"val_score": float("nan")}, {"size_bytes": 3.0}] + [{"val_score": 0.5}] * 9)
     _sweep(tmp_path, FakeLauncher(lambda _: next(outcomes)), n_trials=3, max_failure_rate=1.0)
     trials = _study(tmp_path).trials
     assert [t.state.name for t in trials] == ["FAIL"] * 3 + ["COMPLETE"] * 3
     assert "nan" in trials[1].user_attrs["failure_reason"]
-    assert "metric val_accuracy not returned" in trials[2].user_attrs["failure_reason"]
+    assert "metric val_score not returned" in trials[2].user_attrs["failure_reason"]
 
     with pytest.raises(SweepAborted, match=r"max_failure_rate=0.25: 2 trials failed in this run"):
         _sweep(tmp_path / "hopeless", FakeLauncher(lambda _: None), n_trials=4, max_failure_rate=0.25)
@@ -326,7 +326,7 @@ def test_failed_and_nan_trials_are_failed_and_replaced_and_a_hopeless_sweep_stop
 def test_a_constraint_marks_infeasible_trials_and_the_best_trial_is_feasible(tmp_path):
     def metrics(values):  # the larger the rate, the more accurate, and the larger
         lr = float(values["optimizer.lr"])
-        return {"val_accuracy": lr * 10, "size_bytes": lr * 1e6}
+        return {"val_score": lr * 10, "size_bytes": lr * 1e6}
 
     _sweep(tmp_path, FakeLauncher(metrics), n_trials=8, sampler="random", constraints={"size_bytes": "<= 20000"})
     study = _study(tmp_path)
@@ -377,11 +377,11 @@ def test_an_interrupted_search_resumes_to_exactly_n_trials_and_a_rerun_adds_none
     for trial in study.trials:
         assert by_trial.loc[trial.number, "run_id"] == trial.user_attrs["mlflow_run_id"]
         assert by_trial.loc[trial.number, "lr"] == pytest.approx(trial.params["optimizer.lr"])
-        assert by_trial.loc[trial.number, "val_accuracy"] == pytest.approx(trial.value)
+        assert by_trial.loc[trial.number, "val_score"] == pytest.approx(trial.value)
 
     results = OmegaConf.load(tmp_path / "third" / "optimization_results.yaml")
     assert results.best.trial == study.best_trial.number
-    assert results.best["values"].val_accuracy == pytest.approx(max(t.value for t in study.trials))
+    assert results.best["values"].val_score == pytest.approx(max(t.value for t in study.trials))
     assert f"optimizer.lr={study.best_trial.params['optimizer.lr']}" in results.best.overrides
     from mlflow import MlflowClient
 
@@ -396,7 +396,7 @@ def test_an_interrupted_search_resumes_to_exactly_n_trials_and_a_rerun_adds_none
     assert sorted(children.values()) == sorted([parents["first"].info.run_id] * 2 + [parents["second"].info.run_id] * 2)
     third = parents["third"]  # trained nothing, but holds the whole study's results
     assert third.data.tags["best_trial"] == str(study.best_trial.number)
-    assert third.data.metrics["best_val_accuracy"] == pytest.approx(study.best_value)
+    assert third.data.metrics["best_val_score"] == pytest.approx(study.best_value)
     assert "optimization_results.yaml" in {a.path for a in client.list_artifacts(third.info.run_id)}
 
 
@@ -485,7 +485,7 @@ def _dominates(a: list[float], b: list[float]) -> bool:
 
 @pytest.mark.integration
 def test_a_multi_objective_search_with_a_budget_writes_the_feasible_non_dominated_front(run_cli, tmp_path):
-    objectives = {"val_accuracy": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
+    objectives = {"val_score": "maximize", "size_bytes": "minimize", "latency_ms": "minimize"}
     budget = 50000  # the MLP with 10 or 20 input features fits, 30 or 40 do not
     proc = run_cli(
         "-m",
@@ -497,7 +497,7 @@ def test_a_multi_objective_search_with_a_budget_writes_the_feasible_non_dominate
         "hydra.sweeper.n_trials=10",
         "hydra.sweeper.sampler=nsgaii",
         "hydra.sweeper.seed=0",
-        "hydra.sweeper.objectives={val_accuracy: maximize, size_bytes: minimize, latency_ms: minimize}",
+        "hydra.sweeper.objectives={val_score: maximize, size_bytes: minimize, latency_ms: minimize}",
         f"hydra.sweeper.constraints={{size_bytes: '<= {budget}'}}",
         "hydra.sweep.dir=pareto",
     )

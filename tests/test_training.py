@@ -97,7 +97,7 @@ def test_early_stopping_stops_on_a_plateau_and_restores_the_best_weights(digits)
     result = train(model, digits, partial(torch.optim.SGD, lr=0.5), strategy, seed=0, epoch_hook=sabotage)
 
     assert result.stopped_early and result.epochs_run == 1 + 3  # best at epoch 0, then `patience` epochs without gain
-    assert result.best_epoch == 0 and result.best_val_accuracy > 0.3
+    assert result.best_epoch == 0 and result.best_val_score > 0.3
     for key, value in model.state_dict().items():
         assert torch.equal(value, snapshots[0][key]), key
 

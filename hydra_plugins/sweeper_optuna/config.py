@@ -19,7 +19,7 @@ class OptunaSweeperConf:
     params: dict[str, Any] = field(default_factory=dict)
     # "key=option" -> {override key -> sweep}: sampled only when the choice `key` took `option`
     conditional_params: dict[str, Any] = field(default_factory=dict)
-    # metric -> maximize | minimize; null: {val_accuracy: maximize}
+    # metric -> maximize | minimize; null: {val_score: maximize} (the task's metric)
     objectives: Any = None
     # metric -> "<= bound" | ">= bound" | "< bound" | "> bound"
     constraints: Any = None

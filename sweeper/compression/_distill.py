@@ -27,7 +27,7 @@ from sweeper.artifact import ModelSpec, dense_payload
 from sweeper.cache import compute_once
 from sweeper.compression._base import Compressed, CompressionContext, TrainingHooks
 from sweeper.data import Task
-from sweeper.training import Strategy, evaluate_accuracy, train
+from sweeper.training import Strategy, train
 from sweeper.training.loop import LossFn
 
 __all__ = ["Distillation", "distillation_loss"]
@@ -177,7 +177,7 @@ class Distillation:
         teacher = teacher.cpu().eval()
         metrics = {
             "teacher_cached": 0.0 if trained_here else 1.0,
-            "teacher_test_accuracy": evaluate_accuracy(teacher, ctx.task.x_test, ctx.task.y_test),
+            "teacher_test_score": ctx.task.evaluate(teacher, "test")[ctx.task.score_metric],
             "teacher_params": float(sum(p.numel() for p in teacher.parameters())),
             "teacher_epochs": float(self.teacher_epochs),
         }

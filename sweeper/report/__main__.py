@@ -2,7 +2,7 @@
 
 Example:
     python -m sweeper.report --max-size-kb 100 --out R      # the latest sweep of `sweeper`
-    python -m sweeper.report --experiment demo --sweep multirun/2026-11-28/11-46-06 --min-accuracy 0.9
+    python -m sweeper.report --experiment demo --sweep multirun/2026-11-28/11-46-06 --min-score 0.9
 
 Errors (unknown experiment or sweep, bad budget) print one line and exit with status 2;
 a sweep without any finished run still gets a report listing its failures (status 1).
@@ -47,11 +47,13 @@ def parser() -> argparse.ArgumentParser:
         "--max-latency-ms", type=_number, default=None, metavar="X", help="latency per sample at batch 1 at most X ms"
     )
     p.add_argument(
+        "--min-score",
         "--min-accuracy",
+        dest="min_score",
         type=_number,
         default=None,
         metavar="A",
-        help="mean validation accuracy at least A (a fraction, 0..1)",
+        help="mean validation score (the task's metric, e.g. accuracy) at least A (a fraction, 0..1)",
     )
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder; default: reports/<sweep id>")
     p.add_argument(
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from sweeper.report.recommend import Budget
 
     try:
-        budget = Budget(args.max_size_kb, args.max_latency_ms, args.min_accuracy)
+        budget = Budget(args.max_size_kb, args.max_latency_ms, args.min_score)
         if args.out is None:  # resolve the sweep first to name the folder after it
             _, sweep = load_sweep(args.experiment, args.sweep, args.tracking_uri)
             args.sweep, args.out = sweep, Path("reports") / re.sub(r"[^\w.-]+", "_", sweep)

@@ -129,13 +129,13 @@ def lr_sensitivity(runs: pd.DataFrame) -> pd.DataFrame:
 
 def target_accuracy(runs: pd.DataFrame) -> float:
     """The validation accuracy that defines "speed": 90 % of the best any run reached (0 if none)."""
-    best = runs["best_val_accuracy"].max() if "best_val_accuracy" in runs else math.nan
+    best = runs["best_val_score"].max() if "best_val_score" in runs else math.nan
     return 0.0 if pd.isna(best) else 0.9 * float(best)
 
 
 def epochs_to_target(history: pd.DataFrame, target: float) -> dict[str, float]:
-    """Per run id: the first epoch (1-based) whose val_accuracy >= ``target``; NaN if never."""
-    val = history[history["metric"] == "val_accuracy"]
+    """Per run id: the first epoch (1-based) whose val_score >= ``target``; NaN if never."""
+    val = history[history["metric"] == "val_score"]
     result: dict[str, float] = {}
     for run_id, curve in val.groupby("run_id"):
         reached = curve[curve["value"] >= target]

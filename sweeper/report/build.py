@@ -19,33 +19,43 @@ from sweeper.report.grouping import classify, config_labels, differing_keys, gro
 from sweeper.report.pareto import dominators, hypervolume, pareto_mask
 from sweeper.report.recommend import Budget, Recommendation, recommend
 from sweeper.report.render import Image, Section, Table, render_html, render_markdown
-from sweeper.report.stats import Comparison
+from sweeper.report.stats import Comparison, mean_interval, score_label, score_title, scored_as
+from sweeper.scoring import metric_label
 
 __all__ = [
-    "METHOD",
     "SMALL_TRAIN",
-    "TIES_RULE",
     "ReportResult",
     "generate",
     "load_sweep",
+    "method_note",
     "plain",
     "prepare_runs",
+    "ties_rule",
     "write_report",
 ]
 
-METHOD = (
-    "Method: every choice (the best learning rate of an optimizer, the best configuration of a family, "
-    "strategy or optimizer, the ranking and the recommendation) is made on the mean **validation** accuracy "
-    "over seeds; the **test** accuracy of what was selected is reported, never used to select. Intervals: "
-    "95 % Student-t interval of the mean over seeds."
-)
-TIES_RULE = (
-    "Ties: a difference of test accuracy is tested with a paired t-test when the two configurations share "
-    "their seeds (same seed: same split and initialisation), Welch's t-test otherwise, at 5 % after Holm's "
-    "correction over the comparisons of one table; P(A>B) is the share of seed pairs where A beats B. "
-    'A difference that is not significant is a tie: "not distinguishable with N seeds", with the seeds '
-    "a test at 80 % power would need at the observed effect. One seed: no interval, never a win."
-)
+
+def method_note() -> str:
+    """How every choice of the report is made, and which split it reports."""
+    return (
+        "Method: every choice (the best learning rate of an optimizer, the best configuration of a family, "
+        f"strategy or optimizer, the ranking and the recommendation) is made on the mean **validation** {score_label()} "
+        f"over seeds; the **test** {score_label()} of what was selected is reported, never used to select. Intervals: "
+        "95 % Student-t interval of the mean over seeds."
+    )
+
+
+def ties_rule() -> str:
+    """When two configurations' scores count as a tie."""
+    return (
+        f"Ties: a difference of test {score_label()} is tested with a paired t-test when the two configurations share "
+        "their seeds (same seed: same split and initialisation), Welch's t-test otherwise, at 5 % after Holm's "
+        "correction over the comparisons of one table; P(A>B) is the share of seed pairs where A beats B. "
+        'A difference that is not significant is a tie: "not distinguishable with N seeds", with the seeds '
+        "a test at 80 % power would need at the observed effect. One seed: no interval, never a win."
+    )
+
+
 SMALL_TRAIN = 2000  # fewer training samples (after the validation carve) than this: a warning in the header
 
 
@@ -124,15 +134,34 @@ def _latency_note(table: pd.DataFrame) -> str:
     )
 
 
-def _ranking(table: pd.DataFrame, batch: str) -> Table:
+def _baseline_row(runs: pd.DataFrame) -> dict[str, object] | None:
+    """The task's baseline (measured in every run, :mod:`sweeper.baselines`) as a ranking row, over seeds."""
+    if "baseline_test_score" not in runs or runs["baseline_test_score"].isna().all():
+        return None
+    per_seed = runs.dropna(subset=["baseline_test_score"]).groupby("seed")[
+        ["baseline_val_score", "baseline_test_score"]
+    ]
+    scores = per_seed.first()
+    mean, low, high = mean_interval(scores["baseline_test_score"].tolist())
+    names = runs["baseline"].dropna().unique() if "baseline" in runs else []
+    return {
+        "#": "—",
+        "configuration": f"baseline: {names[0] if len(names) == 1 else 'task baseline'}",
+        f"val {score_label()} (%)": _num(100 * scores["baseline_val_score"].mean(), ".1f"),
+        f"test {score_label()} (%) [95 % CI]": _ci(mean, low, high),
+        "seeds": len(scores),
+    }
+
+
+def _ranking(table: pd.DataFrame, batch: str, baseline: dict[str, object] | None = None) -> Table:
     ranked = [str(c) for c in table.index[table["acc_mean"].notna()]]
     verdicts = dict(zip(ranked, analysis.versus_first(table, ranked), strict=True))
     rows = [
         {
             "#": "—" if pd.isna(r["rank"]) else int(r["rank"]),
             "configuration": config,
-            "val accuracy (%)": _num(100 * r["val_mean"], ".1f"),
-            "test accuracy (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
+            f"val {score_label()} (%)": _num(100 * r["val_mean"], ".1f"),
+            f"test {score_label()} (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
             "vs #1": _verdict(verdicts.get(str(config)), "—") if str(config) in verdicts else "—",
             "size (KiB)": _num(r["size_bytes"] / 1024, ".1f"),
             "compression ratio": _num(r["compression_ratio"], ".2f")
@@ -149,12 +178,15 @@ def _ranking(table: pd.DataFrame, batch: str) -> Table:
         }
         for config, r in table.iterrows()
     ]
+    if baseline is not None:  # what "good" means on this task, measured in the same runs
+        rows.append({key: baseline.get(key, "—") for key in rows[0]} if rows else baseline)
     return Table(
         pd.DataFrame(rows),
-        "One row per configuration, ranked by mean validation accuracy over seeds; "
-        "test accuracy: mean [95 % t-interval]; vs #1: the test-accuracy comparison "
+        f"One row per configuration, ranked by mean validation {score_label()} over seeds; "
+        f"test {score_label()}: mean [95 % t-interval]; vs #1: the test-{score_label()} comparison "
         "with the first row (Holm over the table); epochs in all: epochs run + "
-        "fine-tuning + teacher epochs (means over seeds). " + _latency_note(table),
+        "fine-tuning + teacher epochs (means over seeds); baseline: the task's reference, measured in "
+        "the same runs. " + _latency_note(table),
     )
 
 
@@ -169,7 +201,7 @@ def _pareto_section(ranked: pd.DataFrame, size_plot: Path | None, latency_plot: 
     on_front = pareto_mask(values)
     front = ranked[on_front]
     section.blocks.append(
-        "Objectives: test accuracy ↑ (mean over seeds), size ↓, latency at batch 1 ↓. "
+        f"Objectives: test {score_label()} ↑ (mean over seeds), size ↓, latency at batch 1 ↓. "
         f"{int(on_front.sum())} of {len(ranked)} configurations are on the front: "
         + "; ".join(f"#{int(r)} {c}" for c, r in front["rank"].items())
         + "."
@@ -178,8 +210,8 @@ def _pareto_section(ranked: pd.DataFrame, size_plot: Path | None, latency_plot: 
     volume = hypervolume(values, ref)
     box = 1.0 * ref[1] * ref[2]
     section.blocks.append(
-        f"Hypervolume: {volume:.4g} (accuracy fraction × KiB × ms), {100 * volume / box:.1f} % of the box up to "
-        f"the reference point (accuracy 0, size {ref[1]:.4g} KiB, latency {ref[2]:.4g} ms), i.e. 1.1 × the "
+        f"Hypervolume: {volume:.4g} ({score_label()} fraction × KiB × ms), {100 * volume / box:.1f} % of the box up to "
+        f"the reference point ({score_label()} 0, size {ref[1]:.4g} KiB, latency {ref[2]:.4g} ms), i.e. 1.1 × the "
         "largest size and latency in this sweep. Larger is better; it compares sweeps with the same reference."
     )
     doms = dominators(values)
@@ -198,8 +230,8 @@ def _pareto_section(ranked: pd.DataFrame, size_plot: Path | None, latency_plot: 
     else:
         section.blocks.append("No configuration is dominated.")
     for path, caption in (
-        (size_plot, "Test accuracy vs artifact size; dashed: the accuracy-size front"),
-        (latency_plot, "Test accuracy vs latency at batch 1; dashed: the accuracy-latency front"),
+        (size_plot, f"Test {score_label()} vs artifact size; dashed: the {score_label()}-size front"),
+        (latency_plot, f"Test {score_label()} vs latency at batch 1; dashed: the {score_label()}-latency front"),
     ):
         if path is not None:
             section.blocks.append(Image(path, caption))
@@ -212,7 +244,7 @@ def _recommendation_section(rec: Recommendation) -> Section:
     section.blocks.append(rec.sentence)
     if rec.best is not None:
         section.blocks.append(f"{len(rec.feasible)} configuration(s) within the budget.")
-    section.blocks.append(TIES_RULE)
+    section.blocks.append(ties_rule())
     return section
 
 
@@ -235,7 +267,7 @@ def _family_section(table: pd.DataFrame) -> Section:
             "size ratio (x smaller)": f"{r['size_ratio']:.2f}",
             "latency ratio batch 1 (x, >1 slower)": f"{r['latency_ratio']:.2f}"
             + (" (simulated)" if r["latency_kind"] == "simulated" else ""),
-            "accuracy Δ (pp)": _verdict(r["comparison"], ""),
+            f"{score_label()} Δ (pp)": _verdict(r["comparison"], ""),
             "epochs in all (vs baseline)": f"{_num(r['epochs'], '.0f')} vs {_num(r['baseline_epochs'], '.0f')}"
             + (" (more training)" if r["epochs"] > r["baseline_epochs"] else ""),
         }
@@ -244,7 +276,7 @@ def _family_section(table: pd.DataFrame) -> Section:
     section.blocks.append(
         Table(
             pd.DataFrame(rows),
-            "Each family's configuration with the best validation accuracy "
+            f"Each family's configuration with the best validation {score_label()} "
             "against the `none` baseline with the same data, model, optimizer, "
             "strategy and lr; the total epochs say whether both had the same "
             "training budget (`compare.equal_budget=true` gives `none` the "
@@ -258,11 +290,11 @@ def _ratio_section(table: pd.DataFrame, out_dir: Path) -> Section | None:
     curves = analysis.ratio_curves(table)
     if curves.empty:
         return None
-    section = Section("Accuracy against compression ratio")
+    section = Section(f"{score_title()} against compression ratio")
     section.blocks.append(
         Image(
             plots.plot_ratio_curves(curves, table, out_dir / "accuracy_vs_ratio.png"),
-            "Test accuracy (mean, 95 % t-interval over seeds) against compression ratio, one "
+            f"Test {score_label()} (mean, 95 % t-interval over seeds) against compression ratio, one "
             "curve per family; the star: the uncompressed baseline",
         )
     )
@@ -275,8 +307,8 @@ def _ratio_section(table: pd.DataFrame, out_dir: Path) -> Section | None:
             "family A": r["family_a"],
             "family B": r["family_b"],
             "compression ratio": f"{r['ratio']:.2f}x",
-            "test accuracy A (%)": f"{100 * r['acc_a']:.1f}",
-            "test accuracy B (%)": f"{100 * r['acc_b']:.1f}",
+            f"test {score_label()} A (%)": f"{100 * r['acc_a']:.1f}",
+            f"test {score_label()} B (%)": f"{100 * r['acc_b']:.1f}",
             "A - B (pp)": f"{r['delta_pp']:+.1f}",
         }
         for _, r in matched.iterrows()
@@ -285,7 +317,7 @@ def _ratio_section(table: pd.DataFrame, out_dir: Path) -> Section | None:
         Table(
             pd.DataFrame(rows),
             "Families at matched compression ratios: each family's curve of "
-            "mean test accuracy interpolated linearly in log ratio, within the "
+            f"mean test {score_label()} interpolated linearly in log ratio, within the "
             "range both reach (no extrapolation)",
         )
     )
@@ -299,9 +331,9 @@ def _optimizer_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.Data
     summary = analysis.optimizer_summary(chosen, table, history, target)
     section.blocks.append(
         f"From {which}. Best: the optimizer's configuration (learning rate) with the best mean validation "
-        "accuracy; its test accuracy is reported. Speed: epochs until validation "
-        f"accuracy first reaches {100 * target:.1f} % (90 % of the best validation accuracy in the sweep), median "
-        "over its seeds. Tunability: share of the learning rates tried whose mean validation accuracy is within "
+        f"{score_label()}; its test {score_label()} is reported. Speed: epochs until validation "
+        f"{score_label()} first reaches {100 * target:.1f} % (90 % of the best validation {score_label()} in the sweep), median "
+        f"over its seeds. Tunability: share of the learning rates tried whose mean validation {score_label()} is within "
         "1 pp of the optimizer's best learning rate."
     )
     first = summary["optimizer"].iloc[0] if len(summary) else ""
@@ -310,7 +342,7 @@ def _optimizer_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.Data
             "optimizer": r["optimizer"],
             "best configuration": r["best"],
             "lr": _num(r["lr"], ".3g"),
-            "test accuracy (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
+            f"test {score_label()} (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
             "seeds": int(r["n_seeds"]),
             f"vs {first}": _verdict(r["comparison"], "—"),
             "epochs to target": _num(r["epochs_to_target"], ".0f") + f" ({r['reached']} seeds reached)",
@@ -325,7 +357,7 @@ def _optimizer_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.Data
         section.blocks.append(
             Image(
                 plots.plot_lr_sensitivity(sensitivity, out_dir / "lr_sensitivity.png"),
-                "Validation accuracy (what selects the lr) against learning rate, one curve per "
+                f"Validation {score_label()} (what selects the lr) against learning rate, one curve per "
                 "optimizer, 95 % t-intervals over seeds",
             )
         )
@@ -352,7 +384,7 @@ def _strategy_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
     chosen, which = analysis.baseline_runs(runs)
     summary = analysis.strategy_summary(chosen, table)
     section.blocks.append(
-        f"From {which}; each strategy's configuration with the best mean validation accuracy. "
+        f"From {which}; each strategy's configuration with the best mean validation {score_label()}. "
         "Saving: the share of planned epochs not run (early stopping)."
     )
     first = summary["strategy"].iloc[0] if len(summary) else ""
@@ -360,7 +392,7 @@ def _strategy_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
         {
             "strategy": r["strategy"],
             "best configuration": r["best"],
-            "test accuracy (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
+            f"test {score_label()} (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
             "seeds": int(r["n_seeds"]),
             f"vs {first}": _verdict(r["comparison"], "—"),
             "epochs run": _num(r["epochs_run"], ".1f"),
@@ -419,7 +451,7 @@ def _split_sizes(runs: pd.DataFrame) -> list[str]:
     if "train_samples" in columns and ok["train_samples"].min() < SMALL_TRAIN:
         lines.append(
             f"**Warning**: {int(ok['train_samples'].min()):,} training samples after the validation carve "
-            f"(fewer than {SMALL_TRAIN:,}): on small data the carve itself costs accuracy; compare with "
+            f"(fewer than {SMALL_TRAIN:,}): on small data the carve itself costs {score_label()}; compare with "
             "published numbers only after training on every training sample, or lower `data.val_fraction`."
         )
     return lines
@@ -451,7 +483,7 @@ def _write_one(
             f"{counts.get('ok', 0)} finished, {counts.get('failed', 0)} failed, {counts.get('pruned', 0)} pruned; "
             f"{len(table)} configurations. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
             *([note] if note else []),
-            METHOD,
+            method_note(),
             *_split_sizes(runs),
         ],
     )
@@ -470,7 +502,7 @@ def _write_one(
         sections = [
             header,
             _recommendation_section(rec),
-            Section("Ranking", [_ranking(table, _batch_label(runs))]),
+            Section("Ranking", [_ranking(table, _batch_label(runs), _baseline_row(runs))]),
             _pareto_section(ranked, size_plot, latency_plot),
             _family_section(table),
             *([ratio] if ratio is not None else []),
@@ -507,7 +539,15 @@ def write_report(
         out_dir: created if missing.
         sweep_id: experiment: shown in the title.
     """
-    out = Path(out_dir)
+    names = runs["score_metric"].dropna().unique() if "score_metric" in runs else []
+    label = metric_label(names[0]) if len(names) == 1 else "score" if len(names) else "accuracy"
+    with scored_as(label):  # every text names the task's metric
+        return _write_all(runs, history, budget, Path(out_dir), sweep_id=sweep_id, experiment=experiment)
+
+
+def _write_all(
+    runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: Path, *, sweep_id: str, experiment: str
+) -> ReportResult:
     parts = split_sweeps(runs)
     if len(parts) == 1:
         return _write_one(runs, history, budget, out, sweep_id=sweep_id, experiment=experiment)
@@ -573,7 +613,7 @@ def generate(
     finished = prepare_runs(runs)
     ids = finished.loc[finished["outcome"] == "ok", "run_id"].astype(str).tolist()
     history = (
-        load_history(ids, metrics=("val_accuracy", "train_loss"), tracking_uri=tracking_uri)
+        load_history(ids, metrics=("val_score", "train_loss"), tracking_uri=tracking_uri)
         if ids
         else (pd.DataFrame(columns=["run_id", "metric", "epoch", "value"]))
     )

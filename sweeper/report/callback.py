@@ -8,7 +8,7 @@ trial counts. With ``report.register=true`` the recommended model goes to the Mo
 It never fails the sweep: a problem is logged as a warning.
 
 Switch it off with ``hydra.callbacks.report.enabled=false``; give it budgets with
-``hydra.callbacks.report.max_size_kb=100`` (and ``max_latency_ms``, ``min_accuracy``).
+``hydra.callbacks.report.max_size_kb=100`` (and ``max_latency_ms``, ``min_score``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class ReportCallback(Callback):
 
     Args:
         enabled: false to skip the report (``hydra.callbacks.report.enabled=false``).
-        max_size_kb: max_latency_ms: min_accuracy: the budgets of the recommendation.
+        max_size_kb: max_latency_ms: min_score: the budgets of the recommendation (``min_score``: the
+            task's metric on validation, a fraction; ``min_accuracy`` is its former name).
         log_to_mlflow: false to write the files only.
         latency_rounds: the end-of-sweep latency round's rounds (every distinct network timed side by
             side, :mod:`sweeper.report.latency_round`); 0: the trials' own timings.
@@ -48,12 +49,13 @@ class ReportCallback(Callback):
         enabled: bool = True,
         max_size_kb: float | None = None,
         max_latency_ms: float | None = None,
-        min_accuracy: float | None = None,
+        min_score: float | None = None,
         log_to_mlflow: bool = True,
         latency_rounds: int = 5,
+        min_accuracy: float | None = None,
     ) -> None:
         self.enabled = enabled
-        self.budget_values = (max_size_kb, max_latency_ms, min_accuracy)
+        self.budget_values = (max_size_kb, max_latency_ms, min_score if min_score is not None else min_accuracy)
         self.log_to_mlflow = log_to_mlflow
         self.latency_rounds = latency_rounds
 
@@ -158,7 +160,7 @@ def register_recommended(client: MlflowClient, result: ReportResult, name: str, 
     if chosen.empty:
         log.warning("nothing registered: no configuration is recommended within the budget")
         return None
-    selection = "val_accuracy" if "val_accuracy" in chosen and chosen["val_accuracy"].notna().any() else "test_accuracy"
+    selection = "val_score" if "val_score" in chosen and chosen["val_score"].notna().any() else "test_score"
     run_id = str(chosen.sort_values(selection, ascending=False)["run_id"].iloc[0])
     model_id = client.get_run(run_id).data.tags.get("model_id")
     if not model_id:

@@ -87,7 +87,8 @@ def _task_inputs(config: dict[str, Any], batch: int) -> tuple[Tensor, Tensor]:
     from hydra.utils import instantiate
 
     task = instantiate(config["data"], seed=int(config.get("seed", 0)))
-    return task.x_test[:1], task.x_test[: min(batch, len(task.x_test))]
+    examples = task.inputs("test")
+    return examples[:1], examples[:batch]
 
 
 def load_networks(runs: pd.DataFrame, keys: pd.Series, tracking_uri: str | None) -> list[RoundNetwork]:

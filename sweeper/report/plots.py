@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from sweeper.report.pareto import pareto_mask
+from sweeper.report.stats import score_label
 
 __all__ = ["plot_curves", "plot_lr_sensitivity", "plot_ratio_curves", "plot_tradeoff"]
 
@@ -67,8 +68,8 @@ def plot_tradeoff(table: pd.DataFrame, x: str, xlabel: str, path: Path) -> Path:
             )
     _log_x(ax)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Test accuracy vs {xlabel.split(' (')[0]}")
+    ax.set_ylabel(f"test {score_label()} (%)")
+    ax.set_title(f"Test {score_label()} vs {xlabel.split(' (')[0]}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title="compression family", fontsize=9, loc="best")
     return _save(fig, path)
@@ -106,7 +107,7 @@ def plot_lr_sensitivity(sensitivity: pd.DataFrame, path: Path) -> Path:
     _label_log_axes(
         ax,
         "learning rate (log scale)",
-        "validation accuracy (%)",
+        f"validation {score_label()} (%)",
         "Learning-rate sensitivity (mean, 95 % interval over seeds)",
         "optimizer",
     )
@@ -135,8 +136,8 @@ def plot_ratio_curves(curves: pd.DataFrame, table: pd.DataFrame, path: Path) -> 
     _label_log_axes(
         ax,
         "compression ratio (dense fp32 size / artifact size, log scale)",
-        "test accuracy (%)",
-        "Test accuracy vs compression ratio (mean, 95 % interval over seeds)",
+        f"test {score_label()} (%)",
+        f"Test {score_label()} vs compression ratio (mean, 95 % interval over seeds)",
         "compression family",
     )
     return _save(fig, path)
@@ -147,7 +148,7 @@ def plot_curves(curves: pd.DataFrame, title: str, legend_title: str, path: Path)
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2)
     for ax, metric, label, scale in (
-        (axes[0], "val_accuracy", "validation accuracy (%)", 100.0),
+        (axes[0], "val_score", f"validation {score_label()} (%)", 100.0),
         (axes[1], "train_loss", "training loss (cross-entropy)", 1.0),
     ):
         for name, curve in curves[curves["metric"] == metric].groupby("name", sort=True):

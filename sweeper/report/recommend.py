@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from sweeper.report.grouping import baseline_for, compare_configs
-from sweeper.report.stats import Comparison, decide
+from sweeper.report.stats import Comparison, decide, score_label
 
 __all__ = ["LATENCY_NOISE", "Budget", "Recommendation", "compare", "recommend"]
 
@@ -28,18 +28,18 @@ class Budget:
 
     max_size_kb: float | None = None
     max_latency_ms: float | None = None
-    min_accuracy: float | None = None
+    min_score: float | None = None
 
     def __post_init__(self) -> None:
         for flag, value, allowed in (
             ("--max-size-kb", self.max_size_kb, "a number > 0 (KiB)"),
             ("--max-latency-ms", self.max_latency_ms, "a number > 0 (ms per sample at batch 1)"),
-            ("--min-accuracy", self.min_accuracy, "a number in [0, 1] (a fraction: 0.9 for 90 %)"),
+            ("--min-score", self.min_score, "a number in [0, 1] (a fraction: 0.9 for 90 %)"),
         ):
             if value is None:
                 continue
             number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
-            ok = math.isfinite(number) and (0 <= number <= 1 if flag == "--min-accuracy" else number > 0)
+            ok = math.isfinite(number) and (0 <= number <= 1 if flag == "--min-score" else number > 0)
             if not ok:
                 shown = f"{value:g}" if isinstance(value, float) else value
                 raise ValueError(f"{flag}={shown}: must be {allowed}")
@@ -51,8 +51,8 @@ class Budget:
             parts.append(f"size <= {self.max_size_kb:g} KiB")
         if self.max_latency_ms is not None:
             parts.append(f"latency at batch 1 <= {self.max_latency_ms:g} ms")
-        if self.min_accuracy is not None:
-            parts.append(f"validation accuracy >= {100 * self.min_accuracy:g} %")
+        if self.min_score is not None:
+            parts.append(f"validation {score_label()} >= {100 * self.min_score:g} %")
         return ", ".join(parts) or "no budget"
 
     def excess(self, row: pd.Series) -> dict[str, tuple[float, float]]:
@@ -64,8 +64,8 @@ class Budget:
         if self.max_latency_ms is not None and row["latency_ms"] > self.max_latency_ms:
             over["--max-latency-ms"] = (self.max_latency_ms, row["latency_ms"])
         # a choice, so made on validation like every other choice; the test accuracy is reported
-        if self.min_accuracy is not None and row["val_mean"] < self.min_accuracy:
-            over["--min-accuracy"] = (self.min_accuracy, row["val_mean"])
+        if self.min_score is not None and row["val_mean"] < self.min_score:
+            over["--min-score"] = (self.min_score, row["val_mean"])
         return over
 
 
@@ -104,7 +104,7 @@ def compare(table: pd.DataFrame, config: str, other: str, comparison: Comparison
     """
     a, b = table.loc[config], table.loc[other]
     comparison = comparison or compare_configs(table, config, other)
-    accuracy = ("a tie on accuracy: " if comparison.tie else "accuracy ") + comparison.words()
+    accuracy = (f"a tie on {score_label()}: " if comparison.tie else f"{score_label()} ") + comparison.words()
     parts = [
         _ratio(a["size_bytes"], b["size_bytes"], above="larger", below="smaller", same="same size"),
         accuracy,
@@ -149,7 +149,7 @@ def _describe(row: pd.Series) -> str:
         seeds = f"{int(row['n_seeds'])} seeds"
         spread = f" (95 % CI {100 * row['acc_low']:.1f}–{100 * row['acc_high']:.1f}, {seeds})"
     return (
-        f"test accuracy {100 * row['acc_mean']:.1f} %{spread}, validation {100 * row['val_mean']:.1f} %, "
+        f"test {score_label()} {100 * row['acc_mean']:.1f} %{spread}, validation {100 * row['val_mean']:.1f} %, "
         f"{row['size_bytes'] / 1024:.1f} KiB, "
         f"{row['latency_ms']:.3f} ms per sample at batch 1 ({row['latency_kind']})"
     )
@@ -157,7 +157,7 @@ def _describe(row: pd.Series) -> str:
 
 def _why(table: pd.DataFrame, best: str, runner_up: str | None) -> tuple[str, bool]:
     row = table.loc[best]
-    text = f"Choose **{best}**: the best mean validation accuracy within the budget; {_describe(row)}."
+    text = f"Choose **{best}**: the best mean validation {score_label()} within the budget; {_describe(row)}."
     baseline = baseline_for(table, best)
     pairs = [(best, baseline)] if baseline is not None and baseline != best else []
     pairs += [(runner_up, best)] if runner_up is not None else []
@@ -178,10 +178,10 @@ def _why(table: pd.DataFrame, best: str, runner_up: str | None) -> tuple[str, bo
         if better
     ]
     if tie:
-        text += f" The two are tied on accuracy, so {best} wins only on the mean"
+        text += f" The two are tied on {score_label()}, so {best} wins only on the mean"
         text += f"; choose {runner_up} if {' or '.join(reasons)} matters." if reasons else "."
     elif reasons:
-        text += f" Choose {runner_up} if {' or '.join(reasons)} matters more than accuracy."
+        text += f" Choose {runner_up} if {' or '.join(reasons)} matters more than {score_label()}."
     return text, tie
 
 
@@ -222,6 +222,6 @@ def recommend(table: pd.DataFrame, budget: Budget) -> Recommendation:
 
 def _needed(flag: str, value: float) -> str:
     """The budget value that admits ``value``, rounded outward so it really does."""
-    if flag == "--min-accuracy":
+    if flag == "--min-score":
         return f"{math.floor(value * 1000) / 1000:g}"
     return f"{math.ceil(value * 1000) / 1000:g}"

@@ -15,7 +15,9 @@ The metric names live here (:data:`SCORE`, :data:`SELECT`), so the report reads 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -31,13 +33,38 @@ __all__ = [
     "holm",
     "mean_interval",
     "prob_improvement",
+    "score_label",
+    "score_title",
+    "scored_as",
     "seeds_needed",
 ]
 
-SCORE = "test_accuracy"  # what the report reports, once, for what was selected
-SELECT = "val_accuracy"  # what every choice (best lr, best of a family, the recommendation) is made on
+SCORE = "test_score"  # what the report reports, once, for what was selected: the task's metric
+SELECT = "val_score"  # what every choice (best lr, best of a family, the recommendation) is made on
+_SCORE_LABEL: ContextVar[str] = ContextVar("score_label", default="accuracy")
 LEVEL = 0.95  # the confidence level of every interval and test (alpha = 0.05)
 POWER = 0.8  # the power the seeds-needed estimate aims at
+
+
+def score_label() -> str:
+    """How the report being written names its score: the task's metric (``accuracy``, ``NDCG@10``)."""
+    return _SCORE_LABEL.get()
+
+
+def score_title() -> str:
+    """:func:`score_label` at the start of a title (``Accuracy``, ``NDCG@10``)."""
+    label = score_label()
+    return label[:1].upper() + label[1:]
+
+
+@contextmanager
+def scored_as(label: str) -> Iterator[None]:
+    """Within the block, the report's texts name the score ``label``."""
+    token = _SCORE_LABEL.set(label)
+    try:
+        yield
+    finally:
+        _SCORE_LABEL.reset(token)
 
 
 def mean_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:

@@ -220,7 +220,7 @@ class OptunaSweeperImpl(Sweeper):
         study.set_user_attr("objectives", list(plan.objectives))
         with warnings.catch_warnings():  # experimental in Optuna since 3.2, still what optuna-dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(plan.objectives))  # the dashboard shows val_accuracy, not "Objective 0"
+            study.set_metric_names(list(plan.objectives))  # the dashboard shows val_score, not "Objective 0"
         return study
 
     # ---- the sweep ------------------------------------------------------------------------------

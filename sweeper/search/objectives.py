@@ -10,35 +10,37 @@ from typing import Any
 
 from sweeper.errors import ConfigError
 from sweeper.metrics import SELECTION_METRICS
+from sweeper.scoring import METRICS
 
 __all__ = ["DIRECTIONS", "SEARCHABLE_METRICS", "Constraint", "parse_constraints", "parse_objectives"]
 
 DIRECTIONS = ("maximize", "minimize")
-SEARCHABLE_METRICS = SELECTION_METRICS  # the test split stays out of selection
+# the test split stays out of selection; a task's metrics also go by their own names (val_accuracy)
+SEARCHABLE_METRICS = (*SELECTION_METRICS, *(f"val_{name}" for name in METRICS))
 _CONSTRAINT = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
 def _check_metric(key: str, metric: str) -> None:
-    if metric == "test_accuracy":
-        raise ConfigError(f"{key}: the test split stays out of selection; search on val_accuracy")
+    if metric.startswith("test_"):
+        raise ConfigError(f"{key}: the test split stays out of selection; search on val_{metric[5:]}")
     if metric not in SEARCHABLE_METRICS:
         raise ConfigError(f"{key}: unknown metric {metric!r}; allowed: {', '.join(SEARCHABLE_METRICS)}")
 
 
 def parse_objectives(objectives: Mapping[str, Any] | None) -> dict[str, str]:
-    """``{val_accuracy: maximize, size_bytes: minimize}`` checked; ``None`` -> maximize val_accuracy.
+    """``{val_score: maximize, size_bytes: minimize}`` checked; ``None`` -> maximize val_score (the task's metric).
 
     Raises:
         ConfigError: an unknown metric or direction (the message lists what is allowed).
     """
     result = {}
-    for metric, direction in (objectives or {"val_accuracy": "maximize"}).items():
+    for metric, direction in (objectives or {"val_score": "maximize"}).items():
         _check_metric(f"hydra.sweeper.objectives.{metric}", str(metric))
         if str(direction) not in DIRECTIONS:
             raise ConfigError(f"hydra.sweeper.objectives.{metric}={direction}: allowed: {', '.join(DIRECTIONS)}")
         result[str(metric)] = str(direction)
     if not result:
-        raise ConfigError("hydra.sweeper.objectives: empty; e.g. {val_accuracy: maximize}")
+        raise ConfigError("hydra.sweeper.objectives: empty; e.g. {val_score: maximize}")
     return result
 
 

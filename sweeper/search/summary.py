@@ -73,7 +73,7 @@ def _fmt(value: float) -> str:
 
 
 def progress_line(study: optuna.Study, objectives: Mapping[str, str], n_trials: int, elapsed: float) -> str:
-    """``study S: 4/6 done (1 pruned, 0 failed) | best val_accuracy 0.93 (trial 2) | 12.3 s``."""
+    """``study S: 4/6 done (1 pruned, 0 failed) | best val_score 0.93 (trial 2) | 12.3 s``."""
     counts = count_states(study)
     done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
     head = (

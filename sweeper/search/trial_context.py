@@ -4,7 +4,7 @@ The Optuna sweeper launches each job with three environment variables (through H
 ``hydra.job.env_set``, so every launcher passes them on): the study name, its storage and
 the trial number. In the sweeper's own process (the basic launcher) the live trial is
 registered here; a job in another process reopens it from the storage. `run.py` uses the
-context to tag the MLflow run, to report ``val_accuracy`` every epoch (raising
+context to tag the MLflow run, to report ``val_score`` every epoch (raising
 ``optuna.TrialPruned`` when the pruner says so) and to record the MLflow run id and any
 failure reason on the trial. Nothing here imports Optuna unless a trial is running.
 """
@@ -25,7 +25,7 @@ __all__ = ["ENV_STORAGE", "ENV_STUDY", "ENV_TRIAL", "TrialContext", "current", "
 ENV_STUDY = "SWEEPER_OPTUNA_STUDY"
 ENV_STORAGE = "SWEEPER_OPTUNA_STORAGE"
 ENV_TRIAL = "SWEEPER_OPTUNA_TRIAL"
-REPORTED_METRIC = "val_accuracy"
+REPORTED_METRIC = "val_score"
 
 _live: dict[tuple[str, int], optuna.Trial] = {}
 EpochHook = Callable[[int, dict[str, float]], None]
@@ -70,7 +70,7 @@ class TrialContext:
         self.trial.set_user_attr("failure_reason", reason[:2000])
 
     def report(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        """Report ``val_accuracy`` at step ``epoch + 1``; raise ``TrialPruned`` when the pruner says so.
+        """Report ``val_score`` at step ``epoch + 1``; raise ``TrialPruned`` when the pruner says so.
 
         Single-objective studies only; a no-op in multi-objective ones.
 

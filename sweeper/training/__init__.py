@@ -1,6 +1,6 @@
 """Training: optimizer construction, LR schedules, strategies and the training loop."""
 
-from sweeper.training.loop import TrainingDiverged, TrainResult, evaluate_accuracy, train
+from sweeper.training.loop import TrainingDiverged, TrainResult, train
 from sweeper.training.optimizers import build_optimizers, muon_with_adamw
 from sweeper.training.strategy import BatchGrowth, EarlyStopping, GradNoise, LRSchedule, Strategy
 
@@ -13,7 +13,6 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "build_optimizers",
-    "evaluate_accuracy",
     "muon_with_adamw",
     "train",
 ]

@@ -8,6 +8,7 @@ The loss is synchronised to the host once per epoch, not once per batch.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from sweeper.data import Task
 from sweeper.training.optimizers import OptimizerFactory, build_optimizers
 from sweeper.training.strategy import Strategy, build_scheduler, current_lr
 
-__all__ = ["TrainResult", "TrainingDiverged", "evaluate_accuracy", "train"]
+__all__ = ["TrainResult", "TrainingDiverged", "train"]
 
 LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]  # (logits, inputs, targets) -> scalar loss
 StepHook = Callable[[nn.Module, int], None]  # (model, global step) after each optimizer step
@@ -41,25 +42,12 @@ class TrainResult:
     """What a training run produced besides the trained weights."""
 
     history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch
-    best_val_accuracy: float = 0.0
+    best_val_score: float = 0.0  # the task's primary metric on validation, at its best epoch
     best_epoch: int = 0
     epochs_run: int = 0
     steps: int = 0
     train_seconds: float = 0.0
     stopped_early: bool = False
-
-
-@torch.no_grad()
-def evaluate_accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1024) -> float:
-    """Fraction of ``x`` that ``model`` classifies as ``y`` (eval mode, no gradients)."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=y.device)
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        correct += (logits.argmax(dim=1) == y[start : start + batch_size]).sum()
-    model.train(was_training)
-    return correct.item() / len(x)
 
 
 def _cross_entropy(logits: Tensor, _inputs: Tensor, targets: Tensor) -> Tensor:
@@ -108,10 +96,9 @@ def train(
     """
     device = torch.device(device)
     model.to(device)
-    loss_fn = loss_fn or _cross_entropy
+    loss_fn = loss_fn or task.loss or _cross_entropy
     n_epochs = strategy.epochs if epochs is None else epochs
     x_train, y_train = task.x_train.to(device), task.y_train.to(device)
-    x_val, y_val = task.x_val.to(device), task.y_val.to(device)
     n_train = len(x_train)
 
     optimizers = build_optimizers(optimizer_factory, model)
@@ -119,7 +106,7 @@ def train(
     shuffle_gen = torch.Generator().manual_seed(seed + 1)
     noise_gen = torch.Generator().manual_seed(seed + 2)
     early = strategy.early_stopping
-    result = TrainResult(best_val_accuracy=-1.0)
+    result = TrainResult(best_val_score=-math.inf)
     best_state: dict[str, Tensor] | None = None
     epochs_since_best, patience_reference = 0, 0.0
     start = time.perf_counter()
@@ -149,23 +136,25 @@ def train(
         train_loss = (loss_sum / n_train).item()  # the one host sync of the epoch
         if not torch.isfinite(torch.tensor(train_loss)):
             raise TrainingDiverged(epoch, train_loss)
-        val_accuracy = evaluate_accuracy(model, x_val, y_val)
-        metrics = {"train_loss": train_loss, "val_accuracy": val_accuracy, "lr": lr, "batch_size": batch_size}
+        val = task.evaluate(model, "val", device=device)
+        val_score = val[task.score_metric]
+        metrics = {"train_loss": train_loss, "val_score": val_score, **{f"val_{k}": v for k, v in val.items()}}
+        metrics |= {"lr": lr, "batch_size": batch_size}
         result.history.append(metrics)
         result.epochs_run = epoch + 1
 
         for scheduler in schedulers:
             if isinstance(scheduler, ReduceLROnPlateau):
-                scheduler.step(val_accuracy)
+                scheduler.step(val_score)
             elif scheduler is not None:
                 scheduler.step()
 
-        if val_accuracy > result.best_val_accuracy:
-            result.best_val_accuracy, result.best_epoch = val_accuracy, epoch
+        if val_score > result.best_val_score:
+            result.best_val_score, result.best_epoch = val_score, epoch
             if early.enabled and early.restore_best:
                 best_state = copy.deepcopy(model.state_dict())
-        if epoch == 0 or val_accuracy > patience_reference + early.min_delta:
-            patience_reference, epochs_since_best = val_accuracy, 0
+        if epoch == 0 or val_score > patience_reference + early.min_delta:
+            patience_reference, epochs_since_best = val_score, 0
         else:
             epochs_since_best += 1
         if epoch_hook is not None:
@@ -176,6 +165,6 @@ def train(
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    result.best_val_accuracy = max(result.best_val_accuracy, 0.0)
+    result.best_val_score = max(result.best_val_score, 0.0)
     result.train_seconds = time.perf_counter() - start
     return result

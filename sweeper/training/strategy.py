@@ -68,7 +68,7 @@ class LRSchedule:
     min_lr: float = 0.0  # cosine / warmup_cosine: final learning rate
     warmup_epochs: int = 3  # warmup_cosine: linear warm-up length
     warmup_start_factor: float = 0.1  # warmup_cosine: first epoch's share of the base LR
-    plateau_factor: float = 0.5  # plateau: factor when val_accuracy stalls
+    plateau_factor: float = 0.5  # plateau: factor when val_score stalls
     plateau_patience: int = 2  # plateau: epochs without improvement before a cut
 
     def __post_init__(self) -> None:
@@ -88,7 +88,7 @@ class LRSchedule:
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    """Stop when val_accuracy has not improved by ``min_delta`` for ``patience`` epochs."""
+    """Stop when val_score (the task's metric) has not improved by ``min_delta`` for ``patience`` epochs."""
 
     enabled: bool = False
     patience: int = 5

@@ -69,7 +69,7 @@ def test_python_m_sweeper_report_runs(tiny_sweep):
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 0 and "--max-size-kb" in proc.stdout and "--min-accuracy" in proc.stdout
+    assert proc.returncode == 0 and "--max-size-kb" in proc.stdout and "--min-score" in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_python_m_sweeper_report_runs(tiny_sweep):
         (["--experiment", "nope"], "experiment 'nope' not found; existing: "),
         (["--sweep", "multirun/nope"], "--sweep=multirun/nope: not found in 'sweeper'; existing: multirun/"),
         (["--max-latency-ms", "-2"], "--max-latency-ms=-2: must be a number > 0"),
-        (["--min-accuracy", "high"], "--min-accuracy=high: must be a number in [0, 1]"),
+        (["--min-score", "high"], "--min-score=high: must be a number in [0, 1]"),
         (["--latency-rounds", "-1"], "--latency-rounds=-1: must be an integer >= 0"),
     ],
 )

@@ -1,0 +1,130 @@
+"""Task-defined metrics: how a model's outputs on a split become the trial's score.
+
+A task names its metrics (:attr:`sweeper.data.Task.metrics`, the first one primary). Every
+run logs the primary one as ``val_score`` / ``test_score`` (higher is better) and each one
+under its own name (``test_accuracy``, ``test_macro_f1``, ``test_auc``, ``test_ndcg_at_10``),
+with tag ``score_metric`` naming the primary. All built-in metrics lie in [0, 1].
+
+Classification metrics read logits of shape ``(n, classes)`` and labels ``(n,)``. Ranking
+metrics read a candidate list per query: logits ``(n, candidates, classes)`` (the last class's
+logit is the relevance score) and ``y`` the index of the relevant candidate in each list
+(leave-one-out evaluation with sampled negatives; ties count against the relevant item).
+
+Example:
+    >>> import torch
+    >>> logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 2.0]])
+    >>> labels = torch.tensor([0, 1, 1, 1])
+    >>> round(METRICS["accuracy"].compute(logits, labels), 3), round(METRICS["macro_f1"].compute(logits, labels), 3)
+    (0.75, 0.733)
+    >>> round(METRICS["auc"].compute(logits, labels), 3)
+    0.667
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["METRICS", "Metric", "evaluate_scores", "metric_label"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A score computed from a split's logits and targets; higher is better, in [0, 1]."""
+
+    name: str  # the metric's key: test_<name>, val_<name>
+    label: str  # how reports write it: "accuracy", "macro-F1", "NDCG@10"
+    compute: Callable[[Tensor, Tensor], float]
+    ranking: bool = False  # reads candidate lists (n, candidates, classes)
+
+
+def _accuracy(logits: Tensor, y: Tensor) -> float:
+    return (logits.argmax(dim=1) == y).float().mean().item()
+
+
+def _macro_f1(logits: Tensor, y: Tensor) -> float:
+    """Unweighted mean of the per-class F1 over the classes present in ``y`` or predicted."""
+    predicted = logits.argmax(dim=1)
+    classes = torch.unique(torch.cat([y, predicted]))
+    scores = []
+    for c in classes:
+        tp = ((predicted == c) & (y == c)).sum().item()
+        fp = ((predicted == c) & (y != c)).sum().item()
+        fn = ((predicted != c) & (y == c)).sum().item()
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(sum(scores) / len(scores))
+
+
+def _auc(logits: Tensor, y: Tensor) -> float:
+    """Area under the ROC curve of the positive class (label 1): the Mann-Whitney statistic, ties halved."""
+    if logits.shape[1] != 2:
+        raise ValueError(f"metric auc needs 2 classes; the model outputs {logits.shape[1]}")
+    score = torch.log_softmax(logits.double(), dim=1)[:, 1]
+    pos, neg = score[y == 1], score[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return math.nan
+    greater = (pos[:, None] > neg[None, :]).double().sum() + 0.5 * (pos[:, None] == neg[None, :]).double().sum()
+    return (greater / (len(pos) * len(neg))).item()
+
+
+def _rank_of_relevant(logits: Tensor, y: Tensor) -> Tensor:
+    """0-based rank of each list's relevant candidate (candidates scoring at least as high rank before it)."""
+    score = logits[..., -1] - logits[..., 0] if logits.shape[-1] > 1 else logits[..., 0]
+    relevant = score.gather(1, y[:, None])
+    return (score >= relevant).sum(dim=1) - 1
+
+
+def _hit_rate_at_10(logits: Tensor, y: Tensor) -> float:
+    return (_rank_of_relevant(logits, y) < 10).float().mean().item()
+
+
+def _ndcg_at_10(logits: Tensor, y: Tensor) -> float:
+    rank = _rank_of_relevant(logits, y).double()
+    gain = torch.where(rank < 10, 1.0 / torch.log2(rank + 2.0), torch.zeros_like(rank))
+    return gain.mean().item()
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("accuracy", "accuracy", _accuracy),
+        Metric("macro_f1", "macro-F1", _macro_f1),
+        Metric("auc", "AUC", _auc),
+        Metric("ndcg_at_10", "NDCG@10", _ndcg_at_10, ranking=True),
+        Metric("hr_at_10", "HR@10", _hit_rate_at_10, ranking=True),
+    )
+}
+
+
+def metric_label(name: str | None) -> str:
+    """How reports name a metric key (``ndcg_at_10`` -> ``NDCG@10``); unknown keys as they are."""
+    if not isinstance(name, str) or not name:
+        return "accuracy"
+    return METRICS[name].label if name in METRICS else name
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: Tensor, input_ndim: int, batch_size: int) -> Tensor:
+    """The model's outputs for ``x``; leading dimensions beyond one sample's (candidate lists) are kept."""
+    lead = x.shape[: x.dim() - input_ndim]
+    flat = x.reshape(-1, *x.shape[x.dim() - input_ndim :])
+    parts = [model(flat[start : start + batch_size]) for start in range(0, len(flat), batch_size)]
+    out = torch.cat(parts)
+    return out.reshape(*lead, *out.shape[1:])
+
+
+def evaluate_scores(
+    model: nn.Module, x: Tensor, y: Tensor, metrics: tuple[str, ...], *, input_ndim: int, batch_size: int = 4096
+) -> dict[str, float]:
+    """Each of ``metrics`` on ``(x, y)`` from one pass of ``model`` (eval mode, no gradients)."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = _logits(model, x, input_ndim, batch_size)
+    finally:
+        model.train(was_training)
+    return {name: METRICS[name].compute(logits, y) for name in metrics}
