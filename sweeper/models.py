@@ -16,7 +16,18 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ResNet", "TransformerClassifier", "make_cnn", "make_mlp", "make_resnet", "make_transformer"]
+__all__ = [
+    "NeuralCF",
+    "ResNet",
+    "SequenceCNN",
+    "TransformerClassifier",
+    "make_cnn",
+    "make_mlp",
+    "make_ncf",
+    "make_resnet",
+    "make_sequence_cnn",
+    "make_transformer",
+]
 
 
 def _check_widths(key: str, widths: Sequence[int]) -> list[int]:
@@ -229,3 +240,91 @@ def make_transformer(
         dropout=dropout,
         images=len(shape) == 3,
     )
+
+
+class NeuralCF(nn.Module):
+    """Neural collaborative filtering (NeuMF, He et al. 2017) over ``(user, item)`` id pairs: a
+    generalized matrix factorisation path and an MLP path on separate embeddings, fused by a linear head."""
+
+    def __init__(self, users: int, items: int, dim: int, hidden: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        self.user_mf, self.item_mf = nn.Embedding(users, dim), nn.Embedding(items, dim)
+        self.user_mlp, self.item_mlp = nn.Embedding(users, dim), nn.Embedding(items, dim)
+        for table in (self.user_mf, self.item_mf, self.user_mlp, self.item_mlp):
+            nn.init.normal_(table.weight, std=0.05)
+        layers: list[nn.Module] = []
+        width = 2 * dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.mlp = nn.Sequential(*layers)
+        self.head = nn.Linear(dim + width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        user, item = x[:, 0], x[:, 1]
+        mf = self.user_mf(user) * self.item_mf(item)
+        deep = self.mlp(torch.cat([self.user_mlp(user), self.item_mlp(item)], dim=1))
+        return self.head(torch.cat([mf, deep], dim=1))
+
+
+def make_ncf(
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    users: int,
+    items: int,
+    dim: int = 32,
+    hidden: Sequence[int] = (64, 32),
+) -> NeuralCF:
+    """NeuMF over inputs shaped ``(2,)``: a user id in ``[0, users)`` and an item id in ``[0, items)``.
+
+    Example:
+        >>> make_ncf(input_shape=(2,), num_classes=2, users=5, items=7)(torch.tensor([[0, 6], [4, 1]])).shape
+        torch.Size([2, 2])
+    """
+    if tuple(input_shape) != (2,):
+        raise ValueError(f"model=ncf needs (user, item) id pairs, inputs shaped (2,); got {tuple(input_shape)}")
+    _check_widths("users/items/dim", [users, items, dim])
+    return NeuralCF(int(users), int(items), int(dim), _check_widths("hidden", hidden), num_classes)
+
+
+class SequenceCNN(nn.Module):
+    """Embedded residues or tokens, 1-D convolutions (ReLU, 'same' padding), global max pooling, a linear head."""
+
+    def __init__(self, vocab: int, dim: int, channels: Sequence[int], kernel_size: int, num_classes: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim, padding_idx=0)
+        layers: list[nn.Module] = []
+        width = dim
+        for c in channels:
+            layers += [nn.Conv1d(width, c, kernel_size, padding=kernel_size // 2), nn.ReLU()]
+            width = c
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        hidden = self.convs(self.embed(x).transpose(1, 2))
+        return self.head(hidden.amax(dim=2))
+
+
+def make_sequence_cnn(
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    vocab: int,
+    dim: int = 32,
+    channels: Sequence[int] = (64, 64),
+    kernel_size: int = 5,
+) -> SequenceCNN:
+    """A 1-D CNN over ``(L,)`` integer ids in ``[0, vocab)`` (0 pads), e.g. amino acids or DNA bases.
+
+    Example:
+        >>> make_sequence_cnn(input_shape=(12,), num_classes=2, vocab=22)(torch.zeros(3, 12, dtype=torch.long)).shape
+        torch.Size([3, 2])
+    """
+    if len(input_shape) != 1:
+        raise ValueError(f"model=sequence_cnn needs id sequences shaped (L,); got {tuple(input_shape)}")
+    if not (isinstance(kernel_size, int) and kernel_size >= 1 and kernel_size % 2 == 1):
+        raise ValueError(f"model.kernel_size={kernel_size}: must be an odd integer >= 1")
+    _check_widths("vocab/dim", [vocab, dim])
+    return SequenceCNN(int(vocab), int(dim), _check_widths("channels", channels), kernel_size, num_classes)

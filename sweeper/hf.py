@@ -1,0 +1,89 @@
+"""Hugging Face ``transformers`` encoders as trial networks: built from a small config with random
+weights (BERT-style), or loaded from a checkpoint directory of the user's; nothing is fetched from a hub.
+
+The wrapper maps a batch of token ids (0 pads) to class logits, so the trial loop, every
+compression method and the artifact reload drive it like any other ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+__all__ = ["HFClassifier", "make_bert"]
+
+
+class HFClassifier(nn.Module):
+    """A ``transformers`` sequence classifier on ids; the attention mask is ``ids != pad_id``."""
+
+    def __init__(self, model: nn.Module, pad_id: int = 0) -> None:
+        super().__init__()
+        self.model = model
+        self.pad_id = pad_id
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits: Tensor = self.model(input_ids=x, attention_mask=(x != self.pad_id).long()).logits
+        return logits
+
+
+def _pretrained(path: str, num_classes: int, length: int) -> nn.Module:
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    directory = Path(path).expanduser()
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"model.pretrained={path}: no config.json there (a save_pretrained directory)")
+    config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    if getattr(config, "max_position_embeddings", length) < length:
+        raise ValueError(
+            f"model.pretrained={path}: max_position_embeddings={config.max_position_embeddings} < data.max_length={length}"
+        )
+    model: nn.Module = AutoModelForSequenceClassification.from_pretrained(
+        directory, num_labels=num_classes, local_files_only=True, ignore_mismatched_sizes=True
+    )
+    return model
+
+
+def make_bert(
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    vocab: int,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    intermediate: int = 128,
+    dropout: float = 0.1,
+    pretrained: str | None = None,
+    **config: Any,
+) -> HFClassifier:
+    """``transformers.BertForSequenceClassification`` over ``(L,)`` token ids in ``[0, vocab)``.
+
+    ``pretrained``: a local ``save_pretrained`` directory (its tokenizer's vocabulary must be the
+    data's); otherwise a randomly initialised BERT of this size. ``config``: other ``BertConfig`` keys.
+    """
+    if len(input_shape) != 1:
+        raise ValueError(f"model=bert needs token ids shaped (L,); got {tuple(input_shape)}")
+    length = int(input_shape[0])
+    if pretrained:
+        return HFClassifier(_pretrained(pretrained, num_classes, length))
+    if hidden % heads:
+        raise ValueError(f"model.heads={heads}: must divide model.hidden={hidden}")
+    from transformers import BertConfig, BertForSequenceClassification
+
+    bert = BertConfig(
+        vocab_size=int(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        max_position_embeddings=max(length, 64),
+        pad_token_id=0,
+        **config,
+    )
+    bert.num_labels = num_classes
+    return HFClassifier(BertForSequenceClassification(bert))
