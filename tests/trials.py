@@ -30,7 +30,7 @@ class Trial:
             stage = train_stage(self.plan)
         model = self.plan.model.cpu().eval()
         self.dense_params = count_params(model)[0]
-        self.x = self.plan.task.x_test[:64]
+        self.x = self.plan.task.inputs("test")[:64]
         with torch.no_grad():
             self.dense_outputs = model(self.x)
         self.path = path

@@ -155,6 +155,23 @@ class _EmbeddingBag(nnq.EmbeddingBag):
         return module
 
 
+class _Embedding(nnq.Embedding):
+    """Int8 ``nn.Embedding`` that takes any index tensor: torch's int8 kernel needs contiguous
+    indices, where float tables take views too (``x[:, 0]`` of id pairs, a slice of position ids)."""
+
+    def forward(self, indices: Tensor) -> Tensor:
+        """The rows of ``indices``, dequantized (as float ``nn.Embedding``)."""
+        return super().forward(indices.contiguous())
+
+    @classmethod
+    def from_float(cls, mod: nn.Embedding, use_precomputed_fake_quant: bool = False) -> _Embedding:
+        """The int8 copy of a float ``nn.Embedding`` (per-row float qparams)."""
+        base = nnq.Embedding.from_float(mod, use_precomputed_fake_quant)
+        module = cls(mod.num_embeddings, mod.embedding_dim, padding_idx=mod.padding_idx, dtype=base.dtype)
+        module.set_weight(base.weight())
+        return module
+
+
 def _weight_only_qconfig(module: nn.Module) -> tq.QConfig | None:
     """The qconfig of a layer whose int8 form needs no calibration, or ``None`` (it stays as it is).
 
@@ -175,7 +192,11 @@ def _quantize_weights(model: nn.Module) -> nn.Module:
     """Swap every float Linear (fused with its ReLU or not) and embedding of ``model`` for its int8
     module, in place: dynamic Linear with per-channel weights, embedding tables per row."""
     qconfigs = {name: qconfig for name, m in model.named_modules() if (qconfig := _weight_only_qconfig(m)) is not None}
-    mapping = {**tq.get_default_dynamic_quant_module_mappings(), nn.EmbeddingBag: _EmbeddingBag}
+    mapping = {
+        **tq.get_default_dynamic_quant_module_mappings(),
+        nn.Embedding: _Embedding,
+        nn.EmbeddingBag: _EmbeddingBag,
+    }
     return tq.quantize_dynamic(model, qconfigs, mapping=mapping, inplace=True)
 
 
