@@ -54,6 +54,16 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def _register_sweeper_plugin() -> None:
+    """Make ``hydra/sweeper=optuna`` known however the project is installed: Hydra finds plugins by
+    listing the ``hydra_plugins`` directories, which an editable install's import hook does not expose."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.sweeper_optuna.optuna_sweeper import OptunaSweeper  # stores its config on import
+
+    Plugins.instance().register(OptunaSweeper)
+
+
 def main() -> None:
     """Console entry point (``sweeper`` and ``python -m sweeper``)."""
     from hydra.errors import HydraException
@@ -62,6 +72,7 @@ def main() -> None:
     from sweeper.errors import ConfigError, one_line
 
     signal.signal(signal.SIGTERM, _terminate)
+    _register_sweeper_plugin()
     _quiet_libraries()
     show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["SWEEPER_SHOW_TRACEBACK"] = "1" if show_traceback else "0"

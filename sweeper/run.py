@@ -30,6 +30,7 @@ from sweeper.metrics import check_final_metrics
 from sweeper.plan import TrialPlan, hydra_config, plain_dict, plan_trial
 from sweeper.progress import TrialProgress
 from sweeper.search import trial_context
+from sweeper.search.objectives import check_task_defines
 from sweeper.search.trial_context import TrialContext
 from sweeper.tracking import (
     TrialRun,
@@ -255,6 +256,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     plan = plan_trial(cfg)
     torch.use_deterministic_algorithms(True, warn_only=True)
     search = trial_context.current()  # the Optuna trial this job evaluates, if any
+    if search is not None:
+        check_task_defines(search.metrics, plan.task.metrics, plan.task.name)
     if cfg.get("threads") is not None:
         torch.set_num_threads(int(cfg.threads))
     index, total = _trial_position()

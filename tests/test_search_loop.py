@@ -519,3 +519,11 @@ def test_a_multi_objective_search_with_a_budget_writes_the_feasible_non_dominate
     assert front == brute
     for entry in results.pareto_front:
         assert entry["values"].size_bytes <= budget and list(entry["values"]) == list(objectives)
+
+
+@pytest.mark.integration
+def test_a_search_on_a_metric_the_task_does_not_compute_stops_before_training(run_cli, tmp_path):
+    proc = run_cli(*argv("-m search=lr 'hydra.sweeper.objectives={val_auc: maximize}' hydra.sweeper.n_trials=2"), *TINY)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "val_auc needs metric auc, which task synthetic does not compute; its metrics: accuracy" in proc.stderr
+    assert "epoch" not in proc.stdout  # nothing trained

@@ -12,7 +12,14 @@ from sweeper.errors import ConfigError
 from sweeper.metrics import SELECTION_METRICS
 from sweeper.scoring import METRICS
 
-__all__ = ["DIRECTIONS", "SEARCHABLE_METRICS", "Constraint", "parse_constraints", "parse_objectives"]
+__all__ = [
+    "DIRECTIONS",
+    "SEARCHABLE_METRICS",
+    "Constraint",
+    "check_task_defines",
+    "parse_constraints",
+    "parse_objectives",
+]
 
 DIRECTIONS = ("maximize", "minimize")
 # the test split stays out of selection; a task's metrics also go by their own names (val_accuracy)
@@ -80,3 +87,20 @@ def parse_constraints(constraints: Mapping[str, Any] | None) -> list[Constraint]
             )
         result.append(Constraint(str(metric), match.group(1), float(match.group(2))))
     return result
+
+
+def check_task_defines(metrics: tuple[str, ...], task_metrics: tuple[str, ...], task: str) -> None:
+    """A search on ``val_<metric>`` needs a task that computes that metric (before any training).
+
+    Example:
+        >>> check_task_defines(("val_auc",), ("accuracy",), "digits")
+        Traceback (most recent call last):
+        sweeper.errors.ConfigError: hydra.sweeper.objectives: val_auc needs metric auc, which task digits does not compute; its metrics: accuracy (or val_score, the task's own)
+    """
+    for name in metrics:
+        metric = name.removeprefix("val_")
+        if name.startswith("val_") and metric in METRICS and metric not in task_metrics:
+            raise ConfigError(
+                f"hydra.sweeper.objectives: {name} needs metric {metric}, which task {task} does not compute; "
+                f"its metrics: {', '.join(task_metrics)} (or val_score, the task's own)"
+            )

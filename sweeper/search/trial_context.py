@@ -20,11 +20,22 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["ENV_STORAGE", "ENV_STUDY", "ENV_TRIAL", "TrialContext", "current", "is_pruned", "register", "unregister"]
+__all__ = [
+    "ENV_METRICS",
+    "ENV_STORAGE",
+    "ENV_STUDY",
+    "ENV_TRIAL",
+    "TrialContext",
+    "current",
+    "is_pruned",
+    "register",
+    "unregister",
+]
 
 ENV_STUDY = "SWEEPER_OPTUNA_STUDY"
 ENV_STORAGE = "SWEEPER_OPTUNA_STORAGE"
 ENV_TRIAL = "SWEEPER_OPTUNA_TRIAL"
+ENV_METRICS = "SWEEPER_OPTUNA_METRICS"  # the objectives' and constraints' metrics, checked against the task
 REPORTED_METRIC = "val_score"
 
 _live: dict[tuple[str, int], optuna.Trial] = {}
@@ -52,6 +63,7 @@ class TrialContext:
 
     study_name: str
     trial: optuna.Trial
+    metrics: tuple[str, ...] = ()  # what the search reads from the trial (objectives, constraints)
 
     @property
     def number(self) -> int:
@@ -123,4 +135,5 @@ def current() -> TrialContext | None:
     trial = _live.get((study_name, int(number)))
     if trial is None:
         trial = _reopen(study_name, os.environ[ENV_STORAGE], int(number))
-    return TrialContext(study_name, trial)
+    metrics = tuple(m for m in os.environ.get(ENV_METRICS, "").split(",") if m)
+    return TrialContext(study_name, trial, metrics)

@@ -27,6 +27,9 @@ BAD_INPUTS = [
     (["data=synthetic", "data.noise=1.5"], "data.noise=1.5: must be in [0, 1)"),
     (["model.channels=[0]"], "model.channels=[0]: every width must be >= 1"),
     (["data._target_=nowhere.make_task"], "data._target_=nowhere.make_task: Error loading 'nowhere.make_task'"),
+    (["experiment=text", "model.pretrained=/no/such/dir"], "model.pretrained=/no/such/dir: no config.json there"),
+    (["experiment=bio", "data.max_length=4"], "data.max_length=4: must be an integer >= 8"),
+    (["data=image_folder", "data.path=/no/such/dir"], "data.path=/no/such/dir: not a directory"),
 ]
 
 
