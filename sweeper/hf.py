@@ -29,7 +29,7 @@ class HFClassifier(nn.Module):
         return logits
 
 
-def _pretrained(path: str, num_classes: int, length: int) -> nn.Module:
+def _pretrained(path: str, num_classes: int, length: int, vocab: int) -> nn.Module:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     directory = Path(path).expanduser()
@@ -39,6 +39,11 @@ def _pretrained(path: str, num_classes: int, length: int) -> nn.Module:
     if getattr(config, "max_position_embeddings", length) < length:
         raise ValueError(
             f"model.pretrained={path}: max_position_embeddings={config.max_position_embeddings} < data.max_length={length}"
+        )
+    if getattr(config, "vocab_size", vocab) < vocab:
+        raise ValueError(
+            f"model.pretrained={path}: its vocabulary has {config.vocab_size} tokens, the data's {vocab} "
+            "(model.vocab); the checkpoint's tokenizer must be the data's"
         )
     model: nn.Module = AutoModelForSequenceClassification.from_pretrained(
         directory, num_labels=num_classes, local_files_only=True, ignore_mismatched_sizes=True
@@ -68,7 +73,7 @@ def make_bert(
         raise ValueError(f"model=bert needs token ids shaped (L,); got {tuple(input_shape)}")
     length = int(input_shape[0])
     if pretrained:
-        return HFClassifier(_pretrained(pretrained, num_classes, length))
+        return HFClassifier(_pretrained(pretrained, num_classes, length, int(vocab)))
     if hidden % heads:
         raise ValueError(f"model.heads={heads}: must divide model.hidden={hidden}")
     from transformers import BertConfig, BertForSequenceClassification

@@ -108,3 +108,22 @@ def test_every_method_compresses_each_fields_model_and_the_artifact_is_measured(
         assert metrics["params"] < trial.dense_params
     if method == "distill":
         assert metrics["teacher_params"] > trial.dense_params  # a larger teacher taught it
+
+
+def test_a_users_pretrained_checkpoint_loads_from_its_directory_and_a_wrong_one_is_one_line(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from sweeper.hf import make_bert
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "ckpt")  # what a user downloaded once
+    model = make_bert(input_shape=(12,), num_classes=3, vocab=50, pretrained=str(tmp_path / "ckpt"))
+    embeddings = model.model.bert.embeddings.word_embeddings.weight
+    saved = BertForSequenceClassification.from_pretrained(tmp_path / "ckpt").bert.embeddings.word_embeddings.weight
+    assert torch.equal(embeddings, saved) and model(torch.ones(2, 12, dtype=torch.long)).shape == (2, 3)
+    with pytest.raises(FileNotFoundError, match=r"model.pretrained=.*nowhere: no config.json there"):
+        make_bert(input_shape=(12,), num_classes=2, vocab=50, pretrained=str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match=r"max_position_embeddings=512 < data.max_length=600"):
+        make_bert(input_shape=(600,), num_classes=2, vocab=50, pretrained=str(tmp_path / "ckpt"))
+    with pytest.raises(ValueError, match=r"its vocabulary has 50 tokens, the data's 4000"):
+        make_bert(input_shape=(12,), num_classes=2, vocab=4000, pretrained=str(tmp_path / "ckpt"))
