@@ -56,12 +56,12 @@ def make_bert(
     input_shape: Sequence[int],
     num_classes: int,
     vocab: int,
+    dropout: float = 0.1,
+    pretrained: str | None = None,
     hidden: int = 64,
     layers: int = 2,
     heads: int = 2,
     intermediate: int = 128,
-    dropout: float = 0.1,
-    pretrained: str | None = None,
     **config: Any,
 ) -> HFClassifier:
     """``transformers.BertForSequenceClassification`` over ``(L,)`` token ids in ``[0, vocab)``.
@@ -78,17 +78,11 @@ def make_bert(
         raise ValueError(f"model.heads={heads}: must divide model.hidden={hidden}")
     from transformers import BertConfig, BertForSequenceClassification
 
-    bert = BertConfig(
-        vocab_size=int(vocab),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-        max_position_embeddings=max(length, 64),
-        pad_token_id=0,
-        **config,
-    )
+    settings: dict[str, Any] = {
+        "vocab_size": int(vocab), "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "intermediate_size": intermediate, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
+        "max_position_embeddings": max(length, 64), "pad_token_id": 0,
+    }  # fmt: skip
+    bert = BertConfig(**settings, **config)
     bert.num_labels = num_classes
     return HFClassifier(BertForSequenceClassification(bert))

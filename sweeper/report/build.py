@@ -110,6 +110,22 @@ def _ci(mean: float, low: float, high: float, scale: float = 100.0, digits: int 
     return f"{scale * mean:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
 
+def _test_score(row: pd.Series) -> dict[str, str]:
+    """A table's test-score column: the mean over seeds and its 95 % interval, named by the task's metric."""
+    return {f"test {score_label()} (%) [95 % CI]": _ci(row["acc_mean"], row["acc_low"], row["acc_high"])}
+
+
+def _best_of(row: pd.Series, group: str, first: str) -> dict[str, object]:
+    """The leading columns of a per-optimizer / per-strategy row: its best configuration and its score."""
+    return {
+        group: row[group],
+        "best configuration": row["best"],
+        **_test_score(row),
+        "seeds": int(row["n_seeds"]),
+        f"vs {first}": _verdict(row["comparison"], "—"),
+    }
+
+
 def _verdict(comparison: Comparison | None, reference: str) -> str:
     """A table's tie marker against its reference row: ``tie (...)``, or the significant difference."""
     if comparison is None:
@@ -161,7 +177,7 @@ def _ranking(table: pd.DataFrame, batch: str, baseline: dict[str, object] | None
             "#": "—" if pd.isna(r["rank"]) else int(r["rank"]),
             "configuration": config,
             f"val {score_label()} (%)": _num(100 * r["val_mean"], ".1f"),
-            f"test {score_label()} (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
+            **_test_score(r),
             "vs #1": _verdict(verdicts.get(str(config)), "—") if str(config) in verdicts else "—",
             "size (KiB)": _num(r["size_bytes"] / 1024, ".1f"),
             "compression ratio": _num(r["compression_ratio"], ".2f")
@@ -339,12 +355,8 @@ def _optimizer_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.Data
     first = summary["optimizer"].iloc[0] if len(summary) else ""
     rows = [
         {
-            "optimizer": r["optimizer"],
-            "best configuration": r["best"],
+            **_best_of(r, "optimizer", first),
             "lr": _num(r["lr"], ".3g"),
-            f"test {score_label()} (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
-            "seeds": int(r["n_seeds"]),
-            f"vs {first}": _verdict(r["comparison"], "—"),
             "epochs to target": _num(r["epochs_to_target"], ".0f") + f" ({r['reached']} seeds reached)",
             "tunability": f"{100 * r['tunability']:.0f} % of {r['lrs_tried']} lr" if r["lrs_tried"] else "—",
         }
@@ -390,11 +402,7 @@ def _strategy_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
     first = summary["strategy"].iloc[0] if len(summary) else ""
     rows = [
         {
-            "strategy": r["strategy"],
-            "best configuration": r["best"],
-            f"test {score_label()} (%) [95 % CI]": _ci(r["acc_mean"], r["acc_low"], r["acc_high"]),
-            "seeds": int(r["n_seeds"]),
-            f"vs {first}": _verdict(r["comparison"], "—"),
+            **_best_of(r, "strategy", first),
             "epochs run": _num(r["epochs_run"], ".1f"),
             "epochs planned": _num(r["epochs_planned"], ".0f"),
             "saving": "—" if pd.isna(r["saving"]) else f"{100 * r['saving']:.0f} %",
