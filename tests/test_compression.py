@@ -43,7 +43,7 @@ def _compose(*overrides: str) -> DictConfig:
         (["compression=qat", "compression.bits=9"], "compression.bits=9: allowed: integers 2..8"),
         (["compression=qat", "compression.bits=1"], "compression.bits=1"),
         (["compression=prune_structured", "compression.amount=0.95"], "would remove every channel of layer 0"),
-        (["compression=distill", "+compression.teacher_model.num_classes=5"], "teacher outputs 5 classes"),
+        (["compression=distill", "+teacher.model.num_classes=5"], "teacher outputs 5 classes"),
         (["compression=pipeline", "compression/stages=[quantize,prune]"], "quantize must be the last stage"),
         (
             ["compression=pipeline", "compression/stages=[prune,distill]"],

@@ -32,7 +32,7 @@ NETWORKS: dict[str, list[str]] = {
     ],
     "sequence_cnn": [
         "data=digit_tokens",
-        "model=sequence_cnn",
+        "model=token_cnn",
         "compression.teacher_model={_target_: zoo.SequenceCNN, _partial_: true, dim: 32}",
     ],
     "cnn": ["model=cnn"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import FAST, REPO_ROOT
 from hydra import compose, initialize_config_module
@@ -27,20 +28,34 @@ def _documented_command(path: Path) -> list[str]:
     raise AssertionError(f"{path.relative_to(REPO_ROOT)}: no '# python -m sweeper ...' line in its opening comments")
 
 
-def _overrides(path: Path) -> list[str]:
+def write_idx(root: Path, n: int = 60) -> Path:
+    """Tiny MNIST-format files (IDX: magic, big-endian dims, uint8 data) in ``root``."""
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", n), ("t10k", n // 3)):
+        labels = np.arange(count, dtype=np.uint8) % 3
+        images = (rng.integers(0, 60, (count, 28, 28)) + 60 * labels[:, None, None]).astype(np.uint8)
+        for kind, array, magic in (("images-idx3", images, 3), ("labels-idx1", labels, 1)):
+            header = bytes([0, 0, 8, magic]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+            (root / f"{prefix}-{kind}-ubyte").write_bytes(header + array.tobytes())
+    return root
+
+
+def _overrides(path: Path, tmp_path: Path) -> list[str]:
     group = path.parent.relative_to(CONF).as_posix()
     if group == "compression/stages":  # a stage composes inside a pipeline
         return ["compression=pipeline", f"compression/stages=[{path.stem}]"]
     extra = ["compare.extra_epochs=5"] if group == "experiment" else []  # a grid's check sets it in a multirun
+    if path.stem == "image_folder":  # the user's directory: IDX files made here
+        extra.append(f"data.path={write_idx(tmp_path)}")
     return [*(a for a in _documented_command(path) if "<" not in a), *extra]
 
 
 @pytest.mark.parametrize("path", OPTIONS, ids=lambda p: p.relative_to(CONF).as_posix())
-def test_every_option_opens_with_its_command_which_composes_and_plans(path):
+def test_every_option_opens_with_its_command_which_composes_and_plans(path, tmp_path):
     _documented_command(path)
     with initialize_config_module("sweeper.conf", version_base="1.3"):
         cfg = compose(
-            "config", overrides=[*FAST, "tracking.enabled=false", *_overrides(path)], return_hydra_config=True
+            "config", overrides=[*FAST, "tracking.enabled=false", *_overrides(path, tmp_path)], return_hydra_config=True
         )
         choices = dict(cfg.hydra.runtime.choices)
         group = path.parent.relative_to(CONF).as_posix()
