@@ -34,18 +34,19 @@ __all__ = ["BASELINES", "baseline_scores"]
 PAD = 0  # token id 0 pads sequences in the built-in token tasks; it is not a k-mer
 
 
-def _majority(task: Task, x: Tensor) -> Tensor:
+def _majority(task: Task, splits: list[Tensor]) -> list[Tensor]:
     counts = torch.bincount(task.y_train, minlength=task.num_classes)
     logits = torch.full((task.num_classes,), -1.0)
     logits[counts.argmax()] = 1.0
-    return logits.expand(*x.shape[: x.dim() - len(task.input_shape)], -1)
+    return [logits.expand(*x.shape[: x.dim() - len(task.input_shape)], -1) for x in splits]
 
 
-def _popularity(task: Task, x: Tensor) -> Tensor:
+def _popularity(task: Task, splits: list[Tensor]) -> list[Tensor]:
     """Candidates scored by the item's count among the training positives (column 1 holds item ids)."""
     items = task.x_train[task.y_train == 1][:, 1]
-    counts = torch.bincount(items, minlength=int(max(items.max(), x[..., 1].max())) + 1).double()
-    return counts[x[..., 1]].unsqueeze(-1)
+    largest = max(int(items.max()), *(int(x[..., 1].max()) for x in splits))
+    counts = torch.bincount(items, minlength=largest + 1).double()
+    return [counts[x[..., 1]].unsqueeze(-1) for x in splits]
 
 
 def _kmer_features(x: np.ndarray, vocab: int, columns: dict[int, int] | None) -> tuple[object, dict[int, int]]:
@@ -68,21 +69,25 @@ def _kmer_features(x: np.ndarray, vocab: int, columns: dict[int, int] | None) ->
     return matrix, columns
 
 
-def _kmer_logreg(task: Task, x: Tensor) -> Tensor:
+def _kmer_logreg(task: Task, splits: list[Tensor]) -> list[Tensor]:
+    """Fitted once on the training split, then scores each of ``splits``."""
     from sklearn.linear_model import LogisticRegression
 
     if task.x_train.is_floating_point() or task.x_train.dim() != 2:
         raise ValueError(f"baseline kmer_logreg needs integer sequences (n, length); task {task.name} has other inputs")
-    vocab = int(max(task.x_train.max(), x.max())) + 1
+    vocab = max(int(x.max()) for x in (task.x_train, *splits)) + 1
     train, columns = _kmer_features(task.x_train.numpy(), vocab, None)
     model = LogisticRegression(max_iter=2000, C=1.0).fit(train, task.y_train.numpy())
-    features, _ = _kmer_features(x.numpy(), vocab, columns)
-    proba = np.full((len(x), task.num_classes), 1e-9)
-    proba[:, model.classes_] = model.predict_proba(features)
-    return torch.from_numpy(np.log(proba))
+    logits = []
+    for x in splits:
+        proba = np.full((len(x), task.num_classes), 1e-9)
+        proba[:, model.classes_] = model.predict_proba(_kmer_features(x.numpy(), vocab, columns)[0])
+        logits.append(torch.from_numpy(np.log(proba)))
+    return logits
 
 
-BASELINES: dict[str, Callable[[Task, Tensor], Tensor]] = {
+# (task, the splits' inputs) -> their logits; each sees the training split only
+BASELINES: dict[str, Callable[[Task, list[Tensor]], list[Tensor]]] = {
     "majority": _majority,
     "popularity": _popularity,
     "kmer_logreg": _kmer_logreg,
@@ -104,11 +109,10 @@ def baseline_scores(task: Task) -> dict[str, float]:
     if known is not None and known[0] is task:
         return known[1]
     metric = METRICS[task.score_metric]
+    val, test = BASELINES[task.baseline](task, [task.x_val, task.x_test])
     scores = {
-        f"baseline_{split}_score": metric.compute(
-            BASELINES[task.baseline](task, getattr(task, f"x_{split}")), getattr(task, f"y_{split}")
-        )
-        for split in ("val", "test")
+        "baseline_val_score": metric.compute(val, task.y_val),
+        "baseline_test_score": metric.compute(test, task.y_test),
     }
     _measured[id(task)] = task, scores
     return scores

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from sweeper.data import Task
+from sweeper.scoring import evaluate_scores
 from sweeper.training.optimizers import OptimizerFactory, build_optimizers
 from sweeper.training.strategy import Strategy, build_scheduler, current_lr
 
@@ -99,6 +100,7 @@ def train(
     loss_fn = loss_fn or task.loss or _cross_entropy
     n_epochs = strategy.epochs if epochs is None else epochs
     x_train, y_train = task.x_train.to(device), task.y_train.to(device)
+    x_val, y_val = task.x_val.to(device), task.y_val.to(device)  # once, not every epoch
     n_train = len(x_train)
 
     optimizers = build_optimizers(optimizer_factory, model)
@@ -136,7 +138,7 @@ def train(
         train_loss = (loss_sum / n_train).item()  # the one host sync of the epoch
         if not torch.isfinite(torch.tensor(train_loss)):
             raise TrainingDiverged(epoch, train_loss)
-        val = task.evaluate(model, "val", device=device)
+        val = evaluate_scores(model, x_val, y_val, task.metrics, input_ndim=len(task.input_shape))
         val_score = val[task.score_metric]
         metrics = {"train_loss": train_loss, "val_score": val_score, **{f"val_{k}": v for k, v in val.items()}}
         metrics |= {"lr": lr, "batch_size": batch_size}
