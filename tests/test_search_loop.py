@@ -15,6 +15,7 @@ from sweeper.errors import ConfigError
 from sweeper.search import parse_space
 from sweeper.search.loop import OptunaSweeperImpl
 from sweeper.search.study import build_sampler, open_storage
+from sweeper.search.summary import UNLIMITED
 
 PRESETS = ["lr", "optimizers", "prune", "bits", "pareto"]
 TINY = ["data=synthetic", "data.n_samples=300", "model=mlp", "measure.latency_seconds=0.01", "measure.latency_batch=32"]
@@ -216,6 +217,8 @@ def test_outside_a_search_there_is_no_trial(monkeypatch):
         ({"sampler": "cmaes"}, [], "hydra.sweeper.sampler=cmaes: needs the package"),
         ({"n_trials": 0}, [], "hydra.sweeper.n_trials=0: must be an integer >= 1"),
         ({"stale_after": 5}, [], "hydra.sweeper.stale_after=5: must be >= 10"),
+        ({"timeout": 0}, [], "hydra.sweeper.timeout=0: must be a number of seconds > 0 or null"),
+        ({"timeout": "soon"}, [], "hydra.sweeper.timeout=soon: must be a number of seconds > 0 or null"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_key(options, arguments, message):
@@ -306,6 +309,40 @@ def test_a_grid_search_visits_each_point_once_and_stops_at_the_grid_size(tmp_pat
     assert sorted(int(dict(o.split("=", 1) for o in job)["compression.bits"]) for job in launcher.jobs) == list(
         range(2, 9)
     )
+
+
+def _slow(seconds: float):
+    def metrics(values: dict) -> dict:
+        time.sleep(seconds)
+        return _accuracy(values)
+
+    return metrics
+
+
+def test_a_timeout_starts_no_trial_after_the_budget_and_writes_the_results(tmp_path):
+    launcher = FakeLauncher(_slow(0.4))
+    start = time.perf_counter()
+    _sweep(tmp_path, launcher, n_trials=1000, timeout=1.0)
+    elapsed = time.perf_counter() - start
+    # trials start at ~0, 0.4, 0.8 s (before the budget); the one started at 0.8 finishes, none starts at 1.2 s
+    assert len(launcher.jobs) == 3, elapsed
+    assert [t.state.name for t in _study(tmp_path).trials] == ["COMPLETE"] * 3  # the running one finished
+    results = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    assert results.stopped_by == "timeout" and results.timeout_seconds == 1.0
+    assert results.best.trial in (0, 1, 2)
+
+
+def test_a_timeout_without_n_trials_uses_the_whole_budget_and_n_trials_still_ends_a_short_search(tmp_path):
+    launcher = FakeLauncher(_slow(0.05))
+    _sweep(tmp_path / "budget", launcher, n_trials=None, timeout=0.6)
+    assert len(launcher.jobs) >= 3  # trials of 0.05 s until the budget ends: time, not a count, stopped it
+    assert OmegaConf.load(tmp_path / "budget" / "sweep" / "optimization_results.yaml").stopped_by == "timeout"
+    short = FakeLauncher(_accuracy)
+    _sweep(tmp_path / "short", short, n_trials=3, timeout=60)
+    assert len(short.jobs) == 3
+    assert OmegaConf.load(tmp_path / "short" / "sweep" / "optimization_results.yaml").stopped_by == "n_trials"
+    assert _impl().plan([]).n_trials == 20  # neither given: 20 trials
+    assert _impl(timeout=30).plan([]).n_trials == UNLIMITED  # a budget and no n_trials: the budget decides
 
 
 def test_failed_and_nan_trials_are_failed_and_replaced_and_a_hopeless_sweep_stops(tmp_path):

@@ -23,7 +23,7 @@ class OptunaSweeperConf:
     objectives: Any = None
     # metric -> "<= bound" | ">= bound" | "< bound" | "> bound"
     constraints: Any = None
-    n_trials: int = 20  # complete (or pruned) trials the study should have
+    n_trials: int | None = None  # complete (or pruned) trials the study should have; null: 20, or no limit with a timeout
     n_jobs: int = 1  # trials asked and launched together (parallel with a parallel launcher)
     sampler: str = "tpe"  # tpe | random | grid | nsgaii | nsgaiii | cmaes | gp | qmc
     seed: int | None = None
@@ -33,6 +33,7 @@ class OptunaSweeperConf:
     storage: str | None = None  # null: optuna.journal in the working directory; or any Optuna storage URL
     study_name: str | None = None  # null: <search preset>-<hash of the search>
     max_failure_rate: float = 0.5  # stop once more than this fraction of n_trials failed in this run
+    timeout: float | None = None  # seconds: no trial starts after this (running ones finish, the report is written)
     stale_after: float = 30.0  # seconds without a heartbeat after which another worker's trial is failed
 
 

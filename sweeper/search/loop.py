@@ -41,13 +41,14 @@ from sweeper.search import trial_context
 from sweeper.search.objectives import Constraint, parse_constraints, parse_objectives
 from sweeper.search.space import SearchSpace, parse_space
 from sweeper.search.study import build_pruner, build_sampler, default_study_name, open_storage
-from sweeper.search.summary import progress_line, summarize, write_results
+from sweeper.search.summary import UNLIMITED, progress_line, summarize, write_results
 from sweeper.search.workers import GRACE_SECONDS, HEARTBEAT_SECONDS, free_slots, heartbeat, release_surplus
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "optuna.journal"
 WAIT_SECONDS = 2.0  # how often a worker with no free slot looks again (other workers' last trials)
+DEFAULT_N_TRIALS = 20  # n_trials when neither it nor a timeout is given
 
 
 class SweepAborted(RuntimeError):
@@ -65,7 +66,8 @@ class SearchPlan:
     storage: str
     sampler: optuna.samplers.BaseSampler
     pruner: optuna.pruners.BasePruner
-    n_trials: int  # hydra.sweeper.n_trials, or the grid's size when smaller
+    n_trials: int  # hydra.sweeper.n_trials, or the grid's size when smaller; UNLIMITED: until the timeout
+    timeout: float | None = None  # seconds after which this worker starts no trial
 
 
 def _container(value: Any) -> Any:
@@ -104,7 +106,7 @@ class OptunaSweeperImpl(Sweeper):
         conditional_params: Mapping[str, Any] | None = None,
         objectives: Mapping[str, str] | None = None,
         constraints: Mapping[str, str] | None = None,
-        n_trials: int = 20,
+        n_trials: int | None = None,
         n_jobs: int = 1,
         sampler: str = "tpe",
         seed: int | None = None,
@@ -115,6 +117,7 @@ class OptunaSweeperImpl(Sweeper):
         study_name: str | None = None,
         max_failure_rate: float = 0.5,
         stale_after: float = GRACE_SECONDS,
+        timeout: float | None = None,
     ) -> None:
         self.params = _container(params) or {}
         self.conditional_params = _container(conditional_params) or {}
@@ -126,6 +129,7 @@ class OptunaSweeperImpl(Sweeper):
         self.storage, self.study_name = storage, study_name
         self.max_failure_rate = max_failure_rate
         self.stale_after = stale_after
+        self.timeout = timeout
         self.config: DictConfig | None = None
         self.launcher: Launcher | None = None
         self.hydra_context: HydraContext | None = None
@@ -141,8 +145,11 @@ class OptunaSweeperImpl(Sweeper):
     # ---- checks, before any trial -------------------------------------------------------------
 
     def _check_numbers(self) -> None:
-        if not (isinstance(self.n_trials, int) and self.n_trials >= 1):
-            raise ConfigError(f"hydra.sweeper.n_trials={self.n_trials}: must be an integer >= 1")
+        if not (self.n_trials is None or (isinstance(self.n_trials, int) and self.n_trials >= 1)):
+            raise ConfigError(f"hydra.sweeper.n_trials={self.n_trials}: must be an integer >= 1 or null")
+        timeout = self.timeout
+        if not (timeout is None or (isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0)):
+            raise ConfigError(f"hydra.sweeper.timeout={timeout}: must be a number of seconds > 0 or null")
         if not (isinstance(self.n_jobs, int) and self.n_jobs >= 1):
             raise ConfigError(f"hydra.sweeper.n_jobs={self.n_jobs}: must be an integer >= 1")
         if not 0.0 <= float(self.max_failure_rate) <= 1.0:
@@ -175,10 +182,11 @@ class OptunaSweeperImpl(Sweeper):
         defining = [space.fixed, [(p.name, repr(p.distribution)) for p in space.params], objectives, self.constraints]
         study_name = self.study_name or default_study_name(prefix, defining)
         storage = self.storage or str(Path.cwd() / DEFAULT_STORAGE)
-        n_trials = self.n_trials
+        n_trials = self.n_trials or (UNLIMITED if self.timeout else DEFAULT_N_TRIALS)
         if self.sampler_name == "grid":
             n_trials = min(n_trials, math.prod(len(values) for values in space.grid().values()))
-        return SearchPlan(space, objectives, constraints, study_name, storage, sampler, pruner, n_trials)
+        timeout = float(self.timeout) if self.timeout else None
+        return SearchPlan(space, objectives, constraints, study_name, storage, sampler, pruner, n_trials, timeout)
 
     def _check_composes(self, space: SearchSpace) -> None:
         """Compose one job config per branch of the space, so a wrong key fails before any trial."""
@@ -235,14 +243,11 @@ class OptunaSweeperImpl(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
-        start, failed, last_reason, returns = time.perf_counter(), 0, "", []
+        start, failed, launched, last_reason, returns = time.perf_counter(), 0, 0, "", []
+        deadline = start + plan.timeout if plan.timeout else math.inf
         done, free = self._slots(study, plan)
-        print(
-            f"study {plan.study_name} in {_shown(plan.storage)}: {done}/{plan.n_trials} trials done"
-            + (", resuming" if done and done < plan.n_trials else ""),
-            flush=True,
-        )
-        while done < plan.n_trials:
+        print(_start_line(plan, done), flush=True)
+        while done < plan.n_trials and time.perf_counter() < deadline:
             if free == 0:  # the last trials run in other workers: wait in case one fails or its worker dies
                 time.sleep(WAIT_SECONDS)
                 done, free = self._slots(study, plan)
@@ -252,19 +257,24 @@ class OptunaSweeperImpl(Sweeper):
                 with heartbeat(batch):
                     results = self._launch(study, plan, batch)
                 returns.append(results)
+                launched += len(batch)
                 for trial, result in zip(batch, results, strict=True):
                     if self._tell(study, plan, trial, result) == optuna.trial.TrialState.FAIL:
                         failed, last_reason = failed + 1, trial.user_attrs.get("failure_reason", "unknown")
                 print(progress_line(study, plan.objectives, plan.n_trials, time.perf_counter() - start), flush=True)
             done, free = self._slots(study, plan)
-            if failed > self.max_failure_rate * self.n_trials:
+            allowed = plan.n_trials if plan.n_trials < UNLIMITED else launched  # no n_trials: of those started
+            if failed > self.max_failure_rate * allowed:
                 self._finish(study, plan, sweep_dir)
                 raise SweepAborted(
                     f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: {failed} trials failed in this run "
-                    f"(more than {self.max_failure_rate:g} x n_trials={self.n_trials}); stopping. "
+                    f"(more than {self.max_failure_rate:g} x {allowed} trials); stopping. "
                     f"Last reason: {last_reason}"
                 )
-        self._finish(study, plan, sweep_dir)
+        timed_out = done < plan.n_trials and time.perf_counter() >= deadline
+        if timed_out:
+            print(f"hydra.sweeper.timeout={plan.timeout:g}: the time budget ended the search; no trial starts", flush=True)
+        self._finish(study, plan, sweep_dir, stopped_by="timeout" if timed_out else "n_trials")
         return returns
 
     def _slots(self, study: optuna.Study, plan: SearchPlan) -> tuple[int, int]:
@@ -342,12 +352,23 @@ class OptunaSweeperImpl(Sweeper):
                 return f"metric {name} is {metrics[name]}"
         return ""
 
-    def _finish(self, study: optuna.Study, plan: SearchPlan, sweep_dir: Path) -> None:
+    def _finish(self, study: optuna.Study, plan: SearchPlan, sweep_dir: Path, stopped_by: str = "failures") -> None:
         assert self.config is not None
         results = summarize(study, plan.space, plan.objectives, plan.constraints)
         results["storage"] = _shown(plan.storage)
+        results["stopped_by"] = stopped_by  # n_trials reached, the timeout, or max_failure_rate
+        if plan.timeout:
+            results["timeout_seconds"] = plan.timeout
         path = write_results(results, sweep_dir)  # the sweep's parent run takes it to MLflow (sweeper.sweep_run)
         print(_summary_text(results, path), flush=True)
+
+
+def _start_line(plan: SearchPlan, done: int) -> str:
+    """``study S in optuna.journal: 3/20 trials done, resuming``, with the time budget when there is one."""
+    target = f"{done}/{plan.n_trials} trials done" if plan.n_trials < UNLIMITED else f"{done} trials done"
+    budget = f", time budget {plan.timeout:g} s" if plan.timeout else ""
+    resuming = ", resuming" if done and done < plan.n_trials else ""
+    return f"study {plan.study_name} in {_shown(plan.storage)}: {target}{budget}{resuming}"
 
 
 def _shown(storage: str) -> str:

@@ -15,9 +15,10 @@ if TYPE_CHECKING:
     from sweeper.search.objectives import Constraint
     from sweeper.search.space import SearchSpace
 
-__all__ = ["RESULTS_FILE", "count_states", "progress_line", "summarize", "write_results"]
+__all__ = ["RESULTS_FILE", "UNLIMITED", "count_states", "progress_line", "summarize", "write_results"]
 
 RESULTS_FILE = "optimization_results.yaml"
+UNLIMITED = 10**9  # n_trials of a search with a timeout and no n_trials: the time budget ends it
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:
@@ -76,8 +77,9 @@ def progress_line(study: optuna.Study, objectives: Mapping[str, str], n_trials: 
     """``study S: 4/6 done (1 pruned, 0 failed) | best val_score 0.93 (trial 2) | 12.3 s``."""
     counts = count_states(study)
     done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+    target = f"{done}/{n_trials}" if n_trials < UNLIMITED else str(done)
     head = (
-        f"study {study.study_name}: {done}/{n_trials} done "
+        f"study {study.study_name}: {target} done "
         f"({counts.get('PRUNED', 0)} pruned, {counts.get('FAIL', 0)} failed)"
     )
     best = sorted(study.best_trials, key=lambda t: t.number) if counts.get("COMPLETE") else []
