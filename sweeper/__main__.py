@@ -16,7 +16,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -64,8 +66,9 @@ def _register_sweeper_plugin() -> None:
     Plugins.instance().register(OptunaSweeper)
 
 
-def main() -> None:
-    """Console entry point (``sweeper`` and ``python -m sweeper``)."""
+def main(task: Callable[[], Any] | None = None) -> None:
+    """Console entry point (``sweeper`` and ``python -m sweeper``); ``task``: another Hydra app of the
+    package's config (``python -m sweeper.sensitivity``), with the same errors and exit statuses."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -78,7 +81,7 @@ def main() -> None:
     os.environ["SWEEPER_SHOW_TRACEBACK"] = "1" if show_traceback else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us; we print them in one line
     try:
-        _task()
+        (task or _task)()
     except KeyboardInterrupt:
         from sweeper.progress import end_live_line
 

@@ -101,14 +101,17 @@ def save_artifact(path: Path, kind: str, spec: ModelSpec, payload: dict[str, Any
     if kind not in _LOADERS:
         raise ValueError(f"artifact kind {kind!r} has no loader; known: {', '.join(sorted(_LOADERS))}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(_document(kind, spec, payload), path)
+    with open(path, "wb") as handle:  # through a handle: the archive's inner name, and so its size, is the same
+        torch.save(
+            _document(kind, spec, payload), handle
+        )  # whatever the file is called (a path names it after the file)
     return path.stat().st_size
 
 
-def serialized_size(kind: str, spec: ModelSpec, payload: dict[str, Any], *, name: str = "model.pt") -> int:
-    """Bytes the artifact would take on disk as a file called ``name`` (a scratch copy is written)."""
+def serialized_size(kind: str, spec: ModelSpec, payload: dict[str, Any]) -> int:
+    """Bytes the artifact takes on disk, whatever its file is called (a scratch copy is written)."""
     with tempfile.TemporaryDirectory() as scratch:
-        return save_artifact(Path(scratch) / name, kind, spec, payload)
+        return save_artifact(Path(scratch) / "model.pt", kind, spec, payload)
 
 
 def load_artifact(path: Path) -> nn.Module:

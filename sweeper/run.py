@@ -184,6 +184,9 @@ def execute(
     deployed = deploy_stage(plan, trained, _output_dir() / "model.pt")
     config_path = deployed.path.with_name("config.yaml")  # beside the artifact, tracked or not
     OmegaConf.save(plan.cfg, config_path, resolve=True)
+    extra_files = [deployed.path.with_name(name) for name in deployed.compressed.files]
+    for path in extra_files:  # what the method wrote down (a sensitivity table, its plot)
+        path.write_bytes(deployed.compressed.files[path.name])
     if tracker is not None:
         tags = {
             "latency_kind": deployed.compressed.latency_kind,
@@ -193,7 +196,9 @@ def execute(
         }
         tracker.set_tags(tags)
         tracker.log_results(deployed.metrics)
-        tracker.log_artifacts([config_path, deployed.path])
+        if deployed.compressed.params:
+            tracker.log_params(deployed.compressed.params)
+        tracker.log_artifacts([config_path, deployed.path, *extra_files])
         _extra(tracker, "datasets", lambda: tracker.log_datasets(plan.task, _data_source(plan.cfg)))
         if plan.cfg.tracking.get("log_model", True):
             _extra(

@@ -88,16 +88,22 @@ def argv(line: str) -> list[str]:
 
 
 def sweeper_cli(
-    cwd: Path, template: Path, *args: str, report: bool = False, timeout: float = 300, env: dict[str, str] | None = None
+    cwd: Path,
+    template: Path,
+    *args: str,
+    report: bool = False,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    module: str = "sweeper",
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m sweeper ARGS`` in ``cwd`` (its own mlflow.db, from ``template``); the finished process.
+    """Run ``python -m sweeper ARGS`` (or ``-m <module>``) in ``cwd`` (its own mlflow.db, from ``template``).
 
     The end-of-multirun report is off unless ``report`` (tests/e2e/test_report_sweep.py covers it).
     """
     if not (cwd / "mlflow.db").exists():
         shutil.copy(template, cwd / "mlflow.db")
     return subprocess.run(
-        [sys.executable, "-m", "sweeper", *args, *([] if report else [NO_REPORT])],
+        [sys.executable, "-m", module, *args, *([] if report else [NO_REPORT])],
         cwd=cwd,
         env=cli_env(**(env or {})),
         capture_output=True,

@@ -49,6 +49,7 @@ METHODS: dict[str, list[str]] = {
     "quantize": ["compression.calibration_samples=128"],
     "qat": ["compression.bits=4", "compression.finetune_epochs=1"],
     "distill": ["compression.teacher_epochs=1"],
+    "mixed": ["compression.finetune_epochs=1", "compression.cache_dir=null"],  # budget: MIXED_SHARE of the dense size
     "pipeline": ["compression.stages.distill.teacher_epochs=1", "compression.stages.prune.finetune_epochs=1"],
     # a smaller network, then its weights quantized: the later stage rebuilds the pruned architecture
     "structured+qat": [
@@ -62,6 +63,7 @@ METHODS: dict[str, list[str]] = {
     ],
 }
 PAIRS = [(network, method) for network in NETWORKS for method in METHODS]
+MIXED_SHARE = 0.3  # compression=mixed's budget in these trials: this share of the network's dense artifact
 UNSTRUCTURED = ("prune", "prune_random", "prune_gradual")
 
 
@@ -97,7 +99,10 @@ def trial_of(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
 
     def get(network: str, method: str) -> Trial:
         if (network, method) not in trials:
-            cfg = compose_trial(*_overrides(network, method))
+            overrides = _overrides(network, method)
+            if method == "mixed":
+                overrides.append(f"compression.budget_kb={MIXED_SHARE * get(network, 'none').size / 1024}")
+            cfg = compose_trial(*overrides)
             trials[network, method] = Trial(cfg, root / f"{network}-{method}.pt", trained=trained_state(network))
         return trials[network, method]
 
@@ -153,6 +158,22 @@ def test_qat_weights_take_at_most_two_to_the_bits_levels(trial_of, network):
     for ref in weight_refs(trial.reloaded, WeightSelection(embeddings=True)):
         levels = max(row.unique().numel() for row in ref.tensor.detach().flatten(1))
         assert levels <= 2**4, ref.name
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_mixed_meets_its_budget_with_the_settings_it_logs(trial_of, network):
+    trial = trial_of(network, "mixed")
+    assert trial.size <= trial.plan.compressor.budget_bytes  # the reloaded artifact's bytes
+    params = trial.compressed.params
+    refs = weight_refs(trial.reloaded, WeightSelection(embeddings=True))
+    assert {f"layers.{r.name}.bits" for r in refs} | {f"layers.{r.name}.sparsity" for r in refs} == set(params)
+    for ref in refs:
+        bits, sparsity = params[f"layers.{ref.name}.bits"], params[f"layers.{ref.name}.sparsity"]
+        assert int((ref.tensor == 0).sum()) >= round(sparsity * ref.tensor.numel()), ref.name
+        if bits < 32:
+            levels = max(row.unique().numel() for row in ref.tensor.detach().flatten(1))
+            assert levels <= 2**bits, ref.name
+    assert {"sensitivity.csv", "sensitivity.png", "allocation.csv"} <= set(trial.compressed.files)
 
 
 @pytest.mark.parametrize("network", NETWORKS)

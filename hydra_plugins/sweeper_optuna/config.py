@@ -23,7 +23,9 @@ class OptunaSweeperConf:
     objectives: Any = None
     # metric -> "<= bound" | ">= bound" | "< bound" | "> bound"
     constraints: Any = None
-    n_trials: int | None = None  # complete (or pruned) trials the study should have; null: 20, or no limit with a timeout
+    n_trials: int | None = (
+        None  # complete (or pruned) trials the study should have; null: 20, or no limit with a timeout
+    )
     n_jobs: int = 1  # trials asked and launched together (parallel with a parallel launcher)
     sampler: str = "tpe"  # tpe | random | grid | nsgaii | nsgaiii | cmaes | gp | qmc
     seed: int | None = None

@@ -26,6 +26,7 @@ from sweeper.compression._base import *  # noqa: F403  (the contract, listed in 
 
 if TYPE_CHECKING:
     from sweeper.compression._distill import Distillation
+    from sweeper.compression._mixed import MixedPrecision
     from sweeper.compression._none import NoCompression
     from sweeper.compression._pipeline import Pipeline
     from sweeper.compression._prune import GradualPruning, MagnitudePruning, RandomPruning
@@ -38,6 +39,7 @@ _METHODS = {
     "GradualPruning": "_prune",
     "Int8Quantization": "_quantize",
     "MagnitudePruning": "_prune",
+    "MixedPrecision": "_mixed",
     "NoCompression": "_none",
     "Pipeline": "_pipeline",
     "QuantizationAwareTraining": "_qat",
@@ -50,6 +52,7 @@ __all__ = [
     "GradualPruning",
     "Int8Quantization",
     "MagnitudePruning",
+    "MixedPrecision",
     "NoCompression",
     "Pipeline",
     "QuantizationAwareTraining",

@@ -124,6 +124,8 @@ class Compressed:
     metrics: dict[str, float] = field(default_factory=dict)  # e.g. sparsity, bits
     tags: dict[str, str] = field(default_factory=dict)  # e.g. which quantization flow ran
     spec: ModelSpec | None = None  # the architecture when the method changed it (structured pruning)
+    params: dict[str, Any] = field(default_factory=dict)  # what it chose, e.g. layers.<name>.bits (MLflow params)
+    files: dict[str, bytes] = field(default_factory=dict)  # file name -> content, kept beside the artifact
 
 
 @runtime_checkable

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any, Literal
 
 from torch import nn
 
@@ -99,6 +100,8 @@ class Pipeline:
         """Run the stages in order; the last one's artifact is the pipeline's."""
         metrics: dict[str, float] = {}
         tags: dict[str, str] = {}
+        params: dict[str, Any] = {}
+        files: dict[str, bytes] = {}
         simulated = False
         result: Compressed | None = None
         module = model
@@ -109,6 +112,9 @@ class Pipeline:
             ctx = replace(ctx, spec=spec or ctx.spec)  # a later stage rebuilds the network as it now is
             metrics.update(result.metrics)
             tags.update(result.tags)
+            params.update(result.params)
+            files.update(result.files)
             simulated |= result.latency_kind == "simulated"
         assert result is not None  # at least one stage, checked in __init__
-        return replace(result, metrics=metrics, tags=tags, spec=spec, latency_kind="simulated" if simulated else "real")
+        kind: Literal["real", "simulated"] = "simulated" if simulated else "real"
+        return replace(result, metrics=metrics, tags=tags, params=params, files=files, spec=spec, latency_kind=kind)

@@ -24,9 +24,9 @@ from torch.nn.utils import parametrize
 from sweeper.artifact import ModelSpec, register_loader
 from sweeper.compression._base import Compressed, CompressionContext, check_epochs
 from sweeper.compression._storage import decode_tensor, encode_tensor, pack_tree, unpack_tree
-from sweeper.compression._targets import WeightSelection, weight_refs
+from sweeper.compression._targets import WeightRef, WeightSelection, weight_refs
 
-__all__ = ["QuantizationAwareTraining", "quantize_weight"]
+__all__ = ["QuantizationAwareTraining", "dequantize", "finetune_and_pack", "quantize_weight"]
 
 
 def quantize_weight(weight: Tensor, bits: int) -> tuple[Tensor, Tensor]:
@@ -97,38 +97,68 @@ class QuantizationAwareTraining:
     def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed:
         """Fine-tune with fake quantization (zeros from earlier pruning stay zero), then pack the codes."""
         refs = weight_refs(model, self.selection, method="qat")
-        kept = [ref.tensor.detach() != 0 for ref in refs]
-        for ref in refs:
-            parametrize.register_parametrization(ref.module, ref.attr, _FakeQuantize(self.bits))
-
-        def keep_zeros(_model: nn.Module, _step: int) -> None:
-            with torch.no_grad():
-                for ref, mask in zip(refs, kept, strict=True):
-                    original = getattr(ref.module.parametrizations, ref.attr).original
-                    original.mul_(mask.to(original.device))
-
-        if self.finetune_epochs:
-            ctx.finetune(model, self.finetune_epochs, step_hook=keep_zeros)
-        model = model.cpu().eval()
-        for ref in refs:
-            parametrize.remove_parametrizations(ref.module, ref.attr, leave_parametrized=False)
-        quantized = {ref.name: quantize_weight(ref.tensor, self.bits) for ref in refs}
-        with torch.no_grad():  # the in-memory model runs exactly what the loader will rebuild
-            for ref in refs:
-                ref.tensor.copy_(dequantize(*quantized[ref.name]))
-        others = {k: encode_tensor(v) for k, v in model.state_dict().items() if k not in quantized}
-        payload = pack_tree(
-            {
-                "bits": self.bits,
-                "weights": {
-                    k: {"codes": encode_tensor(c, bits=self.bits), "scales": s} for k, (c, s) in quantized.items()
-                },
-                "others": others,
-            }
-        )
+        payload = finetune_and_pack(model, ctx, {ref.name: (ref, self.bits) for ref in refs}, self.finetune_epochs)
         return Compressed(
             module=model, kind="packed", payload=payload, latency_kind="simulated", metrics={"bits": float(self.bits)}
         )
+
+
+def finetune_and_pack(
+    model: nn.Module,
+    ctx: CompressionContext | None,
+    plan: dict[str, tuple[WeightRef, int | None]],
+    epochs: int,
+    *,
+    fixed_masks: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` with each planned weight fake-quantized at its bit width, then pack it.
+
+    ``plan`` maps a weight's name to its reference and bit width (``None``: kept in float32);
+    ``ctx`` trains (it may be ``None`` with ``epochs=0``: packing only, e.g. to size an artifact).
+    Zeros present now (earlier pruning, a mixed plan's masks) stay zero during fine-tuning.
+    The model ends on the CPU, in eval mode, running exactly the weights the loader rebuilds.
+    ``fixed_masks``: a sparse planned weight stores exactly the positions kept now, so the
+    artifact's size does not depend on what fine-tuning does to the values (a size budget).
+
+    Returns:
+        The ``packed`` payload: per-weight codes at their own width, everything else stored
+        densely or sparsely, whichever is smaller.
+    """
+    kept = {name: ref.tensor.detach() != 0 for name, (ref, _) in plan.items()}
+    quantized = {name: (ref, bits) for name, (ref, bits) in plan.items() if bits is not None}
+    for ref, bits in quantized.values():
+        parametrize.register_parametrization(ref.module, ref.attr, _FakeQuantize(bits))
+
+    def keep_zeros(_model: nn.Module, _step: int) -> None:
+        with torch.no_grad():
+            for name, (ref, bits) in plan.items():
+                weight = getattr(ref.module.parametrizations, ref.attr).original if bits is not None else ref.tensor
+                weight.mul_(kept[name].to(weight.device))
+
+    if epochs:
+        if ctx is None:
+            raise ValueError("finetune_and_pack: fine-tuning needs a compression context")
+        ctx.finetune(model, epochs, step_hook=keep_zeros)
+    model = model.cpu().eval()
+    for ref, _ in quantized.values():
+        parametrize.remove_parametrizations(ref.module, ref.attr, leave_parametrized=False)
+    codes = {name: quantize_weight(ref.tensor, bits) for name, (ref, bits) in quantized.items()}
+    with torch.no_grad():  # the in-memory model runs exactly what the loader will rebuild
+        for name, (ref, _) in quantized.items():
+            ref.tensor.copy_(dequantize(*codes[name]))
+    masks = kept if fixed_masks else {}
+    others = {k: encode_tensor(v, keep=masks.get(k)) for k, v in model.state_dict().items() if k not in codes}
+    widths = {bits for _, bits in quantized.values()}
+    return pack_tree(
+        {
+            "bits": widths.pop() if len(widths) == 1 else None,  # None: each weight has its own width
+            "weights": {
+                name: {"codes": encode_tensor(c, bits=quantized[name][1], keep=masks.get(name)), "scales": s}
+                for name, (c, s) in codes.items()
+            },
+            "others": others,
+        }
+    )
 
 
 @register_loader("packed")

@@ -72,13 +72,15 @@ def _encode_values(values: Tensor, bits: int | None) -> Tensor:
     return pack_bits(values.to(torch.int64) + 2 ** (bits - 1), bits)  # signed codes -> unsigned
 
 
-def encode_tensor(tensor: Tensor, *, bits: int | None = None) -> dict[str, Any]:
+def encode_tensor(tensor: Tensor, *, bits: int | None = None, keep: Tensor | None = None) -> dict[str, Any]:
     """Store ``tensor`` densely or as bitmask + non-zero values, whichever takes fewer bytes.
 
     Args:
         tensor: float weights or signed integer codes.
         bits: pack integer codes in ``[-2**(bits-1), 2**(bits-1))`` at ``bits`` bits each;
             ``None`` keeps the values in their own dtype.
+        keep: the positions a sparse encoding stores (default: the non-zero ones). A fixed mask
+            (a pruning mask) makes the size independent of values that happen to be zero.
 
     Returns:
         Plain data for :func:`decode_tensor`.
@@ -86,7 +88,7 @@ def encode_tensor(tensor: Tensor, *, bits: int | None = None) -> dict[str, Any]:
     flat = tensor.detach().cpu().flatten()
     if flat.dtype == torch.float64 and torch.equal(flat.float().double(), flat):
         flat = flat.float()  # e.g. per-channel scales computed in float32: stored exactly in half the bytes
-    keep = flat != 0
+    keep = flat != 0 if keep is None else keep.detach().cpu().flatten().bool()
     count = int(keep.sum())
     dtype = str(tensor.dtype).removeprefix("torch.")
     encoded: dict[str, Any] = {"shape": list(tensor.shape), "dtype": dtype, "bits": bits}

@@ -17,7 +17,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from sweeper.report.pareto import pareto_mask
 from sweeper.report.stats import score_label
 
-__all__ = ["plot_curves", "plot_lr_sensitivity", "plot_ratio_curves", "plot_tradeoff"]
+__all__ = ["plot_curves", "plot_layer_sensitivity", "plot_lr_sensitivity", "plot_ratio_curves", "plot_tradeoff"]
 
 _DPI = 110
 
@@ -162,3 +162,34 @@ def plot_curves(curves: pd.DataFrame, title: str, legend_title: str, path: Path)
     axes[0].legend(title=legend_title, fontsize=9)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_layer_sensitivity(table: pd.DataFrame) -> bytes:
+    """PNG of a per-layer sensitivity table (:mod:`sweeper.compression._sensitivity`): one curve per layer.
+
+    Left: the validation-score drop against the bit width, dense; right: against the sparsity, in
+    float32. Points above zero lose score; a layer whose curve rises early is a sensitive one.
+    """
+    import io
+
+    fig = Figure(figsize=(11, 4.4))
+    quantized, pruned = fig.subplots(1, 2, sharey=True)
+    layers = list(dict.fromkeys(table["layer"]))
+    for layer in layers:
+        rows = table[table["layer"] == layer]
+        dense = rows[(rows["sparsity"] == 0) & (rows["bits"] < 32)].sort_values("bits")
+        float32 = rows[rows["bits"] == 32].sort_values("sparsity")
+        (line,) = quantized.plot(dense["bits"], 100 * dense["drop"], marker="o", ms=4, label=layer)
+        pruned.plot(float32["sparsity"], 100 * float32["drop"], marker="o", ms=4, color=line.get_color())
+    quantized.set_xlabel("bit width of this layer alone (dense)")
+    pruned.set_xlabel("sparsity of this layer alone (float32)")
+    quantized.set_ylabel(f"validation {score_label()} drop (points)")
+    for ax in (quantized, pruned):
+        ax.axhline(0, color="black", lw=0.8)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("Per-layer sensitivity: each layer compressed alone, nothing retrained")
+    if len(layers) <= 16:
+        quantized.legend(fontsize=8, loc="best", title="layer")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
+    return buffer.getvalue()

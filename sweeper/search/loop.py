@@ -148,7 +148,9 @@ class OptunaSweeperImpl(Sweeper):
         if not (self.n_trials is None or (isinstance(self.n_trials, int) and self.n_trials >= 1)):
             raise ConfigError(f"hydra.sweeper.n_trials={self.n_trials}: must be an integer >= 1 or null")
         timeout = self.timeout
-        if not (timeout is None or (isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0)):
+        if not (
+            timeout is None or (isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0)
+        ):
             raise ConfigError(f"hydra.sweeper.timeout={timeout}: must be a number of seconds > 0 or null")
         if not (isinstance(self.n_jobs, int) and self.n_jobs >= 1):
             raise ConfigError(f"hydra.sweeper.n_jobs={self.n_jobs}: must be an integer >= 1")
@@ -273,7 +275,9 @@ class OptunaSweeperImpl(Sweeper):
                 )
         timed_out = done < plan.n_trials and time.perf_counter() >= deadline
         if timed_out:
-            print(f"hydra.sweeper.timeout={plan.timeout:g}: the time budget ended the search; no trial starts", flush=True)
+            print(
+                f"hydra.sweeper.timeout={plan.timeout:g}: the time budget ended the search; no trial starts", flush=True
+            )
         self._finish(study, plan, sweep_dir, stopped_by="timeout" if timed_out else "n_trials")
         return returns
 

@@ -78,10 +78,7 @@ def progress_line(study: optuna.Study, objectives: Mapping[str, str], n_trials: 
     counts = count_states(study)
     done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
     target = f"{done}/{n_trials}" if n_trials < UNLIMITED else str(done)
-    head = (
-        f"study {study.study_name}: {target} done "
-        f"({counts.get('PRUNED', 0)} pruned, {counts.get('FAIL', 0)} failed)"
-    )
+    head = f"study {study.study_name}: {target} done ({counts.get('PRUNED', 0)} pruned, {counts.get('FAIL', 0)} failed)"
     best = sorted(study.best_trials, key=lambda t: t.number) if counts.get("COMPLETE") else []
     if not best:
         tail = "no feasible trial yet"

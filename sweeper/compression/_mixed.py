@@ -1,0 +1,249 @@
+"""``compression=mixed``: a bit width and a sparsity per layer, chosen under an artifact-size budget.
+
+1. **Sensitivity** (:mod:`sweeper.compression._sensitivity`): each layer alone at each candidate
+   (bits, sparsity), scored on the validation split, with the bytes it would take.
+2. **Allocation**: one setting per layer maximising the predicted validation score (the unmodified
+   score minus the layers' drops, added up) with the layers' bytes within ``budget_kb`` minus what
+   the rest of the artifact takes. That is a multiple-choice knapsack, solved exactly as an integer
+   program (:func:`allocate`, ``scipy.optimize.milp``: HiGHS, zero optimality gap). The rest of the
+   artifact (biases, norms, scales' containers, the index) is measured by writing the artifact of
+   the chosen setting; when it exceeds the budget the knapsack is solved again with that much less.
+3. **Fine-tuning** with the masks held and every quantized layer fake-quantized at its own width
+   (``compression=qat``'s straight-through quantizer), then the ``packed`` artifact (each weight at
+   its width, sparse when smaller), measured like every method.
+
+Latency is ``simulated``: the loader dequantizes into float kernels, like ``qat`` and ``prune``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from sweeper.artifact import ModelSpec, serialized_size
+from sweeper.compression._base import Compressed, CompressionContext, check_epochs, check_fraction
+from sweeper.compression._qat import finetune_and_pack
+from sweeper.compression._sensitivity import FLOAT_BITS, layer_sensitivity, sparsified
+from sweeper.compression._targets import WeightRef, WeightSelection, weight_refs
+
+__all__ = ["MixedPrecision", "allocate", "allocate_table"]
+
+Setting = tuple[int, float]  # (bits, sparsity); bits 32: float32
+INDEX_SLACK = 64  # bytes kept free under the budget: the artifact's zlib-compressed index may vary by a few
+
+
+def allocate(costs: Sequence[Sequence[int]], gains: Sequence[Sequence[float]], capacity: float) -> list[int] | None:
+    """The multiple-choice knapsack: one option per group, total cost <= ``capacity``, the largest total gain.
+
+    Solved exactly as a 0/1 integer program with ``scipy.optimize.milp`` (HiGHS, ``mip_rel_gap=0``).
+
+    Args:
+        costs: per group, the cost of each option.
+        gains: per group, the gain of each option (same shape as ``costs``).
+        capacity: the most the chosen options may cost together.
+
+    Returns:
+        The index of the chosen option in each group, or ``None`` when no choice fits.
+
+    Example:
+        >>> allocate([[4, 1], [3, 2]], [[1.0, 0.0], [1.0, 0.5]], capacity=5)
+        [1, 0]
+    """
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    sizes = [len(group) for group in costs]
+    offsets = np.cumsum([0, *sizes])
+    n = int(offsets[-1])
+    one_each = np.zeros((len(sizes), n))
+    for group, (start, stop) in enumerate(itertools.pairwise(offsets)):
+        one_each[group, start:stop] = 1
+    cost = np.concatenate([np.asarray(c, dtype=float) for c in costs])[None, :]
+    result = milp(
+        -np.concatenate([np.asarray(g, dtype=float) for g in gains]),
+        constraints=[LinearConstraint(one_each, 1, 1), LinearConstraint(cost, -np.inf, capacity)],
+        integrality=np.ones(n),
+        bounds=Bounds(0, 1),
+        options={"mip_rel_gap": 0.0},
+    )
+    if result.x is None:
+        return None
+    chosen = np.round(result.x)
+    return [int(np.argmax(chosen[start:stop])) for start, stop in itertools.pairwise(offsets)]
+
+
+def allocate_table(table: pd.DataFrame, capacity: float) -> dict[str, Setting] | None:
+    """The setting per layer of a sensitivity table that loses the least predicted score within ``capacity`` bytes.
+
+    Ties go to the larger setting (a gain of ``1e-6`` x the row's share of the largest layer's
+    bytes, far below one validation sample). ``None`` when even the smallest settings exceed it.
+    """
+    largest = float(table["bytes"].max())
+    groups = [rows for _, rows in table.groupby("layer", sort=False)]
+    chosen = allocate(
+        [rows["bytes"].tolist() for rows in groups],
+        [(-rows["drop"] + 1e-6 * rows["bytes"] / largest).tolist() for rows in groups],
+        capacity,
+    )
+    if chosen is None:
+        return None
+    return {
+        str(rows["layer"].iloc[i]): (int(rows["bits"].iloc[i]), float(rows["sparsity"].iloc[i]))
+        for rows, i in zip(groups, chosen, strict=True)
+    }
+
+
+class MixedPrecision:
+    """``compression=mixed``: per-layer bit widths and sparsities under ``budget_kb``, then fine-tuning.
+
+    Args:
+        budget_kb: the artifact's size budget in KiB (1024 bytes).
+        bits: the candidate widths, each in 2..8 (float32 is always a candidate).
+        sparsities: the candidate sparsities, each in [0, 1) (dense is always a candidate).
+        finetune_epochs: epochs of fine-tuning with the masks held and the layers fake-quantized.
+        embeddings: include embedding tables (quantized per row).
+        include: module-name patterns to act on (empty: every Linear, Conv, attention and embedding weight).
+        exclude: module-name patterns kept in float32 and dense.
+        cache_dir: where sensitivity tables are cached (relative to the working directory); null: no cache.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget_kb: float,
+        bits: Sequence[int] = (2, 3, 4, 8),
+        sparsities: Sequence[float] = (0.5, 0.75, 0.9),
+        finetune_epochs: int = 5,
+        embeddings: bool = True,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        cache_dir: str | None = ".sweeper_cache/sensitivity",
+    ) -> None:
+        if isinstance(budget_kb, bool) or not (isinstance(budget_kb, int | float) and budget_kb > 0):
+            raise ValueError(f"compression.budget_kb={budget_kb}: must be a size in KiB > 0")
+        if not bits or any(isinstance(b, bool) or not (isinstance(b, int) and 2 <= b <= 8) for b in bits):
+            raise ValueError(f"compression.bits={list(bits)}: allowed: a list of integers 2..8, e.g. [2, 4, 8]")
+        self.budget_bytes = int(budget_kb * 1024)
+        self.bits = [int(b) for b in bits]
+        self.sparsities = [check_fraction(s, "sparsities") for s in sparsities]
+        self.finetune_epochs = check_epochs(finetune_epochs)
+        self.selection = WeightSelection(embeddings=embeddings, include=include, exclude=exclude)
+        self.cache_dir = cache_dir
+
+    def _refs(self, model: nn.Module) -> list[WeightRef]:
+        return weight_refs(model, self.selection, method="mixed")
+
+    def check(self, model: nn.Module, ctx: CompressionContext) -> None:
+        """Fail before training when no assignment of the candidates fits the budget (sizes depend on shapes only)."""
+        self._check_reachable(model, ctx.spec)
+
+    def _check_reachable(self, model: nn.Module, spec: ModelSpec) -> None:
+        smallest = (min(self.bits), max([0.0, *self.sparsities]))
+        size = _artifact_bytes(model, spec, {ref.name: smallest for ref in self._refs(model)})
+        if size > self.budget_bytes:
+            raise ValueError(
+                f"compression.budget_kb={self.budget_bytes / 1024:g}: no per-layer assignment fits; the smallest "
+                f"reachable artifact is {size / 1024:.1f} KiB (every layer at {smallest[0]} bits, sparsity "
+                f"{smallest[1]:g}); allowed: budget_kb >= {math.ceil(size / 1024 * 10) / 10:g}"
+            )
+
+    def choose(self, model: nn.Module, table: pd.DataFrame, spec: ModelSpec) -> tuple[dict[str, Setting], int]:
+        """The per-layer settings within the budget, and the artifact's bytes at them before fine-tuning.
+
+        Raises:
+            ValueError: no assignment fits (the message gives the smallest reachable size).
+        """
+        layers = table.groupby("layer", sort=False)["bytes"]
+        other_bytes = _artifact_bytes(model, spec, {}) - int(layers.max().sum())  # all float32, dense
+        limit = self.budget_bytes - INDEX_SLACK  # room for the index's compressed size to vary after fine-tuning
+        for _ in range(5):
+            chosen = allocate_table(table, limit - other_bytes)
+            if chosen is None:
+                break
+            size = _artifact_bytes(model, spec, chosen)
+            if size <= limit:
+                return chosen, size
+            other_bytes += size - limit  # the index and containers took more: ask the solver for less
+        self._check_reachable(model, spec)  # raises with the smallest reachable size
+        raise ValueError(
+            f"compression.budget_kb={self.budget_bytes / 1024:g}: within {INDEX_SLACK} bytes of the smallest "
+            "reachable size; allow a little more"
+        )
+
+    def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed:
+        """Measure sensitivities, allocate the budget, fine-tune with the chosen settings, pack."""
+        refs = self._refs(model)
+        table = layer_sensitivity(model, ctx.task, refs, self.bits, self.sparsities, cache_dir=self.cache_dir)
+        chosen, _ = self.choose(model, table, ctx.spec)
+        _apply(refs, chosen)
+        plan = {ref.name: (ref, _bits_or_none(chosen[ref.name][0])) for ref in refs}
+        payload = finetune_and_pack(model, ctx, plan, self.finetune_epochs, fixed_masks=True)
+        size = serialized_size("packed", ctx.spec, payload)
+        if size > self.budget_bytes:  # sizes are fixed by the plan; only the index's compression can vary
+            raise RuntimeError(
+                f"compression=mixed: the artifact takes {size} bytes, over its budget of {self.budget_bytes}"
+            )
+        sizes = {ref.name: ref.tensor.numel() for ref in refs}
+        rows = table.set_index(["layer", "bits", "sparsity"])
+        predicted_drop = sum(float(rows.loc[(name, b, s), "drop"]) for name, (b, s) in chosen.items())
+        base = float(table["val_score"].iloc[0] + table["drop"].iloc[0])
+        allocation = pd.DataFrame(
+            [(name, b, s, int(rows.loc[(name, b, s), "bytes"])) for name, (b, s) in chosen.items()],
+            columns=["layer", "bits", "sparsity", "bytes"],
+        )
+        return Compressed(
+            module=model,
+            kind="packed",
+            payload=payload,
+            latency_kind="simulated",
+            metrics={
+                "bits": sum(b * sizes[name] for name, (b, _) in chosen.items()) / sum(sizes.values()),
+                "sparsity": sum(s * sizes[name] for name, (_, s) in chosen.items()) / sum(sizes.values()),
+                "budget_bytes": float(self.budget_bytes),
+                "predicted_val_score": base - predicted_drop,
+            },
+            params={
+                **{f"layers.{name}.bits": b for name, (b, _) in chosen.items()},
+                **{f"layers.{name}.sparsity": s for name, (_, s) in chosen.items()},
+            },
+            files={"sensitivity.csv": _csv(table), "allocation.csv": _csv(allocation), **_plot(table)},
+        )
+
+
+def _bits_or_none(bits: int) -> int | None:
+    return None if bits >= FLOAT_BITS else bits
+
+
+@torch.no_grad()
+def _apply(refs: Sequence[WeightRef], chosen: dict[str, Setting]) -> None:
+    """Zero each layer's smallest weights to its chosen sparsity (each layer on its own)."""
+    for ref in refs:
+        ref.tensor.copy_(sparsified(ref.tensor.detach(), chosen[ref.name][1]))
+
+
+def _artifact_bytes(model: nn.Module, spec: ModelSpec, chosen: dict[str, Setting]) -> int:
+    """Bytes of the ``packed`` artifact of ``model`` at ``chosen`` (other weights: float32, dense), nothing trained."""
+    scratch = copy.deepcopy(model).cpu()
+    refs = [ref for ref in weight_refs(scratch, WeightSelection(embeddings=True)) if ref.name in chosen]
+    _apply(refs, chosen)
+    plan = {ref.name: (ref, _bits_or_none(chosen[ref.name][0])) for ref in refs}
+    return serialized_size("packed", spec, finetune_and_pack(scratch, None, plan, 0, fixed_masks=True))
+
+
+def _csv(table: pd.DataFrame) -> bytes:
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False)
+    return buffer.getvalue().encode()
+
+
+def _plot(table: pd.DataFrame) -> dict[str, bytes]:
+    from sweeper.report.plots import plot_layer_sensitivity
+
+    return {"sensitivity.png": plot_layer_sensitivity(table)}
