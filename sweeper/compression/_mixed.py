@@ -28,8 +28,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sweeper.artifact import ModelSpec, serialized_size
-from sweeper.compression._base import Compressed, CompressionContext, check_epochs, check_fraction
+from sweeper.artifact import ModelSpec, dense_payload, serialized_size
+from sweeper.compression._base import Compressed, CompressionContext, UnsupportedLayer, check_epochs, check_fraction
 from sweeper.compression._qat import finetune_and_pack
 from sweeper.compression._sensitivity import FLOAT_BITS, layer_sensitivity, sparsified
 from sweeper.compression._targets import WeightRef, WeightSelection, weight_refs
@@ -104,7 +104,8 @@ class MixedPrecision:
     """``compression=mixed``: per-layer bit widths and sparsities under ``budget_kb``, then fine-tuning.
 
     Args:
-        budget_kb: the artifact's size budget in KiB (1024 bytes).
+        budget_kb: the artifact's size budget in KiB (1024 bytes); or
+        budget_ratio: the budget as a fraction of the float32 artifact (for searches over models).
         bits: the candidate widths, each in 2..8 (float32 is always a candidate).
         sparsities: the candidate sparsities, each in [0, 1) (dense is always a candidate).
         finetune_epochs: epochs of fine-tuning with the masks held and the layers fake-quantized.
@@ -117,7 +118,8 @@ class MixedPrecision:
     def __init__(
         self,
         *,
-        budget_kb: float,
+        budget_kb: float | None = None,
+        budget_ratio: float | None = None,
         bits: Sequence[int] = (2, 3, 4, 8),
         sparsities: Sequence[float] = (0.5, 0.75, 0.9),
         finetune_epochs: int = 5,
@@ -126,11 +128,22 @@ class MixedPrecision:
         exclude: Sequence[str] = (),
         cache_dir: str | None = ".sweeper_cache/sensitivity",
     ) -> None:
-        if isinstance(budget_kb, bool) or not (isinstance(budget_kb, int | float) and budget_kb > 0):
+        if (budget_kb is None) == (budget_ratio is None):
+            raise ValueError(
+                f"compression.budget_kb={budget_kb}, compression.budget_ratio={budget_ratio}: set exactly one "
+                "(the other null): a size in KiB, or a fraction of the float32 artifact"
+            )
+        if budget_kb is not None and (
+            isinstance(budget_kb, bool) or not (isinstance(budget_kb, int | float) and budget_kb > 0)
+        ):
             raise ValueError(f"compression.budget_kb={budget_kb}: must be a size in KiB > 0")
+        if budget_ratio is not None and not (isinstance(budget_ratio, int | float) and 0 < budget_ratio < 1):
+            raise ValueError(
+                f"compression.budget_ratio={budget_ratio}: must be in (0, 1), a fraction of the float32 artifact"
+            )
         if not bits or any(isinstance(b, bool) or not (isinstance(b, int) and 2 <= b <= 8) for b in bits):
             raise ValueError(f"compression.bits={list(bits)}: allowed: a list of integers 2..8, e.g. [2, 4, 8]")
-        self.budget_bytes = int(budget_kb * 1024)
+        self.budget_kb, self.budget_ratio = budget_kb, budget_ratio
         self.bits = [int(b) for b in bits]
         self.sparsities = [check_fraction(s, "sparsities") for s in sparsities]
         self.finetune_epochs = check_epochs(finetune_epochs)
@@ -140,19 +153,42 @@ class MixedPrecision:
     def _refs(self, model: nn.Module) -> list[WeightRef]:
         return weight_refs(model, self.selection, method="mixed")
 
+    def budget_bytes(self, model: nn.Module, spec: ModelSpec) -> int:
+        """The budget in bytes: ``budget_kb``, or ``budget_ratio`` x the float32 (dense) artifact of ``model``."""
+        if self.budget_kb is not None:
+            return int(self.budget_kb * 1024)
+        assert self.budget_ratio is not None
+        return int(self.budget_ratio * serialized_size("dense", spec, dense_payload(model)))
+
     def check(self, model: nn.Module, ctx: CompressionContext) -> None:
-        """Fail before training when no assignment of the candidates fits the budget (sizes depend on shapes only)."""
+        """Fail before training when no assignment of the candidates fits the budget (sizes depend on shapes only).
+
+        Raises:
+            ValueError: ``budget_kb`` below the smallest reachable size (bad input: the sweep stops).
+            UnsupportedLayer: ``budget_ratio`` below it for this model (this trial fails, a search goes on).
+        """
         self._check_reachable(model, ctx.spec)
 
     def _check_reachable(self, model: nn.Module, spec: ModelSpec) -> None:
         smallest = (min(self.bits), max([0.0, *self.sparsities]))
         size = _artifact_bytes(model, spec, {ref.name: smallest for ref in self._refs(model)})
-        if size > self.budget_bytes:
-            raise ValueError(
-                f"compression.budget_kb={self.budget_bytes / 1024:g}: no per-layer assignment fits; the smallest "
-                f"reachable artifact is {size / 1024:.1f} KiB (every layer at {smallest[0]} bits, sparsity "
-                f"{smallest[1]:g}); allowed: budget_kb >= {math.ceil(size / 1024 * 10) / 10:g}"
+        budget = self.budget_bytes(model, spec)
+        if size <= budget:
+            return
+        every = f"every layer at {smallest[0]} bits, sparsity {smallest[1]:g}"
+        if self.budget_kb is None:
+            dense = serialized_size("dense", spec, dense_payload(model))
+            raise UnsupportedLayer(
+                "mixed",
+                "",
+                model,
+                f"compression.budget_ratio={self.budget_ratio:g} is {budget / 1024:.1f} KiB; the smallest reachable "
+                f"artifact is {size / 1024:.1f} KiB ({every}), {size / dense:.3f} of float32",
             )
+        raise ValueError(
+            f"compression.budget_kb={self.budget_kb:g}: no per-layer assignment fits; the smallest reachable artifact "
+            f"is {size / 1024:.1f} KiB ({every}); allowed: budget_kb >= {math.ceil(size / 1024 * 10) / 10:g}"
+        )
 
     def choose(self, model: nn.Module, table: pd.DataFrame, spec: ModelSpec) -> tuple[dict[str, Setting], int]:
         """The per-layer settings within the budget, and the artifact's bytes at them before fine-tuning.
@@ -162,7 +198,9 @@ class MixedPrecision:
         """
         layers = table.groupby("layer", sort=False)["bytes"]
         other_bytes = _artifact_bytes(model, spec, {}) - int(layers.max().sum())  # all float32, dense
-        limit = self.budget_bytes - INDEX_SLACK  # room for the index's compressed size to vary after fine-tuning
+        limit = (
+            self.budget_bytes(model, spec) - INDEX_SLACK
+        )  # room for the index's compressed size to vary after fine-tuning
         for _ in range(5):
             chosen = allocate_table(table, limit - other_bytes)
             if chosen is None:
@@ -173,23 +211,22 @@ class MixedPrecision:
             other_bytes += size - limit  # the index and containers took more: ask the solver for less
         self._check_reachable(model, spec)  # raises with the smallest reachable size
         raise ValueError(
-            f"compression.budget_kb={self.budget_bytes / 1024:g}: within {INDEX_SLACK} bytes of the smallest "
-            "reachable size; allow a little more"
+            f"compression=mixed: a budget of {limit + INDEX_SLACK} bytes is within {INDEX_SLACK} bytes of the "
+            "smallest reachable size; allow a little more"
         )
 
     def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed:
         """Measure sensitivities, allocate the budget, fine-tune with the chosen settings, pack."""
         refs = self._refs(model)
+        budget = self.budget_bytes(model, ctx.spec)
         table = layer_sensitivity(model, ctx.task, refs, self.bits, self.sparsities, cache_dir=self.cache_dir)
         chosen, _ = self.choose(model, table, ctx.spec)
         _apply(refs, chosen)
         plan = {ref.name: (ref, _bits_or_none(chosen[ref.name][0])) for ref in refs}
         payload = finetune_and_pack(model, ctx, plan, self.finetune_epochs, fixed_masks=True)
         size = serialized_size("packed", ctx.spec, payload)
-        if size > self.budget_bytes:  # sizes are fixed by the plan; only the index's compression can vary
-            raise RuntimeError(
-                f"compression=mixed: the artifact takes {size} bytes, over its budget of {self.budget_bytes}"
-            )
+        if size > budget:  # sizes are fixed by the plan; only the index's compression can vary
+            raise RuntimeError(f"compression=mixed: the artifact takes {size} bytes, over its budget of {budget}")
         sizes = {ref.name: ref.tensor.numel() for ref in refs}
         rows = table.set_index(["layer", "bits", "sparsity"])
         predicted_drop = sum(float(rows.loc[(name, b, s), "drop"]) for name, (b, s) in chosen.items())
@@ -206,7 +243,7 @@ class MixedPrecision:
             metrics={
                 "bits": sum(b * sizes[name] for name, (b, _) in chosen.items()) / sum(sizes.values()),
                 "sparsity": sum(s * sizes[name] for name, (_, s) in chosen.items()) / sum(sizes.values()),
-                "budget_bytes": float(self.budget_bytes),
+                "budget_bytes": float(budget),
                 "predicted_val_score": base - predicted_drop,
             },
             params={

@@ -416,6 +416,35 @@ def _strategy_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
     return section
 
 
+def _layers_section(runs: pd.DataFrame) -> Section | None:
+    """What ``compression=mixed`` chose for each layer, per configuration, over its seeds (None: no such run)."""
+    ok = runs[runs["outcome"] == "ok"]
+    columns = [c for c in ok.columns if c.startswith("layers.") and c.endswith(".bits") and ok[c].notna().any()]
+    if not columns:
+        return None
+    rows = []
+    for label, group in ok.groupby("config", sort=False):
+        for column in columns:
+            layer = column.removeprefix("layers.").removesuffix(".bits")
+            bits, sparsity = group[column].dropna(), group.get(f"layers.{layer}.sparsity", pd.Series()).dropna()
+            if len(bits):
+                rows.append(
+                    {
+                        "configuration": label,
+                        "layer": layer,
+                        "bits (per seed)": " / ".join("float32" if b >= 32 else f"{b:.0f}" for b in bits),
+                        "sparsity (per seed)": " / ".join(f"{v:g}" for v in sparsity),
+                    }
+                )
+    text = (
+        "`compression=mixed` gave each layer its own bit width and sparsity: from each trained model's "
+        f"sensitivity (each layer alone at each setting, validation {score_label()}), the assignment that "
+        "loses the least predicted score within the size budget (an exact knapsack), then fine-tuned. "
+        "Each run's `sensitivity.csv`, `sensitivity.png` and `allocation.csv` are among its MLflow artifacts."
+    )
+    return Section("Per-layer settings", [text, Table(pd.DataFrame(rows), "Bit width and sparsity per layer")])
+
+
 def _failures_section(runs: pd.DataFrame) -> Section:
     section = Section("Failed and pruned runs")
     bad = runs[runs["outcome"] != "ok"]
@@ -506,7 +535,7 @@ def _write_one(
         latency_plot = plots.plot_tradeoff(
             ranked, "latency_ms", "latency per sample at batch 1 (ms, log scale)", out / "accuracy_vs_latency.png"
         )
-        ratio = _ratio_section(table, out)
+        ratio, layers = _ratio_section(table, out), _layers_section(runs)
         sections = [
             header,
             _recommendation_section(rec),
@@ -514,6 +543,7 @@ def _write_one(
             _pareto_section(ranked, size_plot, latency_plot),
             _family_section(table),
             *([ratio] if ratio is not None else []),
+            *([layers] if layers is not None else []),
             _optimizer_section(runs, table, history, out),
             _strategy_section(runs, table, history, out),
             _failures_section(runs),

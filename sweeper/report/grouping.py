@@ -35,7 +35,7 @@ __all__ = [
 REQUIRED_METRICS = (SCORE, "size_bytes", "latency_ms")
 STRENGTH_SUFFIXES = (".amount", ".bits")  # compression strengths (a pipeline's stages' too) a sweep may vary
 FIXED_TAG = "fixed_overrides"  # the command line's overrides that are not swept, as a trial logs them
-_IGNORED_PREFIXES = ("tracking.", "hydra.")
+_IGNORED_PREFIXES = ("tracking.", "hydra.", "layers.")  # layers.*: what compression=mixed chose per layer, per seed
 _MEANS = [
     "size_bytes",
     "compression_ratio",

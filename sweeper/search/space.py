@@ -246,6 +246,7 @@ def parse_space(
     space = SearchSpace()
     searched: dict[str, Param] = {}
     for key, expr in flatten(params or {}).items():
+        expr = "null" if expr is None else expr  # a YAML null fixes the key to null, as on the command line
         override = _parse(key, expr, f"hydra.sweeper.params.{key}")
         if override.is_sweep_override():
             searched[key] = Param(key, _distribution(override, f"hydra.sweeper.params.{key}"))
