@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["METRICS", "Metric", "evaluate_scores", "metric_label"]
+__all__ = ["METRICS", "Metric", "evaluate_scores", "metric_label", "model_outputs"]
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def metric_label(name: str | None) -> str:
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, x: Tensor, input_ndim: int, batch_size: int) -> Tensor:
+def model_outputs(model: nn.Module, x: Tensor, input_ndim: int, batch_size: int = 4096) -> Tensor:
     """The model's outputs for ``x``; leading dimensions beyond one sample's (candidate lists) are kept."""
     lead = x.shape[: x.dim() - input_ndim]
     flat = x.reshape(-1, *x.shape[x.dim() - input_ndim :])
@@ -124,7 +124,7 @@ def evaluate_scores(
     was_training = model.training
     model.eval()
     try:
-        logits = _logits(model, x, input_ndim, batch_size)
+        logits = model_outputs(model, x, input_ndim, batch_size)
     finally:
         model.train(was_training)
     return {name: METRICS[name].compute(logits, y) for name in metrics}

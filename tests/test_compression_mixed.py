@@ -44,11 +44,21 @@ def test_the_knapsack_solver_finds_the_brute_force_optimum(seed):
 
 def _table(drops: dict[str, dict[tuple[int, float], float]], params: int = 1000) -> pd.DataFrame:
     rows = [
-        [layer, params, b, s, layer_bytes([10, params // 10], b, s), 0.9 - drop, drop]
+        [layer, params, b, s, layer_bytes([10, params // 10], b, s), 0.9 - drop, drop, drop]
         for layer, by_setting in drops.items()
         for (b, s), drop in by_setting.items()
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_a_score_the_table_cannot_tell_apart_is_decided_by_the_output_divergence():
+    grid = settings([4, 8], [])
+    table = _table({"a": dict.fromkeys(grid, 0.0), "b": dict.fromkeys(grid, 0.0)})
+    table["divergence"] = [0.0 if b == 32 else 0.5 if b == 4 else 0.01 for b in table["bits"]]
+    table.loc[0, "drop"] = -0.01  # a setting that "improves" the score: noise, taken as no drop
+    capacity = layer_bytes([10, 100], 8, 0.0) + layer_bytes([10, 100], 4, 0.0)
+    assert sorted(allocate_table(table, capacity).values()) == [(4, 0.0), (8, 0.0)]
+    assert allocate_table(table, 2 * layer_bytes([10, 100], 32, 0.0)) == {"a": (32, 0.0), "b": (32, 0.0)}
 
 
 def test_an_extremely_sensitive_layer_keeps_the_highest_precision():
@@ -72,22 +82,20 @@ def trained_plan():
     return plan
 
 
-def test_sensitivity_trains_nothing_leaves_the_model_as_it_was_and_is_cached(trained_plan, tmp_path, monkeypatch):
+def test_sensitivity_trains_nothing_leaves_the_model_as_it_was_and_is_cached(trained_plan, tmp_path):
     plan = trained_plan
     refs = weight_refs(plan.model, WeightSelection(embeddings=True))
     before = {k: v.clone() for k, v in plan.model.state_dict().items()}
     steps, evaluations = [], []
     handle = register_optimizer_step_pre_hook(lambda *_: steps.append(1))
-    evaluate = type(plan.task).evaluate
-    monkeypatch.setattr(
-        type(plan.task), "evaluate", lambda self, *a, **k: evaluations.append(1) or evaluate(self, *a, **k)
-    )
+    passes = plan.model.register_forward_pre_hook(lambda *_: evaluations.append(1))  # one per validation pass
     try:
         table = layer_sensitivity(plan.model, plan.task, refs, [2, 8], [0.5], cache_dir=tmp_path)
         first = len(evaluations)
         again = layer_sensitivity(plan.model, plan.task, refs, [2, 8], [0.5], cache_dir=tmp_path)
     finally:
         handle.remove()
+        passes.remove()
     assert steps == []  # no optimizer step
     assert first == 1 + len(refs) * (len(settings([2, 8], [0.5])) - 1)  # the base, then each layer x setting
     assert len(evaluations) == first  # the second table came from the cache
@@ -95,8 +103,10 @@ def test_sensitivity_trains_nothing_leaves_the_model_as_it_was_and_is_cached(tra
     for key, value in plan.model.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
     assert list(table.columns) == COLUMNS and len(table) == len(refs) * 6
-    two_bits = table[(table["bits"] == 2) & (table["sparsity"] == 0)]["drop"]
-    assert two_bits.max() > table[(table["bits"] == 8) & (table["sparsity"] == 0)]["drop"].max()
+    two_bits = table[(table["bits"] == 2) & (table["sparsity"] == 0)]
+    eight_bits = table[(table["bits"] == 8) & (table["sparsity"] == 0)]
+    assert two_bits["drop"].max() > eight_bits["drop"].max()
+    assert (two_bits["divergence"].to_numpy() > eight_bits["divergence"].to_numpy()).all()  # per layer
 
 
 def test_an_unreachable_budget_is_one_line_naming_the_smallest_size_before_training():
@@ -145,3 +155,28 @@ def test_the_sensitivity_command_writes_its_table_and_plot(run_cli, tmp_path):
     table = pd.read_csv(csv)
     assert set(table["bits"]) == {2, 8, 32} and (csv.parent / "sensitivity.png").stat().st_size > 10_000
     assert "each layer alone, losing at most 1 point(s):" in done.stdout and "MLflow run" in done.stdout
+
+
+def test_the_mixed_search_preset_searches_a_share_of_the_float32_artifact():
+    from hydra.utils import instantiate
+
+    cfg = compose_config("search=mixed", fast=False, tracking=True, hydra=True)
+    facade = instantiate(cfg.hydra.sweeper)
+    facade.sweeper.config = cfg
+    plan = facade.sweeper.plan([])
+    assert list(plan.objectives) == ["val_score", "size_bytes"]
+    assert plan.space.fixed == {"compression": "mixed", "compression.budget_kb": "null"}
+    sampled = {"compression.budget_ratio": 0.2, "compression.finetune_epochs": 2}
+    trial = plan_trial(compose_config(*plan.space.overrides(sampled)))
+    assert trial.compressor.budget_kb is None and trial.compressor.budget_ratio == 0.2
+    assert trial.unsupported is None
+
+
+def test_a_share_below_the_smallest_reachable_size_fails_that_trial_only_and_both_budgets_are_refused():
+    plan = plan_trial(
+        compose_config("compression=mixed", "compression.budget_kb=null", "compression.budget_ratio=0.01")
+    )
+    assert plan.unsupported is not None  # the trial fails before training; a search goes on
+    assert "compression.budget_ratio=0.01 is 0.6 KiB; the smallest reachable artifact is" in str(plan.unsupported)
+    with pytest.raises(ConfigError, match="set exactly one"):
+        plan_trial(compose_config("compression=mixed", "compression.budget_ratio=0.2"))

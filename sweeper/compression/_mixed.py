@@ -82,15 +82,20 @@ def allocate(costs: Sequence[Sequence[int]], gains: Sequence[Sequence[float]], c
 def allocate_table(table: pd.DataFrame, capacity: float) -> dict[str, Setting] | None:
     """The setting per layer of a sensitivity table that loses the least predicted score within ``capacity`` bytes.
 
-    Ties go to the larger setting (a gain of ``1e-6`` x the row's share of the largest layer's
-    bytes, far below one validation sample). ``None`` when even the smallest settings exceed it.
+    The predicted loss of a layer's setting is its validation-score drop, taken as 0 where the
+    score rose (compressing one layer does not improve a model: that is sampling noise). Among
+    settings the score cannot tell apart, the smaller output ``divergence`` wins: its weight keeps
+    the layers' summed tie-breaks below half the table's smallest score step (one validation
+    sample), so it never outweighs a measured drop. ``None`` when even the smallest settings exceed it.
     """
-    largest = float(table["bytes"].max())
     groups = [rows for _, rows in table.groupby("layer", sort=False)]
+    steps = table["drop"].abs()
+    resolution = float(steps[steps > 1e-9].min()) if (steps > 1e-9).any() else 1e-3
+    tie = 0.5 * resolution / len(groups)
+    divergence = table["divergence"] if "divergence" in table else pd.Series(0.0, index=table.index)
+    loss = table["drop"].clip(lower=0) + tie * divergence / (1 + divergence)
     chosen = allocate(
-        [rows["bytes"].tolist() for rows in groups],
-        [(-rows["drop"] + 1e-6 * rows["bytes"] / largest).tolist() for rows in groups],
-        capacity,
+        [rows["bytes"].tolist() for rows in groups], [(-loss[rows.index]).tolist() for rows in groups], capacity
     )
     if chosen is None:
         return None

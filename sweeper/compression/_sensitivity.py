@@ -30,11 +30,12 @@ from sweeper.compression._prune import select_masks
 from sweeper.compression._qat import dequantize, quantize_weight
 from sweeper.compression._targets import WeightRef
 from sweeper.data import Task
+from sweeper.scoring import METRICS, model_outputs
 
 __all__ = ["COLUMNS", "FLOAT_BITS", "layer_bytes", "layer_sensitivity", "quantized", "settings", "sparsified"]
 
 FLOAT_BITS = 32  # the bit width of a weight kept in float32
-COLUMNS = ["layer", "params", "bits", "sparsity", "bytes", "val_score", "drop"]
+COLUMNS = ["layer", "params", "bits", "sparsity", "bytes", "val_score", "drop", "divergence"]
 
 
 def settings(bits: Sequence[int], sparsities: Sequence[float]) -> list[tuple[int, float]]:
@@ -89,29 +90,39 @@ def _digest(model: nn.Module, task: Task, names: Sequence[str], grid: Sequence[t
     return digest.hexdigest()[:24]
 
 
+def _divergence(outputs: Tensor, base: Tensor) -> float:
+    """Mean KL divergence (nats) of the outputs' softmax from the unmodified model's, over the last dimension."""
+    log_p = torch.log_softmax(base.reshape(-1, base.shape[-1]).double(), dim=-1)
+    log_q = torch.log_softmax(outputs.reshape(-1, outputs.shape[-1]).double(), dim=-1)
+    return float(torch.nn.functional.kl_div(log_q, log_p, log_target=True, reduction="batchmean").clamp(min=0))
+
+
 def _measure(
     model: nn.Module, task: Task, refs: Sequence[WeightRef], grid: Sequence[tuple[int, float]]
 ) -> pd.DataFrame:
     model = model.cpu().eval()
-    metric = task.score_metric
-    base = task.evaluate(model, "val")[metric]
+    metric = METRICS[task.score_metric]
+
+    def outputs() -> Tensor:
+        return model_outputs(model, task.x_val, len(task.input_shape))
+
+    base_outputs = outputs()
+    base = metric.compute(base_outputs, task.y_val)
     rows = []
     with torch.no_grad():
         for ref in refs:
             weight = ref.tensor
             original = weight.detach().clone()
             for bits, sparsity in grid:
-                if (bits, sparsity) == (FLOAT_BITS, 0.0):
-                    score = base
-                else:
+                score, divergence = base, 0.0
+                if (bits, sparsity) != (FLOAT_BITS, 0.0):
                     weight.copy_(quantized(sparsified(original, sparsity), bits))
-                    score = task.evaluate(model, "val")[metric]
+                    changed = outputs()
                     weight.copy_(original)
-                shape = list(original.shape)
-                rows.append([ref.name, original.numel(), bits, sparsity, layer_bytes(shape, bits, sparsity), score])
-    table = pd.DataFrame(rows, columns=COLUMNS[:-1])
-    table["drop"] = base - table["val_score"]
-    return table
+                    score, divergence = metric.compute(changed, task.y_val), _divergence(changed, base_outputs)
+                size = layer_bytes(list(original.shape), bits, sparsity)
+                rows.append([ref.name, original.numel(), bits, sparsity, size, score, base - score, divergence])
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def layer_sensitivity(
@@ -126,7 +137,9 @@ def layer_sensitivity(
     """The sensitivity table of ``model``: one row per (layer, bits, sparsity), columns :data:`COLUMNS`.
 
     ``drop`` is the validation score of the unmodified model minus the row's (positive: worse);
-    ``bits`` 32 means float32. The model is left as it was. ``cache_dir=None`` disables the cache.
+    ``divergence`` the mean KL divergence (nats) of its outputs from the unmodified model's, a
+    continuous measure that still tells settings apart when the score does not move; ``bits`` 32
+    means float32. The model is left as it was. ``cache_dir=None`` disables the cache.
     """
     grid = settings(bits, sparsities)
     if cache_dir is None:
