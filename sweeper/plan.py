@@ -227,6 +227,9 @@ def plan_trial(cfg: DictConfig, *, choices: dict[str, str] | None = None) -> Tri
             f"measure.latency_seconds={cfg.measure.latency_seconds}, measure.latency_batch="
             f"{cfg.measure.latency_batch}: need seconds > 0 and batch >= 1"
         )
+    from sweeper.runtimes import check_runtimes
+
+    check_runtimes(cfg.measure.get("runtimes", ["torch"]))
     device = _resolve_device(str(cfg.device))
     threads = cfg.get("threads")
     if threads is not None and not (isinstance(threads, int) and threads >= 1):

@@ -8,6 +8,7 @@ the artifact, reload it, :func:`sweeper.measure.measure_artifact`) and the track
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 import time
@@ -133,6 +134,8 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path) -> Depl
     model = plan.model.cpu().eval()
     dense_bytes = serialized_size("dense", plan.spec, dense_payload(model))  # the fp32 baseline
 
+    runtimes = list(cfg.measure.get("runtimes", ["torch"]))
+    float_source = _int8_source(plan, model) if "onnxruntime" in runtimes else None
     start = time.perf_counter()
     compressed = plan.compressor.compress(model, replace(plan.context(), hooks=trained.hooks))
     compress_seconds = time.perf_counter() - start
@@ -161,9 +164,39 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path) -> Depl
         **compressed.metrics,
         **baseline_scores(task),
     }
+    tags = {"latency_measured": "reused" if reused else "timed"}
+    if "onnxruntime" in runtimes:
+        onnx_metrics, onnx_tags = _onnx_runtime(plan, compressed, deployed, float_source, artifact_path)
+        metrics.update(onnx_metrics)
+        tags.update(onnx_tags)
     check_final_metrics(metrics)
     # reused: the latency of the same network timed earlier in this process (the report's round re-times all)
-    return Deployed(compressed, artifact_path, deployed, metrics, {"latency_measured": "reused" if reused else "timed"})
+    return Deployed(compressed, artifact_path, deployed, metrics, tags)
+
+
+def _int8_source(plan: TrialPlan, model: nn.Module) -> nn.Module | None:
+    """A copy of the float network a torch int8 method quantizes (ONNX Runtime quantizes it its own way)."""
+    from sweeper.compression import Int8Quantization
+
+    return copy.deepcopy(model) if isinstance(plan.compressor, Int8Quantization) else None
+
+
+def _onnx_runtime(
+    plan: TrialPlan, compressed: Compressed, deployed: nn.Module, float_source: nn.Module | None, artifact: Path
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The ``*_onnxruntime`` metrics and tags of the deployed network (``measure.runtimes`` has onnxruntime)."""
+    from sweeper.runtimes import ONNX_FILE, measure_onnx
+
+    if compressed.kind == "int8" and float_source is None:  # a pipeline's int8 stage: its float input is internal
+        return {}, {"onnxruntime_unavailable": "int8 from a pipeline stage: no float network to export and quantize"}
+    return measure_onnx(
+        deployed,
+        plan.task,
+        artifact.with_name(ONNX_FILE),
+        int8_from=float_source if compressed.kind == "int8" else None,
+        latency_seconds=float(plan.cfg.measure.latency_seconds),
+        latency_batch=int(plan.cfg.measure.latency_batch),
+    )
 
 
 def execute(
@@ -185,6 +218,7 @@ def execute(
     config_path = deployed.path.with_name("config.yaml")  # beside the artifact, tracked or not
     OmegaConf.save(plan.cfg, config_path, resolve=True)
     extra_files = [deployed.path.with_name(name) for name in deployed.compressed.files]
+    onnx = deployed.path.with_name("model.onnx")
     for path in extra_files:  # what the method wrote down (a sensitivity table, its plot)
         path.write_bytes(deployed.compressed.files[path.name])
     if tracker is not None:
@@ -198,7 +232,8 @@ def execute(
         tracker.log_results(deployed.metrics)
         if deployed.compressed.params:
             tracker.log_params(deployed.compressed.params)
-        tracker.log_artifacts([config_path, deployed.path, *extra_files])
+        exported = [onnx] if "latency_ms_onnxruntime" in deployed.metrics else []
+        tracker.log_artifacts([config_path, deployed.path, *extra_files, *exported])
         _extra(tracker, "datasets", lambda: tracker.log_datasets(plan.task, _data_source(plan.cfg)))
         if plan.cfg.tracking.get("log_model", True):
             _extra(

@@ -6,6 +6,7 @@ does the work on DataFrames already loaded (tests and notebooks call it directly
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +16,15 @@ import pandas as pd
 
 from sweeper.report import analysis, plots
 from sweeper.report.families import family_of
-from sweeper.report.grouping import classify, config_labels, differing_keys, group_configs, network_keys, split_sweeps
+from sweeper.report.grouping import (
+    baseline_for,
+    classify,
+    config_labels,
+    differing_keys,
+    group_configs,
+    network_keys,
+    split_sweeps,
+)
 from sweeper.report.pareto import dominators, hypervolume, pareto_mask
 from sweeper.report.recommend import Budget, Recommendation, recommend
 from sweeper.report.render import Image, Section, Table, render_html, render_markdown
@@ -445,6 +454,63 @@ def _layers_section(runs: pd.DataFrame) -> Section | None:
     return Section("Per-layer settings", [text, Table(pd.DataFrame(rows), "Bit width and sparsity per layer")])
 
 
+def _ratio_text(a: object, b: object) -> str:
+    """``0.21x [0.19, 0.23]``: per-round times ``a`` over ``b`` (the same rounds), or — without both."""
+    from sweeper.report.latency_round import ratio_interval
+
+    if not (isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and a):
+        return "—"
+    ratio, low, high = ratio_interval(a, b)
+    interval = f" [{low:.2f}, {high:.2f}]" if not math.isnan(low) else ""
+    same = " (within measurement)" if not math.isnan(low) and low <= 1 <= high else ""
+    return f"{ratio:.2f}x{interval}{same}"
+
+
+def _runtimes_section(runs: pd.DataFrame, table: pd.DataFrame) -> Section | None:
+    """Each configuration in each runtime of ``measure.runtimes``: score, size, latency, ratios (None: torch only)."""
+    exported = "latency_ms_onnxruntime" in table and table["latency_ms_onnxruntime"].notna().any()
+    refused = "onnxruntime_unavailable" in runs and runs["onnxruntime_unavailable"].notna().any()
+    if not (exported or refused):
+        return None
+    ok = runs[runs["outcome"] == "ok"]
+    rows = []
+    for config, r in table[table["acc_mean"].notna()].iterrows():
+        group = ok[ok["config"] == config]
+        reason = _first_text(group, "onnxruntime_unavailable")
+        baseline = baseline_for(table, str(config))
+        reference = table.loc[baseline] if baseline is not None else None
+        rows.append(
+            {
+                "configuration": config,
+                "in onnxruntime": _first_text(group, "onnxruntime_model")
+                or f"cannot export: {reason or 'not measured'}",
+                f"test {score_label()} torch / onnxruntime (%)": f"{_num(100 * r['acc_mean'], '.1f')} / "
+                + _num(100 * r.get("test_score_onnxruntime", math.nan), ".1f"),
+                "size torch / onnx (KiB)": f"{_num(r['size_bytes'] / 1024, '.1f')} / "
+                + _num(r.get("size_bytes_onnxruntime", math.nan) / 1024, ".1f"),
+                "batch 1 torch / onnxruntime (ms)": f"{_num(r['latency_ms'], '.3f')} / "
+                + _num(r.get("latency_ms_onnxruntime", math.nan), ".3f"),
+                "onnxruntime / torch": _ratio_text(r.get("latency_rounds_onnxruntime"), r.get("latency_rounds")),
+                "onnxruntime vs none in onnxruntime": "—"
+                if reference is None or baseline == config
+                else _ratio_text(r.get("latency_rounds_onnxruntime"), reference.get("latency_rounds_onnxruntime")),
+            }
+        )
+    text = (
+        "`measure.runtimes` measured each deployed network in ONNX Runtime too (one thread, as PyTorch): float "
+        "networks exported as they run in PyTorch; torch int8 artifacts (no ONNX form) as their float network "
+        f"quantized by ONNX Runtime's own quantizer, whose test {score_label()} is measured again. Ratios are "
+        "geometric means of the per-round ratios of the interleaved latency round at batch 1 [95 % interval]; "
+        "below 1 is faster. The runtime often decides whether int8 pays on a CPU."
+    )
+    return Section("Runtimes", [text, Table(pd.DataFrame(rows), "Each configuration in each runtime")])
+
+
+def _first_text(group: pd.DataFrame, column: str) -> str:
+    values = group[column].dropna().astype(str) if column in group else pd.Series(dtype=str)
+    return str(values.iloc[0]) if len(values) else ""
+
+
 def _failures_section(runs: pd.DataFrame) -> Section:
     section = Section("Failed and pruned runs")
     bad = runs[runs["outcome"] != "ok"]
@@ -535,7 +601,7 @@ def _write_one(
         latency_plot = plots.plot_tradeoff(
             ranked, "latency_ms", "latency per sample at batch 1 (ms, log scale)", out / "accuracy_vs_latency.png"
         )
-        ratio, layers = _ratio_section(table, out), _layers_section(runs)
+        ratio, layers, runtimes = _ratio_section(table, out), _layers_section(runs), _runtimes_section(runs, table)
         sections = [
             header,
             _recommendation_section(rec),
@@ -544,6 +610,7 @@ def _write_one(
             _family_section(table),
             *([ratio] if ratio is not None else []),
             *([layers] if layers is not None else []),
+            *([runtimes] if runtimes is not None else []),
             _optimizer_section(runs, table, history, out),
             _strategy_section(runs, table, history, out),
             _failures_section(runs),

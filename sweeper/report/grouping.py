@@ -41,6 +41,10 @@ _MEANS = [
     "compression_ratio",
     "latency_ms",
     "latency_ms_batch",
+    "latency_ms_onnxruntime",  # measure.runtimes=[torch, onnxruntime]
+    "latency_ms_batch_onnxruntime",
+    "test_score_onnxruntime",
+    "size_bytes_onnxruntime",
     "train_seconds",
     "epochs_run",
     "total_epochs",
@@ -235,7 +239,7 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
         row["n_failed"] = int((group["outcome"] == "failed").sum())
         row["n_pruned"] = int((group["outcome"] == "pruned").sum())
         row["latency_kind"] = _first(ok["latency_kind"]) if "latency_kind" in ok else None
-        for column in ("latency_rounds", "latency_source"):  # the end-of-sweep round's, when it ran
+        for column in ("latency_rounds", "latency_rounds_onnxruntime", "latency_source"):  # the end-of-sweep round's
             row[column] = _first(ok[column]) if column in ok else None
         for metric in _MEANS:
             row[metric] = float(ok[metric].astype(float).mean()) if metric in ok and len(ok) else math.nan

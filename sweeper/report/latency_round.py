@@ -33,9 +33,19 @@ from torch import Tensor, nn
 
 from sweeper.report.stats import mean_interval
 
-__all__ = ["RoundNetwork", "apply_round", "interleaved_round", "load_networks", "ratio_interval"]
+__all__ = [
+    "ONNX_ROUND_COLUMN",
+    "ONNX_SUFFIX",
+    "RoundNetwork",
+    "apply_round",
+    "interleaved_round",
+    "load_networks",
+    "ratio_interval",
+]
 
 ROUND_COLUMN = "latency_rounds"  # per run: its network's per-round batch-1 times (ms), the report's comparisons
+ONNX_ROUND_COLUMN = "latency_rounds_onnxruntime"  # the same for its ONNX Runtime export (measure.runtimes)
+ONNX_SUFFIX = "|onnxruntime"  # a network key's ONNX Runtime twin, timed in the same rounds
 
 
 @dataclass
@@ -121,7 +131,22 @@ def load_networks(runs: pd.DataFrame, keys: pd.Series, tracking_uri: str | None)
             except Exception:  # an artifact gone, a plug-in not importable here: that network keeps its own numbers
                 continue
             networks.append(RoundNetwork(str(key), module, *inputs[data_key]))
+            exported = _onnx_session(client, run_id, folder, group)
+            if exported is not None:
+                networks.append(RoundNetwork(f"{key}{ONNX_SUFFIX}", exported, *inputs[data_key]))
     return networks
+
+
+def _onnx_session(client: Any, run_id: str, folder: Path, group: pd.DataFrame) -> nn.Module | None:
+    """The run's ONNX export in an ONNX Runtime session, when its trial measured one (else None)."""
+    if "latency_ms_onnxruntime" not in group or group["latency_ms_onnxruntime"].isna().all():
+        return None
+    try:
+        from sweeper.runtimes import ONNX_FILE, OnnxModule
+
+        return OnnxModule(client.download_artifacts(run_id, ONNX_FILE, str(folder)))  # read into memory here
+    except Exception:  # no export logged, or no ONNX Runtime here: its trials keep their own numbers
+        return None
 
 
 def apply_round(runs: pd.DataFrame, keys: pd.Series, times: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
@@ -131,12 +156,17 @@ def apply_round(runs: pd.DataFrame, keys: pd.Series, times: dict[str, dict[str, 
     """
     runs = runs.copy()
     runs["latency_source"] = "per trial"
-    runs[ROUND_COLUMN] = None
+    runs[ROUND_COLUMN] = runs[ONNX_ROUND_COLUMN] = None
     for index in runs.index:
-        found = times.get(str(keys[index]))
-        if found and found["batch1"]:
-            runs.at[index, "latency_ms"] = statistics.median(found["batch1"])
-            runs.at[index, "latency_ms_batch"] = statistics.median(found["batch"])
-            runs.at[index, ROUND_COLUMN] = list(found["batch1"])
-            runs.at[index, "latency_source"] = "interleaved"
+        for suffix, column, metric in (
+            ("", ROUND_COLUMN, "latency_ms"),
+            (ONNX_SUFFIX, ONNX_ROUND_COLUMN, "latency_ms_onnxruntime"),
+        ):
+            found = times.get(f"{keys[index]}{suffix}")
+            if found and found["batch1"]:
+                runs.at[index, metric] = statistics.median(found["batch1"])
+                runs.at[index, metric.replace("latency_ms", "latency_ms_batch")] = statistics.median(found["batch"])
+                runs.at[index, column] = list(found["batch1"])
+                if not suffix:
+                    runs.at[index, "latency_source"] = "interleaved"
     return runs
