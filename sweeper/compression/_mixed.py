@@ -10,7 +10,10 @@
    the chosen setting; when it exceeds the budget the knapsack is solved again with that much less.
 3. **Fine-tuning** with the masks held and every quantized layer fake-quantized at its own width
    (``compression=qat``'s straight-through quantizer), then the ``packed`` artifact (each weight at
-   its width, sparse when smaller), measured like every method.
+   its width, sparse when smaller), measured like every method. The validation split decides
+   whether the fine-tuned weights or those before fine-tuning are kept (metric ``finetuning_kept``):
+   at a constant learning rate, fine-tuning a residual network with some layers at 3 bits lost up to
+   11 points in the benchmark where the untuned allocation kept its predicted score.
 
 Latency is ``simulated``: the loader dequantizes into float kernels, like ``qat`` and ``prune``.
 """
@@ -22,6 +25,7 @@ import io
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -226,9 +230,16 @@ class MixedPrecision:
         budget = self.budget_bytes(model, ctx.spec)
         table = layer_sensitivity(model, ctx.task, refs, self.bits, self.sparsities, cache_dir=self.cache_dir)
         chosen, _ = self.choose(model, table, ctx.spec)
-        _apply(refs, chosen)
-        plan = {ref.name: (ref, _bits_or_none(chosen[ref.name][0])) for ref in refs}
-        payload = finetune_and_pack(model, ctx, plan, self.finetune_epochs, fixed_masks=True)
+        untuned = copy.deepcopy(model).cpu() if self.finetune_epochs else None
+        payload = _packed(model, chosen, ctx, self.finetune_epochs)
+        metric = ctx.task.score_metric
+        val_scores = {"val_score_finetuned": ctx.task.evaluate(model, "val")[metric]}
+        if untuned is not None:  # validation decides whether fine-tuning helped (it can hurt at low widths)
+            untuned_payload = _packed(untuned, chosen, None, 0)
+            val_scores["val_score_untuned"] = ctx.task.evaluate(untuned, "val")[metric]
+            if val_scores["val_score_untuned"] > val_scores["val_score_finetuned"]:
+                model, payload = untuned, untuned_payload
+        kept_finetuning = float(untuned is not None and model is not untuned)
         size = serialized_size("packed", ctx.spec, payload)
         if size > budget:  # sizes are fixed by the plan; only the index's compression can vary
             raise RuntimeError(f"compression=mixed: the artifact takes {size} bytes, over its budget of {budget}")
@@ -250,6 +261,8 @@ class MixedPrecision:
                 "sparsity": sum(s * sizes[name] for name, (_, s) in chosen.items()) / sum(sizes.values()),
                 "budget_bytes": float(budget),
                 "predicted_val_score": base - predicted_drop,
+                "finetuning_kept": kept_finetuning,  # 0: the validation split preferred the weights before it
+                **val_scores,
             },
             params={
                 **{f"layers.{name}.bits": b for name, (b, _) in chosen.items()},
@@ -270,13 +283,19 @@ def _apply(refs: Sequence[WeightRef], chosen: dict[str, Setting]) -> None:
         ref.tensor.copy_(sparsified(ref.tensor.detach(), chosen[ref.name][1]))
 
 
-def _artifact_bytes(model: nn.Module, spec: ModelSpec, chosen: dict[str, Setting]) -> int:
-    """Bytes of the ``packed`` artifact of ``model`` at ``chosen`` (other weights: float32, dense), nothing trained."""
-    scratch = copy.deepcopy(model).cpu()
-    refs = [ref for ref in weight_refs(scratch, WeightSelection(embeddings=True)) if ref.name in chosen]
+def _packed(
+    model: nn.Module, chosen: dict[str, Setting], ctx: CompressionContext | None, epochs: int
+) -> dict[str, Any]:
+    """Prune ``model``'s chosen layers in place, fine-tune ``epochs`` at their widths, return the ``packed`` payload."""
+    refs = [ref for ref in weight_refs(model, WeightSelection(embeddings=True)) if ref.name in chosen]
     _apply(refs, chosen)
     plan = {ref.name: (ref, _bits_or_none(chosen[ref.name][0])) for ref in refs}
-    return serialized_size("packed", spec, finetune_and_pack(scratch, None, plan, 0, fixed_masks=True))
+    return finetune_and_pack(model, ctx, plan, epochs, fixed_masks=True)
+
+
+def _artifact_bytes(model: nn.Module, spec: ModelSpec, chosen: dict[str, Setting]) -> int:
+    """Bytes of the ``packed`` artifact of ``model`` at ``chosen`` (other weights: float32, dense), nothing trained."""
+    return serialized_size("packed", spec, _packed(copy.deepcopy(model).cpu(), chosen, None, 0))
 
 
 def _csv(table: pd.DataFrame) -> bytes:
