@@ -560,7 +560,10 @@ def test_a_multi_objective_search_with_a_budget_writes_the_feasible_non_dominate
 
 @pytest.mark.integration
 def test_a_search_on_a_metric_the_task_does_not_compute_stops_before_training(run_cli, tmp_path):
-    proc = run_cli(*argv("-m search=lr 'hydra.sweeper.objectives={val_auc: maximize}' hydra.sweeper.n_trials=2"), *TINY)
+    # The check runs in the first job, after planning and before its MLflow run: the store is not under test
+    # (tracking off spares the process MLflow's import and the sweep's parent run, most of its seconds).
+    objectives = "'hydra.sweeper.objectives={val_auc: maximize}' hydra.sweeper.n_trials=2 tracking.enabled=false"
+    proc = run_cli(*argv(f"-m search=lr {objectives}"), *TINY)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "val_auc needs metric auc, which task synthetic does not compute; its metrics: accuracy" in proc.stderr
     assert "epoch" not in proc.stdout  # nothing trained
