@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -175,12 +176,33 @@ def test_four_workers_on_one_study_complete_exactly_n_trials(tmp_path, _mlflow_t
     assert [t.number for t in failed if not t.user_attrs.get("surplus") or "mlflow_run_id" in t.user_attrs] == []
 
 
+def kill_outside_journal_append(proc: subprocess.Popen[str], journal: Path, patience: float = 30) -> None:
+    """SIGKILL ``proc`` at a moment when it holds no lock on the Optuna ``journal``.
+
+    A process killed inside an append (each epoch's report, each heartbeat) leaves Optuna's lock
+    file ``<journal>.lock``, which the next writer breaks only after Optuna's own 30 s grace period:
+    a kill at a random moment would cost those 30 s at random. Stopped (SIGSTOP, no handler runs)
+    the process cannot take the lock; it is killed when it holds none, else resumed and tried again.
+    """
+    lock = journal.with_name(f"{journal.name}.lock")
+    deadline = time.monotonic() + patience
+    while True:
+        proc.send_signal(signal.SIGSTOP)
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)  # returns once it is stopped
+        assert os.WIFSTOPPED(status), f"the search ended before it was killed: status {status}"
+        if not os.path.lexists(lock) or time.monotonic() > deadline:
+            proc.kill()  # SIGKILL: no handler runs, the trial stays RUNNING in the study
+            return
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.005)
+
+
 def test_a_search_killed_with_kill_9_resumes_to_exactly_n_trials(tmp_path, _mlflow_template):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = [*SEARCH, "hydra.sweeper.n_trials=4", "data.n_samples=3000", "strategy.epochs=30"]
+    args = [*SEARCH, "hydra.sweeper.n_trials=3", "data.n_samples=3000", "strategy.epochs=30"]
     proc = start(tmp_path, _mlflow_template, *args)
     wait_for_running_trial(uri, finished_before=1, settle=0.0)
-    proc.kill()
+    kill_outside_journal_append(proc, tmp_path / "optuna.journal")
     proc.wait(timeout=30)
     running = [t for t in study_trials(tmp_path) if t.state.name == "RUNNING"]
     assert len(running) == 1  # left behind by the killed worker
@@ -192,4 +214,4 @@ def test_a_search_killed_with_kill_9_resumes_to_exactly_n_trials(tmp_path, _mlfl
     assert stale.state.name == "FAIL" and "heartbeats" in stale.user_attrs["failure_reason"]
     runs = load_runs(sweep_id="shared", tracking_uri=uri)
     assert runs.set_index("run_id").loc[stale.user_attrs["mlflow_run_id"], "status"] == "KILLED"
-    check_exactly_once(tmp_path, uri, 4)
+    check_exactly_once(tmp_path, uri, 3)
