@@ -11,7 +11,7 @@ def test_a_grid_in_torch_and_onnx_runtime_logs_both_latencies_and_reports_them_s
     proc = run_cli(
         *argv("-m compression=none,quantize measure.runtimes=[torch,onnxruntime] strategy.epochs=2 hydra.sweep.dir=g"),
         "measure.latency_seconds=0.02",
-        "hydra.callbacks.report.latency_rounds=3",
+        "hydra.callbacks.report.latency_rounds=2",
         report=True,
         timeout=400,
     )
