@@ -28,6 +28,7 @@ from sweeper.data import Task
 from sweeper.errors import ConfigError
 from sweeper.metrics import GROUPS
 from sweeper.option_knobs import apply_option_knobs
+from sweeper.runtimes import check_runtimes
 from sweeper.training import Strategy, build_optimizers
 from sweeper.training.optimizers import OptimizerFactory
 
@@ -227,8 +228,6 @@ def plan_trial(cfg: DictConfig, *, choices: dict[str, str] | None = None) -> Tri
             f"measure.latency_seconds={cfg.measure.latency_seconds}, measure.latency_batch="
             f"{cfg.measure.latency_batch}: need seconds > 0 and batch >= 1"
         )
-    from sweeper.runtimes import check_runtimes
-
     check_runtimes(cfg.measure.get("runtimes", ["torch"]))
     device = _resolve_device(str(cfg.device))
     threads = cfg.get("threads")

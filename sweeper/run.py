@@ -30,6 +30,7 @@ from sweeper.measure import measure_artifact
 from sweeper.metrics import check_final_metrics
 from sweeper.plan import TrialPlan, hydra_config, plain_dict, plan_trial
 from sweeper.progress import TrialProgress
+from sweeper.runtimes import ONNX_FILE
 from sweeper.search import trial_context
 from sweeper.search.objectives import check_task_defines
 from sweeper.search.trial_context import TrialContext
@@ -185,7 +186,7 @@ def _onnx_runtime(
     plan: TrialPlan, compressed: Compressed, deployed: nn.Module, float_source: nn.Module | None, artifact: Path
 ) -> tuple[dict[str, float], dict[str, str]]:
     """The ``*_onnxruntime`` metrics and tags of the deployed network (``measure.runtimes`` has onnxruntime)."""
-    from sweeper.runtimes import ONNX_FILE, measure_onnx
+    from sweeper.runtimes import measure_onnx
 
     if compressed.kind == "int8" and float_source is None:  # a pipeline's int8 stage: its float input is internal
         return {}, {"onnxruntime_unavailable": "int8 from a pipeline stage: no float network to export and quantize"}
@@ -218,7 +219,7 @@ def execute(
     config_path = deployed.path.with_name("config.yaml")  # beside the artifact, tracked or not
     OmegaConf.save(plan.cfg, config_path, resolve=True)
     extra_files = [deployed.path.with_name(name) for name in deployed.compressed.files]
-    onnx = deployed.path.with_name("model.onnx")
+    onnx = deployed.path.with_name(ONNX_FILE)
     for path in extra_files:  # what the method wrote down (a sensitivity table, its plot)
         path.write_bytes(deployed.compressed.files[path.name])
     if tracker is not None:

@@ -17,10 +17,14 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from sweeper.plan import TrialPlan
 
 __all__ = ["TOLERANCE", "analyse", "main", "tolerances"]
 
@@ -77,11 +81,10 @@ def analyse(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     return table
 
 
-def _track(cfg: DictConfig, plan: object, out_dir: Path, base: float) -> None:
-    from sweeper.plan import TrialPlan, plain_dict
+def _track(cfg: DictConfig, plan: TrialPlan, out_dir: Path, base: float) -> None:
+    from sweeper.plan import plain_dict
     from sweeper.tracking import TrialRun, flatten, resolve_tracking_uri, source_tags
 
-    assert isinstance(plan, TrialPlan)
     tags = {**source_tags(), **plan.choices, "seed": str(plan.seed), "sweeper_kind": "sensitivity"}
     name = f"sensitivity {plan.choices['model']} seed{plan.seed}"
     with TrialRun(
