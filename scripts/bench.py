@@ -1,6 +1,6 @@
 """Benchmarks that hold the framework to the hardware, each against a baseline measured in the same run.
 
-    python scripts/bench.py overhead|startup|search|pruner|latency|all [--repeats N]
+    python scripts/bench.py overhead|startup|latency|workers|search|pruner|all [--repeats N]
 
 Each subcommand prints its measurements, then as its last line
 ``<id> <value> goal <target> PASS|MISS``. Repetitions of the measured thing and of its
@@ -11,6 +11,7 @@ Run it on an otherwise idle machine: other load changes the ratios.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import statistics
@@ -20,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -49,7 +51,11 @@ def interleave(repeats: int, **candidates: Callable[[], float]) -> dict[str, lis
 
 
 def raw_loop(seed: int = 0, epochs: int = 20, batch_size: int = 64, lr: float = 3e-3) -> float:
-    """The default trial's training written as a plain PyTorch loop; returns its wall seconds."""
+    """The default trial written as a plain PyTorch loop; returns its wall seconds.
+
+    The same work a trial does: train with per-epoch validation, save the weights, reload them
+    into a fresh network and score it on the test and validation splits.
+    """
     import torch
 
     from sweeper.data import load_digits
@@ -75,8 +81,15 @@ def raw_loop(seed: int = 0, epochs: int = 20, batch_size: int = 64, lr: float = 
         model.eval()
         with torch.no_grad():
             (model(task.x_val).argmax(1) == task.y_val).float().mean().item()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "model.pt"
+        torch.save(model.state_dict(), path)
+        reloaded = make_cnn(input_shape=task.input_shape, num_classes=task.num_classes)
+        reloaded.load_state_dict(torch.load(path))
+    reloaded.eval()
     with torch.no_grad():
-        (model(task.x_test).argmax(1) == task.y_test).float().mean().item()
+        for x, y in ((task.x_test, task.y_test), (task.x_val, task.y_val)):
+            (reloaded(x).argmax(1) == y).float().mean().item()
     return time.perf_counter() - start
 
 
@@ -104,63 +117,98 @@ class TimedCalls:
         setattr(self.module, self.name, self.original)
 
 
-def sweeper_trial(overrides: list[str]) -> tuple[float, dict[str, float], float]:
-    """One in-process trial: compose the config, then `sweeper.run.run`, as each job of a multirun does.
+class JobClock:
+    """A Hydra callback (``+hydra.callbacks.bench_clock._target_=__main__.JobClock``): per job of a
+    multirun, the clock at its end and the seconds spent in the timed calls since the previous job."""
 
-    Call inside an initialized Hydra (``initialize_config_module``), which a sweep process
-    sets up once (its cost is start-up, P2). Returns wall seconds, metrics and the seconds
-    of the composition alone.
+    ends: ClassVar[list[float]] = []
+    parts: ClassVar[list[dict[str, float]]] = []
+    timed: ClassVar[dict[str, TimedCalls]] = {}
+
+    def on_job_end(self, config: object, job_return: object, **kwargs: object) -> None:
+        JobClock.ends.append(time.perf_counter())
+        JobClock.parts.append({name: calls.take() for name, calls in JobClock.timed.items()})
+
+    def __getattr__(self, name: str) -> Callable[..., None]:  # every other Hydra callback hook: nothing
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
+def multirun_trials(jobs: int, workdir: Path, overrides: list[str]) -> tuple[list[float], list[dict[str, float]]]:
+    """Run ``python -m sweeper -m seed=0,...`` of ``jobs`` jobs in this process, as a user's grid does.
+
+    Returns each job's seconds from the previous job's end to its own (the first job, which
+    follows the sweep's start, left out) and what its timed calls took.
     """
-    from hydra import compose
+    from sweeper.__main__ import main
 
-    from sweeper.run import run
-
-    start = time.perf_counter()
-    cfg = compose("config", overrides=overrides)
-    composed = time.perf_counter() - start
-    metrics = run(cfg)
-    return time.perf_counter() - start, metrics, composed
+    JobClock.ends, JobClock.parts = [], []
+    argv = sys.argv
+    sys.argv = [
+        "sweeper",
+        "-m",
+        f"seed={','.join(str(i) for i in range(jobs))}",
+        *overrides,
+        f"hydra.sweep.dir={workdir / f'multirun{time.monotonic_ns()}'}",
+        "hydra.callbacks.report.enabled=false",  # the sweep's end is not timed; its trials time no latency
+        "+hydra.callbacks.bench_clock._target_=__main__.JobClock",
+    ]
+    try:
+        main()
+    finally:
+        sys.argv = argv
+    ends = JobClock.ends
+    return [b - a for a, b in itertools.pairwise(ends)], JobClock.parts[1:]
 
 
 def bench_overhead(repeats: int) -> str:
-    from hydra import initialize_config_module
+    """P1: a job of a grid multirun of the default task against the same work as a raw PyTorch loop.
 
-    import sweeper.measure
+    Each repetition runs a 4-job multirun in this process (Hydra's per-job composition, the
+    trial, its MLflow run) and 4 raw loops, then the multirun without tracking; per-trial times
+    are the spans between consecutive jobs' ends.
+    """
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    import sweeper.run
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    tracked = [f"tracking.uri={uri}", "tracking.experiment=bench"]
+    os.chdir(workdir)  # the multirun's outputs and default store land here
+    tracked = [f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", "tracking.experiment=bench"]
     untracked = ["tracking.enabled=false"]
-    parts: dict[str, list[float]] = {"training": [], "latency timing": [], "config composition": []}
-    latency_calls = TimedCalls(sweeper.measure, "measure_latency")
-
-    def trial(overrides: list[str]) -> Callable[[], float]:
-        def call() -> float:
-            seconds, metrics, composed = sweeper_trial(overrides)
-            parts["training"].append(metrics["train_seconds"])
-            parts["latency timing"].append(latency_calls.take())
-            parts["config composition"].append(composed)
-            return seconds
-
-        return call
-
+    JobClock.timed = {
+        "config composition": TimedCalls(ConfigLoaderImpl, "load_sweep_config"),
+        "trial (sweeper.run.run)": TimedCalls(sweeper.run, "run"),
+        "training": TimedCalls(sweeper.run, "train"),
+    }
+    seconds: dict[str, list[float]] = {"raw": [], "sweeper": [], "untracked": []}
+    parts: dict[str, list[float]] = {name: [] for name in JobClock.timed}
     try:
-        with initialize_config_module("sweeper.conf", version_base="1.3"):
-            sweeper_trial([*tracked, "strategy.epochs=1"])  # warm-up: imports, store creation
-            raw_loop(epochs=1)
-            seconds = interleave(repeats, raw=raw_loop, sweeper=trial(tracked), untracked=trial(untracked))
+        multirun_trials(2, workdir, [*tracked, "strategy.epochs=1"])  # warm-up: imports, store creation
+        raw_loop(epochs=1)
+        for _ in range(repeats):  # interleaved: the CPU's speed drifts
+            spans, job_parts = multirun_trials(4, workdir, tracked)
+            seconds["sweeper"] += spans
+            for row in job_parts:
+                for name, value in row.items():
+                    parts[name].append(value)
+            seconds["raw"] += [raw_loop() for _ in range(4)]
+            seconds["untracked"] += multirun_trials(4, workdir, untracked)[0]
     finally:
-        latency_calls.restore()
+        for calls in JobClock.timed.values():
+            calls.restore()
     raw, full, bare = (statistics.median(seconds[k]) for k in ("raw", "sweeper", "untracked"))
-    print(f"raw PyTorch loop        {raw:.3f} s")
-    print(f"sweeper trial           {full:.3f} s  (+{full - raw:.3f} s)")
-    print(f"  without MLflow        {bare:.3f} s  (tracking costs {full - bare:.3f} s)")
-    for name, values in parts.items():
-        print(f"  of which {name:21s} {statistics.median(values):.3f} s")
-    rest = bare - sum(statistics.median(v) for v in parts.values())
-    print(f"  the rest without MLflow (data, model, artifact round trip, reloaded accuracy) {rest:.3f} s")
-    no_timing = (full - statistics.median(parts["latency timing"])) / raw
-    print(f"trial without its latency timing / raw loop: {no_timing:.3f}")
+    median = {name: statistics.median(values) for name, values in parts.items()}
+    print(f"raw PyTorch loop (train, save, reload, score)  {raw:.3f} s")
+    print(f"job of a grid multirun                         {full:.3f} s  (+{full - raw:.3f} s)")
+    print(f"  without MLflow (tracking.enabled=false)      {bare:.3f} s  (tracking costs {full - bare:.3f} s)")
+    print(f"  of which Hydra's per-job composition         {median['config composition']:.3f} s")
+    print(f"  of which training (sweeper.training.train)   {median['training']:.3f} s")
+    trial_rest = median["trial (sweeper.run.run)"] - median["training"]
+    print(f"  of which the rest of the trial (data, model, artifact round trip, scores, MLflow) {trial_rest:.3f} s")
+    launch = full - median["trial (sweeper.run.run)"] - median["config composition"]
+    print(f"  of which Hydra's job launch and callbacks    {launch:.3f} s")
     print(f"peak RSS {peak_rss_mb():.0f} MB")
     ratio = full / raw
     return verdict("P1", ratio, "<= 1.05", ratio <= 1.05)
@@ -343,12 +391,35 @@ def bench_pruner(repeats: int) -> str:
     return verdict("P5", 100 * saved, ">= 40 (%) with best within 0.5 pp", saved >= 0.4 and best_gap <= 0.5)
 
 
+# --- P3: two warm workers on one study --------------------------------------------------------
+
+
+def bench_workers(repeats: int) -> str:
+    """P3: trials per minute of 2 workers against 1 on a 12-trial study (``scripts/bench_workers.py``).
+
+    Each worker is one ``python -m sweeper -m`` process that runs trial after trial of the shared
+    study (it stays warm: imports, data and the MLflow store once); both ends are timed in this run.
+    """
+    import shutil
+
+    from bench_workers import throughput
+
+    root = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    try:
+        ratio = throughput(root, trials=12, epochs=30)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"peak RSS of a child {peak_rss_mb(children=True):.0f} MB")
+    return verdict("P3", ratio, ">= 1.8", ratio >= 1.8)
+
+
 BENCHES: dict[str, tuple[Callable[[int], str], int]] = {
     "overhead": (bench_overhead, 5),
     "startup": (bench_startup, 5),
     "search": (bench_search, 1),
     "pruner": (bench_pruner, 1),
     "latency": (bench_latency, 5),
+    "workers": (bench_workers, 1),
 }
 
 
@@ -359,7 +430,7 @@ def main() -> None:
         "--repeats",
         type=int,
         default=None,
-        help="rounds of overhead, startup and latency (default: their own); search and pruner run once",
+        help="rounds of overhead, startup and latency (default: their own); workers, search and pruner run once",
     )
     args = parser.parse_args()
     if args.repeats is not None and args.repeats < 2:

@@ -1,11 +1,16 @@
 """Measurement of the deployable artifact: the task's score after reloading, size on disk, latency.
 
 Latency is the median of repeated timings (``torch.utils.benchmark``, which warms up
-first) on one CPU thread, at batch 1 and per sample at a larger batch.
+first) on one CPU thread, at batch 1 and per sample at a larger batch. A trial's own timing
+is an estimate (taken alone, at whatever speed the CPU runs then); the numbers users read come
+from the report's round, which times every network of a sweep side by side
+(:mod:`sweeper.report.latency_round`). So a trial times itself only when something reads it
+before that round (:func:`trial_times_latency`), and once per network per process.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,7 +22,18 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from sweeper.data import Task
 
-__all__ = ["Latency", "count_params", "measure_artifact", "measure_latency"]
+__all__ = [
+    "LATENCY_METRICS",
+    "TRIAL_LATENCY",
+    "Latency",
+    "count_params",
+    "measure_artifact",
+    "measure_latency",
+    "trial_times_latency",
+]
+
+LATENCY_METRICS = ("latency_ms", "latency_iqr_ms", "latency_ms_batch")  # NaN in a trial that does not time
+TRIAL_LATENCY = ("auto", "always")  # measure.trial_latency
 
 
 @dataclass(frozen=True)
@@ -71,29 +87,53 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 
 _timed: dict[str, tuple[Latency, Latency]] = {}  # network key -> (batch 1, per sample at the batch), this process
+_NOT_TIMED = Latency(math.nan, math.nan)
+
+
+def trial_times_latency(mode: str, *, search_reads_latency: bool, round_follows: bool) -> bool:
+    """Whether a trial times its own latency (``measure.trial_latency``).
+
+    ``always``: every trial. ``auto``: only when something reads it before the report's round
+    does: a search whose objectives or constraints name a latency, or a run that no round
+    follows (a single run, a sweep without the report, ``latency_rounds=0``).
+
+    Example:
+        >>> trial_times_latency("auto", search_reads_latency=False, round_follows=True)
+        False
+    """
+    return mode == "always" or search_reads_latency or not round_follows
 
 
 def measure_artifact(
-    module: nn.Module, task: Task, *, latency_seconds: float, latency_batch: int, network: str | None = None
-) -> tuple[dict[str, float], bool]:
+    module: nn.Module,
+    task: Task,
+    *,
+    latency_seconds: float,
+    latency_batch: int,
+    network: str | None = None,
+    time_latency: bool = True,
+) -> tuple[dict[str, float], str]:
     """What is measured on a reloaded artifact: the task's metrics on test and validation, weights, latency, split sizes.
 
     ``network`` identifies the deployed computation (architecture, artifact format, weight counts,
     input shapes, timing settings): a network already timed in this process is not timed again,
-    its latency is reused (the second value returned: whether it was). The end-of-sweep round
-    (:mod:`sweeper.report.latency_round`) times every network side by side anyway. The size on
+    its latency is reused. ``time_latency=False``: no timing at all, the latencies are NaN (the
+    end-of-sweep round, :mod:`sweeper.report.latency_round`, times every network side by side).
+    The second value says which: ``estimate``, ``reused estimate`` or ``not timed``. The size on
     disk and the training's numbers come from the stages that know them.
     """
     params, nonzero = count_params(module)
     examples = task.inputs("test")
     batch = min(latency_batch, len(examples))
     key = f"{network}|{params}|{nonzero}|{task.input_shape}|{batch}|{latency_seconds}" if network else None
-    reused = key is not None and key in _timed
-    if key is not None and reused:
-        latency, per_sample = _timed[key]
+    if not time_latency:
+        (latency, per_sample), how = (_NOT_TIMED, _NOT_TIMED), "not timed"
+    elif key is not None and key in _timed:
+        (latency, per_sample), how = _timed[key], "reused estimate"
     else:
         latency = measure_latency(module, examples[:1], min_run_time=latency_seconds)
         per_sample = measure_latency(module, examples[:batch], min_run_time=latency_seconds)
+        how = "estimate"
         if key is not None:
             _timed[key] = latency, per_sample
     scores = {
@@ -111,4 +151,4 @@ def measure_artifact(
         "train_samples": len(task.x_train),  # after the validation carve
         "val_samples": len(task.x_val),
         "test_samples": len(task.x_test),
-    }, reused
+    }, how

@@ -26,6 +26,7 @@ from sweeper.artifact import ModelSpec
 from sweeper.compression import ChecksModel, CompressionContext, CompressionMethod, UnsupportedLayer
 from sweeper.data import Task
 from sweeper.errors import ConfigError
+from sweeper.measure import TRIAL_LATENCY
 from sweeper.metrics import GROUPS
 from sweeper.option_knobs import apply_option_knobs
 from sweeper.runtimes import check_runtimes
@@ -229,6 +230,9 @@ def plan_trial(cfg: DictConfig, *, choices: dict[str, str] | None = None) -> Tri
             f"{cfg.measure.latency_batch}: need seconds > 0 and batch >= 1"
         )
     check_runtimes(cfg.measure.get("runtimes", ["torch"]))
+    trial_latency = cfg.measure.get("trial_latency", "auto")
+    if trial_latency not in TRIAL_LATENCY:
+        raise ConfigError(f"measure.trial_latency={trial_latency!r}: allowed: {', '.join(TRIAL_LATENCY)}")
     device = _resolve_device(str(cfg.device))
     threads = cfg.get("threads")
     if threads is not None and not (isinstance(threads, int) and threads >= 1):

@@ -119,7 +119,7 @@ class TrialProgress:
     def done(self, metrics: Mapping[str, float]) -> None:
         self._write(
             f"test_{self.metric} {metrics['test_score']:.4f} size {metrics['size_bytes'] / 1024:.1f} KiB "
-            f"latency {metrics['latency_ms']:.3f} ms epochs {int(metrics['epochs_run'])} "
+            f"latency {_latency(metrics['latency_ms'])} epochs {int(metrics['epochs_run'])} "
             f"({metrics['train_seconds']:.1f} s)" + self._standing(metrics.get("val_score"))
         )
 
@@ -154,3 +154,8 @@ def quiet_launch_lines() -> None:
     if not interactive(sys.stdout):
         for name in _LAUNCHER_LOGGERS:
             logging.getLogger(name).addFilter(_LaunchLines())
+
+
+def _latency(ms: float) -> str:
+    """A trial's latency estimate, or where the latency will come from when it did not time itself."""
+    return "timed by the report" if math.isnan(ms) else f"{ms:.3f} ms"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from sweeper.artifact import dense_payload, load_artifact, save_artifact, serial
 from sweeper.baselines import baseline_scores
 from sweeper.compression import Compressed, TrainingHooks, TrainsWithHooks
 from sweeper.errors import ConfigError
-from sweeper.measure import measure_artifact
+from sweeper.measure import measure_artifact, trial_times_latency
 from sweeper.metrics import check_final_metrics
 from sweeper.plan import TrialPlan, hydra_config, plain_dict, plan_trial
 from sweeper.progress import TrialProgress
@@ -126,7 +127,7 @@ class Deployed:
     path: Path
     module: nn.Module  # the artifact reloaded from ``path``: what was measured
     metrics: dict[str, float]
-    tags: dict[str, str]  # how it was measured (``latency_measured``: timed, or reused for the same network)
+    tags: dict[str, str]  # how it was measured (``latency_measured``: estimate, reused estimate, not timed)
 
 
 def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path) -> Deployed:
@@ -145,12 +146,14 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path) -> Depl
     deployed = load_artifact(artifact_path)  # every number below is of the reloaded artifact
     spec = compressed.spec or plan.spec
     network = f"{spec.target}|{sorted(spec.kwargs.items())}|{spec.resized}|{compressed.kind}|{size_bytes}|{plan.device}"
-    measured, reused = measure_artifact(
+    time_latency = _times_latency(cfg)
+    measured, how = measure_artifact(
         deployed,
         task,
         latency_seconds=float(cfg.measure.latency_seconds),
         latency_batch=int(cfg.measure.latency_batch),
         network=network,
+        time_latency=time_latency,
     )
     metrics: dict[str, float] = {
         **measured,
@@ -165,14 +168,34 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path) -> Depl
         **compressed.metrics,
         **baseline_scores(task),
     }
-    tags = {"latency_measured": "reused" if reused else "timed"}
+    tags = {"latency_measured": how}
     if "onnxruntime" in runtimes:
-        onnx_metrics, onnx_tags = _onnx_runtime(plan, compressed, deployed, float_source, artifact_path)
+        onnx_metrics, onnx_tags = _onnx_runtime(
+            plan, compressed, deployed, float_source, artifact_path, time_latency=time_latency
+        )
         metrics.update(onnx_metrics)
         tags.update(onnx_tags)
     check_final_metrics(metrics)
-    # reused: the latency of the same network timed earlier in this process (the report's round re-times all)
     return Deployed(compressed, artifact_path, deployed, metrics, tags)
+
+
+def _times_latency(cfg: DictConfig) -> bool:
+    """Whether this trial times its latency: see :func:`sweeper.measure.trial_times_latency`."""
+    search = trial_context.current()
+    return trial_times_latency(
+        str(cfg.measure.get("trial_latency", "auto")),
+        search_reads_latency=search is not None and any(m.startswith("latency") for m in search.metrics),
+        round_follows=_latency_round_follows(),
+    )
+
+
+def _latency_round_follows() -> bool:
+    """Whether this job belongs to a multirun whose report times every network side by side at the end."""
+    hydra_cfg = hydra_config()
+    if hydra_cfg is None or not _is_multirun():
+        return False
+    report = (hydra_cfg.callbacks or {}).get("report")
+    return report is not None and bool(report.get("enabled", True)) and int(report.get("latency_rounds", 5)) > 0
 
 
 def _int8_source(plan: TrialPlan, model: nn.Module) -> nn.Module | None:
@@ -183,7 +206,13 @@ def _int8_source(plan: TrialPlan, model: nn.Module) -> nn.Module | None:
 
 
 def _onnx_runtime(
-    plan: TrialPlan, compressed: Compressed, deployed: nn.Module, float_source: nn.Module | None, artifact: Path
+    plan: TrialPlan,
+    compressed: Compressed,
+    deployed: nn.Module,
+    float_source: nn.Module | None,
+    artifact: Path,
+    *,
+    time_latency: bool,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """The ``*_onnxruntime`` metrics and tags of the deployed network (``measure.runtimes`` has onnxruntime)."""
     from sweeper.runtimes import measure_onnx
@@ -197,6 +226,7 @@ def _onnx_runtime(
         int8_from=float_source if compressed.kind == "int8" else None,
         latency_seconds=float(plan.cfg.measure.latency_seconds),
         latency_batch=int(plan.cfg.measure.latency_batch),
+        time_latency=time_latency,
     )
 
 
@@ -230,10 +260,10 @@ def execute(
             **deployed.tags,
         }
         tracker.set_tags(tags)
-        tracker.log_results(deployed.metrics)
+        tracker.log_results(_measured(deployed.metrics))
         if deployed.compressed.params:
             tracker.log_params(deployed.compressed.params)
-        exported = [onnx] if "latency_ms_onnxruntime" in deployed.metrics else []
+        exported = [onnx] if "test_score_onnxruntime" in deployed.metrics else []
         tracker.log_artifacts([config_path, deployed.path, *extra_files, *exported])
         _extra(tracker, "datasets", lambda: tracker.log_datasets(plan.task, _data_source(plan.cfg)))
         if plan.cfg.tracking.get("log_model", True):
@@ -243,6 +273,11 @@ def execute(
                 lambda: tracker.log_model(deployed.path, plan.task.inputs("test")[:2], deployed.module),
             )
     return deployed.metrics
+
+
+def _measured(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics to log: a latency the trial did not time is left out (the report's round logs it)."""
+    return {k: v for k, v in metrics.items() if not (k.startswith("latency") and math.isnan(v))}
 
 
 def _extra(tracker: TrialRun, what: str, log: Callable[[], object]) -> None:

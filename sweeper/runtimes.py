@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import math
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -155,11 +156,13 @@ def measure_onnx(
     int8_from: nn.Module | None,
     latency_seconds: float,
     latency_batch: int,
+    time_latency: bool = True,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Export and measure one deployed network in ONNX Runtime: its ``*_onnxruntime`` metrics and tags.
 
     ``int8_from``: the float network a torch int8 artifact was made from (it is quantized by ONNX
-    Runtime instead); ``None`` exports ``module`` itself.
+    Runtime instead); ``None`` exports ``module`` itself. ``time_latency=False``: the latencies are
+    NaN (the report's round times the export beside the PyTorch artifact).
     """
     from sweeper.measure import measure_latency
 
@@ -174,12 +177,14 @@ def measure_onnx(
     except Exception as exc:  # the session refused the file: also a labelled absence
         return {}, {"onnxruntime_unavailable": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
     batch = min(latency_batch, len(examples))
+
+    def latency(x: Tensor) -> float:
+        return measure_latency(session, x, min_run_time=latency_seconds).median_ms if time_latency else math.nan
+
     metrics = {
         "test_score_onnxruntime": scores[task.score_metric],
         "size_bytes_onnxruntime": float(path.stat().st_size),
-        "latency_ms_onnxruntime": measure_latency(session, examples[:1], min_run_time=latency_seconds).median_ms,
-        "latency_ms_batch_onnxruntime": measure_latency(
-            session, examples[:batch], min_run_time=latency_seconds
-        ).median_ms,
+        "latency_ms_onnxruntime": latency(examples[:1]),
+        "latency_ms_batch_onnxruntime": latency(examples[:batch]),
     }
     return metrics, {"onnxruntime_model": kind}

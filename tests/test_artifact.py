@@ -124,7 +124,47 @@ def test_a_network_already_timed_in_this_process_is_not_timed_again(make_cfg, tm
         plan = plan_trial(make_cfg(f"optimizer={optimizer}", "model=mlp", "compression=none"))
         deployed = deploy_stage(plan, Trained(TrainResult()), tmp_path / path)
         tags.append(deployed.tags["latency_measured"])
-    assert tags == ["timed", "reused", "reused"] and len(calls) == 2  # batch 1 and the larger batch, once
+    assert tags == ["estimate", "reused estimate", "reused estimate"] and len(calls) == 2  # batch 1, larger batch
     plan = plan_trial(make_cfg("model=mlp", "model.hidden=[32]", "compression=none"))  # another network
-    assert deploy_stage(plan, Trained(TrainResult()), tmp_path / "d.pt").tags["latency_measured"] == "timed"
+    assert deploy_stage(plan, Trained(TrainResult()), tmp_path / "d.pt").tags["latency_measured"] == "estimate"
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize(
+    ("mode", "search_reads_latency", "round_follows", "timed"),
+    [
+        ("auto", False, True, False),  # a grid or a search on accuracy/size: the report's round times it
+        ("auto", True, True, True),  # a latency objective or constraint reads it during the search
+        ("auto", False, False, True),  # a single run, or a sweep without the round
+        ("always", False, True, True),
+    ],
+)
+def test_a_trial_times_its_latency_only_when_something_reads_it_before_the_round(
+    mode, search_reads_latency, round_follows, timed
+):
+    from sweeper.measure import trial_times_latency
+
+    assert trial_times_latency(mode, search_reads_latency=search_reads_latency, round_follows=round_follows) is timed
+
+
+def test_an_untimed_trial_has_nan_latency_and_says_so(make_cfg, tmp_path, monkeypatch):
+    import sweeper.measure
+    import sweeper.run
+
+    calls = []
+    monkeypatch.setattr(sweeper.measure, "measure_latency", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(sweeper.run, "_latency_round_follows", lambda: True)
+    deployed = deploy_stage(
+        plan_trial(make_cfg("model=mlp", "compression=none")), Trained(TrainResult()), tmp_path / "m.pt"
+    )
+    assert deployed.tags["latency_measured"] == "not timed" and not calls
+    assert all(deployed.metrics[m] != deployed.metrics[m] for m in ("latency_ms", "latency_ms_batch"))  # NaN
+    assert "latency_ms" not in sweeper.run._measured(deployed.metrics)  # not logged to MLflow: the round logs it
+    assert deployed.metrics["test_score"] > 0 and deployed.metrics["size_bytes"] > 0
+
+
+def test_an_unknown_trial_latency_mode_is_refused_by_name(make_cfg):
+    from sweeper.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"measure.trial_latency='sometimes': allowed: auto, always"):
+        plan_trial(make_cfg("measure.trial_latency=sometimes"))

@@ -27,3 +27,23 @@ def test_a_wider_network_ranks_slower_than_the_baseline_within_each_round():
 def test_fewer_than_two_rounds_have_no_interval():
     ratio, low, high = ratio_interval([2.0], [1.0])
     assert ratio == 2.0 and low != low and high != high  # NaN bounds: no claim either way
+
+
+def test_a_run_whose_latency_nobody_timed_is_failed_with_the_reason():
+    import pandas as pd
+
+    from sweeper.report.grouping import classify
+
+    runs = pd.DataFrame(
+        {
+            "status": ["FINISHED", "FINISHED"],
+            "test_score": [0.9, 0.9],
+            "size_bytes": [1000.0, 1000.0],
+            "latency_ms": [float("nan"), 0.1],
+            "latency_measured": ["not timed", "estimate"],
+        }
+    )
+    outcome = classify(runs)
+    assert outcome["outcome"].tolist() == ["failed", "ok"]
+    assert "left it to the report's latency round" in outcome.at[0, "reason"]
+    assert classify(runs, required=("test_score", "size_bytes"))["outcome"].tolist() == ["ok", "ok"]  # before the round

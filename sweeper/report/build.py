@@ -7,6 +7,7 @@ does the work on DataFrames already loaded (tests and notebooks call it directly
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 from sweeper.report import analysis, plots
 from sweeper.report.families import family_of
 from sweeper.report.grouping import (
+    REQUIRED_METRICS,
     baseline_for,
     classify,
     config_labels,
@@ -84,9 +86,9 @@ class ReportResult:
         return int((self.runs["outcome"] == "ok").sum())
 
 
-def prepare_runs(runs: pd.DataFrame) -> pd.DataFrame:
+def prepare_runs(runs: pd.DataFrame, required: Sequence[str] = REQUIRED_METRICS) -> pd.DataFrame:
     """``load_runs`` output with ``outcome``, ``reason``, ``config`` (label) and ``family`` added."""
-    prepared = pd.concat([runs.reset_index(drop=True), classify(runs.reset_index(drop=True))], axis=1)
+    prepared = pd.concat([runs.reset_index(drop=True), classify(runs.reset_index(drop=True), required)], axis=1)
     prepared["config"] = config_labels(prepared)
     prepared["family"] = prepared["compression"].map(family_of) if "compression" in prepared else "other"
     return prepared
@@ -681,15 +683,17 @@ def _write_all(
 
 def _interleaved_latency(runs: pd.DataFrame, tracking_uri: str | None, rounds: int) -> pd.DataFrame:
     """``runs`` with the latencies of the end-of-sweep round (the networks timed side by side)."""
-    from sweeper.report.latency_round import apply_round, interleaved_round, load_networks
+    from sweeper.report.latency_round import apply_round, interleaved_round, load_networks, log_round
 
     runs = runs.reset_index(drop=True)
-    prepared = prepare_runs(runs)
+    prepared = prepare_runs(runs, [m for m in REQUIRED_METRICS if m != "latency_ms"])  # trials may leave it to us
     keys = network_keys(prepared)
     networks = load_networks(prepared, keys, tracking_uri)
     if not networks:
         return runs
-    return apply_round(runs, keys, interleaved_round(networks, rounds=rounds))
+    timed = apply_round(runs, keys, interleaved_round(networks, rounds=rounds))
+    log_round(timed, tracking_uri)
+    return timed
 
 
 def generate(

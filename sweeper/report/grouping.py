@@ -9,6 +9,7 @@ score (:data:`sweeper.report.stats.SELECT`); the test score is what is reported.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -55,10 +56,10 @@ _MEANS = [
 ]
 
 
-def classify(runs: pd.DataFrame) -> pd.DataFrame:
+def classify(runs: pd.DataFrame, required: Sequence[str] = REQUIRED_METRICS) -> pd.DataFrame:
     """``outcome`` (``ok``, ``failed`` or ``pruned``) and ``reason`` of each run.
 
-    A run is ``ok`` when it FINISHED with every metric in :data:`REQUIRED_METRICS`;
+    A run is ``ok`` when it FINISHED with every metric in ``required`` (:data:`REQUIRED_METRICS`);
     ``pruned`` when an Optuna pruner stopped it (tag ``optuna_state=PRUNED``); else ``failed``.
     """
     state = runs.get("optuna_state", pd.Series(index=runs.index, dtype=object)).fillna("").astype(str)
@@ -66,14 +67,21 @@ def classify(runs: pd.DataFrame) -> pd.DataFrame:
     outcome = pd.Series("ok", index=runs.index, dtype=object)
     reason = runs.get("failure_reason", pd.Series(index=runs.index, dtype=object)).fillna("").astype(str)
     for i in runs.index:
-        missing = [m for m in REQUIRED_METRICS if m not in runs or pd.isna(runs.at[i, m])]
+        missing = [m for m in required if m not in runs or pd.isna(runs.at[i, m])]
         if pruned[i]:
             outcome[i], reason[i] = "pruned", reason[i] or "pruned by the Optuna pruner"
         elif runs.at[i, "status"] != "FINISHED":
             outcome[i], reason[i] = "failed", reason[i] or f"status {runs.at[i, 'status']}"
         elif missing:
-            outcome[i], reason[i] = "failed", f"missing metric(s): {', '.join(missing)}"
+            outcome[i], reason[i] = "failed", f"missing metric(s): {', '.join(missing)}{_untimed(runs, i, missing)}"
     return pd.DataFrame({"outcome": outcome, "reason": reason})
+
+
+def _untimed(runs: pd.DataFrame, i: object, missing: list[str]) -> str:
+    """Why a run lacks its latency, when its trial left the timing to the report's round."""
+    if "latency_ms" in missing and "latency_measured" in runs and runs.at[i, "latency_measured"] == "not timed":
+        return " (the trial left it to the report's latency round, which could not reload its artifact or was off)"
+    return ""
 
 
 def _key(value: object) -> str:

@@ -22,6 +22,7 @@ import math
 import os
 import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "apply_round",
     "interleaved_round",
     "load_networks",
+    "log_round",
     "ratio_interval",
 ]
 
@@ -139,7 +141,7 @@ def load_networks(runs: pd.DataFrame, keys: pd.Series, tracking_uri: str | None)
 
 def _onnx_session(client: Any, run_id: str, folder: Path, group: pd.DataFrame) -> nn.Module | None:
     """The run's ONNX export in an ONNX Runtime session, when its trial measured one (else None)."""
-    if "latency_ms_onnxruntime" not in group or group["latency_ms_onnxruntime"].isna().all():
+    if "test_score_onnxruntime" not in group or group["test_score_onnxruntime"].isna().all():
         return None
     try:
         from sweeper.runtimes import ONNX_FILE, OnnxModule
@@ -170,3 +172,37 @@ def apply_round(runs: pd.DataFrame, keys: pd.Series, times: dict[str, dict[str, 
                 if not suffix:
                     runs.at[index, "latency_source"] = "interleaved"
     return runs
+
+
+_ROUND_METRICS = ("latency_ms", "latency_ms_batch", "latency_ms_onnxruntime", "latency_ms_batch_onnxruntime")
+ROUND_TAG = "latency round"  # ``latency_measured`` of a trial whose latency the round logged
+
+
+def log_round(runs: pd.DataFrame, tracking_uri: str | None) -> int:
+    """Log the round's latencies to the runs whose trials did not time themselves; return how many.
+
+    Their MLflow runs (the UI, :func:`sweeper.results.load_runs`) then show the latency users read
+    in the report, tagged ``latency_measured=latency round``. A store that refuses the write keeps
+    the report going (a warning); a trial's own estimate is never overwritten.
+    """
+    import logging
+
+    from mlflow.entities import Metric, RunTag
+
+    from sweeper.tracking import resolve_tracking_uri, writing_client
+
+    if "latency_measured" not in runs:
+        return 0
+    untimed = runs[(runs["latency_measured"] == "not timed") & (runs["latency_source"] == "interleaved")]
+    if untimed.empty:
+        return 0
+    now = int(time.time() * 1000)
+    try:
+        client = writing_client(resolve_tracking_uri(tracking_uri))
+        for _, row in untimed.iterrows():
+            metrics = [Metric(m, float(row[m]), now, 0) for m in _ROUND_METRICS if m in row and pd.notna(row[m])]
+            client.log_batch(str(row["run_id"]), metrics=metrics, tags=[RunTag("latency_measured", ROUND_TAG)])
+    except Exception as exc:  # a read-only store, a server gone: the report has the numbers anyway
+        logging.getLogger("sweeper").warning("the latency round's numbers were not logged to MLflow: %s", exc)
+        return 0
+    return len(untimed)

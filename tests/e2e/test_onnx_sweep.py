@@ -19,6 +19,7 @@ def test_a_grid_in_torch_and_onnx_runtime_logs_both_latencies_and_reports_them_s
     runs = load_runs("sweeper", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
     assert runs["latency_ms"].notna().all() and runs["latency_ms_onnxruntime"].notna().all()
+    assert set(runs["latency_measured"]) == {"latency round"}  # the trials left it to the round, which logged it
     assert set(runs["onnxruntime_model"]) == {"float32", "int8 static"}
     markdown = (tmp_path / "g" / "report" / "report.md").read_text()
     section = markdown.split("## Runtimes", 1)[1].split("\n## ", 1)[0]
