@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -48,6 +48,8 @@ from sweeper.training import TrainResult, train
 from sweeper.training.loop import EpochHook
 
 __all__ = ["Deployed", "Trained", "deploy_stage", "execute", "run", "train_stage"]
+
+T = TypeVar("T")
 
 
 def _output_dir() -> Path:
@@ -259,19 +261,19 @@ def execute(
             **deployed.compressed.tags,
             **deployed.tags,
         }
-        tracker.set_tags(tags)
-        tracker.log_results(_measured(deployed.metrics))
-        if deployed.compressed.params:
-            tracker.log_params(deployed.compressed.params)
         exported = [onnx] if "test_score_onnxruntime" in deployed.metrics else []
         tracker.log_artifacts([config_path, deployed.path, *extra_files, *exported])
         _extra(tracker, "datasets", lambda: tracker.log_datasets(plan.task, _data_source(plan.cfg)))
         if plan.cfg.tracking.get("log_model", True):
-            _extra(
+            model_id = _extra(
                 tracker,
                 "model",
                 lambda: tracker.log_model(deployed.path, plan.task.inputs("test")[:2], deployed.module),
             )
+            if model_id is not None:
+                tags["model_id"] = model_id
+        # the results last, in one write: a run with metrics has everything else logged
+        tracker.log_results(_measured(deployed.metrics), tags=tags, params=deployed.compressed.params)
     return deployed.metrics
 
 
@@ -280,14 +282,15 @@ def _measured(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if not (k.startswith("latency") and math.isnan(v))}
 
 
-def _extra(tracker: TrialRun, what: str, log: Callable[[], object]) -> None:
+def _extra(tracker: TrialRun, what: str, log: Callable[[], T]) -> T | None:
     """Log a trial's extras (its datasets, its MLflow model); a failure there is a tag, never a failed trial."""
     try:
-        log()
-    except Exception as exc:  # the trial's results are logged already; these only describe them
+        return log()
+    except Exception as exc:  # these only describe the trial's results, which are logged next
         reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         tracker.set_tags({f"{what}_not_logged": reason})
         logging.getLogger("sweeper").warning("the trial's %s were not logged to MLflow: %s", what, reason)
+        return None
 
 
 def _data_source(cfg: DictConfig) -> dict[str, str]:
