@@ -237,11 +237,21 @@ def bench_startup(repeats: int) -> str:
         baseline=lambda: timed_process(baseline, workdir),
         floor=lambda: timed_process(floor, workdir),
         sweeper=lambda: timed_process(trial, workdir),
+        no_model=lambda: timed_process([*trial, "tracking.log_model=false"], workdir),
+        untracked=lambda: timed_process([*trial, "tracking.enabled=false"], workdir),
     )
-    base, low, full = (statistics.median(seconds[k]) for k in ("baseline", "floor", "sweeper"))
+    base, low, full, no_model, untracked = (
+        statistics.median(seconds[k]) for k in ("baseline", "floor", "sweeper", "no_model", "untracked")
+    )
     print(f"python -c 'import torch, mlflow'   {base:.3f} s")
     print(f"  + torch._dynamo + MLflow's SQL store {low:.3f} s  (paid by any tracked torch training)")
     print(f"python -m sweeper (1-epoch trial)   {full:.3f} s  ({full / low:.3f} x that floor)")
+    print(
+        f"  tracking.log_model=false          {no_model:.3f} s  (the first logged MLflow model costs {full - no_model:.3f} s)"
+    )
+    print(
+        f"  tracking.enabled=false            {untracked:.3f} s  (no MLflow at all: {untracked / base:.3f} x the baseline)"
+    )
     print(f"peak RSS of a child {peak_rss_mb(children=True):.0f} MB")
     ratio = full / base
     return verdict("P2", ratio, "<= 1.5", ratio <= 1.5)
