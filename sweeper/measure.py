@@ -22,17 +22,8 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from sweeper.data import Task
 
-__all__ = [
-    "LATENCY_METRICS",
-    "TRIAL_LATENCY",
-    "Latency",
-    "count_params",
-    "measure_artifact",
-    "measure_latency",
-    "trial_times_latency",
-]
+__all__ = ["TRIAL_LATENCY", "Latency", "count_params", "measure_artifact", "measure_latency", "trial_times_latency"]
 
-LATENCY_METRICS = ("latency_ms", "latency_iqr_ms", "latency_ms_batch")  # NaN in a trial that does not time
 TRIAL_LATENCY = ("auto", "always")  # measure.trial_latency
 
 
