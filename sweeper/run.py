@@ -183,21 +183,24 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path) -> Depl
 
 def _times_latency(cfg: DictConfig) -> bool:
     """Whether this trial times its latency: see :func:`sweeper.measure.trial_times_latency`."""
-    search = trial_context.current()
     return trial_times_latency(
         str(cfg.measure.get("trial_latency", "auto")),
-        search_reads_latency=search is not None and any(m.startswith("latency") for m in search.metrics),
-        round_follows=_latency_round_follows(),
+        search_reads_latency=any(m.startswith("latency") for m in trial_context.searched_metrics()),
+        round_follows=_latency_round_follows(cfg),
     )
 
 
-def _latency_round_follows() -> bool:
-    """Whether this job belongs to a multirun whose report times every network side by side at the end."""
+def _latency_round_follows(cfg: DictConfig) -> bool:
+    """Whether this job belongs to a multirun whose report times every network side by side at the end
+    (the report callback on, with rounds, and tracking on: the report reads the runs from MLflow)."""
     hydra_cfg = hydra_config()
-    if hydra_cfg is None or not _is_multirun():
+    if hydra_cfg is None or not _is_multirun() or not cfg.tracking.get("enabled", True):
         return False
     report = (hydra_cfg.callbacks or {}).get("report")
-    return report is not None and bool(report.get("enabled", True)) and int(report.get("latency_rounds", 5)) > 0
+    if report is None or not report.get("enabled", True):
+        return False
+    rounds = report.get("latency_rounds", 5)
+    return isinstance(rounds, int) and rounds > 0
 
 
 def _int8_source(plan: TrialPlan, model: nn.Module) -> nn.Module | None:

@@ -153,7 +153,7 @@ def test_an_untimed_trial_has_nan_latency_and_says_so(make_cfg, tmp_path, monkey
 
     calls = []
     monkeypatch.setattr(sweeper.measure, "measure_latency", lambda *a, **k: calls.append(1))
-    monkeypatch.setattr(sweeper.run, "_latency_round_follows", lambda: True)
+    monkeypatch.setattr(sweeper.run, "_latency_round_follows", lambda cfg: True)
     deployed = deploy_stage(
         plan_trial(make_cfg("model=mlp", "compression=none")), Trained(TrainResult()), tmp_path / "m.pt"
     )
@@ -168,3 +168,27 @@ def test_an_unknown_trial_latency_mode_is_refused_by_name(make_cfg):
 
     with pytest.raises(ConfigError, match=r"measure.trial_latency='sometimes': allowed: auto, always"):
         plan_trial(make_cfg("measure.trial_latency=sometimes"))
+
+
+@pytest.mark.parametrize(
+    ("report", "tracking", "follows"),
+    [
+        ({"enabled": True, "latency_rounds": 5}, True, True),
+        ({"enabled": True, "latency_rounds": 5}, False, False),  # no MLflow runs: the report is skipped
+        ({"enabled": False, "latency_rounds": 5}, True, False),
+        ({"enabled": True, "latency_rounds": 0}, True, False),
+        ({"enabled": True, "latency_rounds": None}, True, False),
+        (None, True, False),
+    ],
+)
+def test_a_round_follows_a_multirun_job_only_when_its_report_will_time_it(
+    make_cfg, monkeypatch, report, tracking, follows
+):
+    from omegaconf import OmegaConf
+
+    import sweeper.run
+
+    hydra = OmegaConf.create({"callbacks": {"report": report} if report else {}})
+    monkeypatch.setattr(sweeper.run, "hydra_config", lambda: hydra)
+    monkeypatch.setattr(sweeper.run, "_is_multirun", lambda: True)
+    assert sweeper.run._latency_round_follows(make_cfg(f"tracking.enabled={str(tracking).lower()}")) is follows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -47,3 +48,20 @@ def test_a_run_whose_latency_nobody_timed_is_failed_with_the_reason():
     assert outcome["outcome"].tolist() == ["failed", "ok"]
     assert "left it to the report's latency round" in outcome.at[0, "reason"]
     assert classify(runs, required=("test_score", "size_bytes"))["outcome"].tolist() == ["ok", "ok"]  # before the round
+
+
+@pytest.mark.filterwarnings("error::DeprecationWarning")  # pandas 4 raises where 3 warns: a column made by .at
+def test_the_round_fills_latency_columns_the_trials_never_logged():
+    import pandas as pd
+
+    from sweeper.report.latency_round import ONNX_SUFFIX, apply_round
+
+    runs = pd.DataFrame({"run_id": ["a"], "latency_measured": ["not timed"]})  # no latency column at all
+    keys = pd.Series(["net"], index=runs.index)
+    times = {
+        "net": {"batch1": [0.25, 0.75], "batch": [0.25, 0.5]},
+        f"net{ONNX_SUFFIX}": {"batch1": [0.1], "batch": [0.02]},
+    }
+    timed = apply_round(runs, keys, times)
+    assert timed.at[0, "latency_ms"] == 0.5 and timed.at[0, "latency_ms_batch"] == 0.375
+    assert timed.at[0, "latency_ms_onnxruntime"] == 0.1 and timed.at[0, "latency_source"] == "interleaved"

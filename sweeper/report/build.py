@@ -157,7 +157,11 @@ def _latency_note(table: pd.DataFrame) -> str:
     return (
         f"Latency: every distinct network reloaded and timed side by side in {rounds} interleaved rounds "
         "at the end of the sweep (median over rounds); comparisons use the ratio within each round"
-        + ("; networks that could not be reloaded keep their trials' own timing." if "per trial" in sources else ".")
+        + (
+            "; networks that could not be reloaded keep their trials' own timing, if their trials timed one."
+            if "per trial" in sources
+            else "."
+        )
     )
 
 
@@ -470,7 +474,7 @@ def _ratio_text(a: object, b: object) -> str:
 
 def _runtimes_section(runs: pd.DataFrame, table: pd.DataFrame) -> Section | None:
     """Each configuration in each runtime of ``measure.runtimes``: score, size, latency, ratios (None: torch only)."""
-    exported = "latency_ms_onnxruntime" in table and table["latency_ms_onnxruntime"].notna().any()
+    exported = "test_score_onnxruntime" in table and table["test_score_onnxruntime"].notna().any()
     refused = "onnxruntime_unavailable" in runs and runs["onnxruntime_unavailable"].notna().any()
     if not (exported or refused):
         return None
@@ -681,8 +685,9 @@ def _write_all(
     return main
 
 
-def _interleaved_latency(runs: pd.DataFrame, tracking_uri: str | None, rounds: int) -> pd.DataFrame:
-    """``runs`` with the latencies of the end-of-sweep round (the networks timed side by side)."""
+def _interleaved_latency(runs: pd.DataFrame, tracking_uri: str | None, rounds: int, log: bool) -> pd.DataFrame:
+    """``runs`` with the latencies of the end-of-sweep round (the networks timed side by side);
+    ``log``: also on the MLflow runs whose trials left their latency to it."""
     from sweeper.report.latency_round import apply_round, interleaved_round, load_networks, log_round
 
     runs = runs.reset_index(drop=True)
@@ -692,7 +697,8 @@ def _interleaved_latency(runs: pd.DataFrame, tracking_uri: str | None, rounds: i
     if not networks:
         return runs
     timed = apply_round(runs, keys, interleaved_round(networks, rounds=rounds))
-    log_round(timed, tracking_uri)
+    if log:
+        log_round(timed, tracking_uri)
     return timed
 
 
@@ -704,12 +710,14 @@ def generate(
     sweep_id: str | None = None,
     tracking_uri: str | None = None,
     latency_rounds: int = 5,
+    log_latency: bool = True,
 ) -> ReportResult:
     """Load a sweep from MLflow (the latest when ``sweep_id`` is None) and write its report.
 
     ``latency_rounds`` > 0: every distinct deployed network is reloaded and timed side by side
     in that many interleaved rounds (:mod:`sweeper.report.latency_round`); its latencies and
-    ratios replace the trials' own. 0: the trials' own measurements.
+    ratios replace the trials' own, and (``log_latency``) are logged to the runs whose trials did
+    not time themselves (:func:`sweeper.report.latency_round.log_round`). 0: the trials' own measurements.
 
     Raises:
         ValueError: unknown experiment or sweep (the message lists those that exist).
@@ -718,7 +726,7 @@ def generate(
 
     runs, sweep_id = load_sweep(experiment, sweep_id, tracking_uri)
     if latency_rounds > 0:
-        runs = _interleaved_latency(runs, tracking_uri, latency_rounds)
+        runs = _interleaved_latency(runs, tracking_uri, latency_rounds, log_latency)
     finished = prepare_runs(runs)
     ids = finished.loc[finished["outcome"] == "ok", "run_id"].astype(str).tolist()
     history = (

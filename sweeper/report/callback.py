@@ -38,7 +38,8 @@ class ReportCallback(Callback):
         enabled: false to skip the report (``hydra.callbacks.report.enabled=false``).
         max_size_kb: max_latency_ms: min_score: the budgets of the recommendation (``min_score``: the
             task's metric on validation, a fraction; ``min_accuracy`` is its former name).
-        log_to_mlflow: false to write the files only.
+        log_to_mlflow: false to write the files only (then the latency round's numbers stay in the report:
+            trials that left their latency to it have none in MLflow).
         latency_rounds: the end-of-sweep latency round's rounds (every distinct network timed side by
             side, :mod:`sweeper.report.latency_round`); 0: the trials' own timings.
     """
@@ -91,7 +92,13 @@ class ReportCallback(Callback):
             return
         out = Path(str(config.hydra.sweep.dir)) / "report"
         result = generate(
-            budget, out, experiment=experiment, sweep_id=sweep_id, tracking_uri=uri, latency_rounds=self.latency_rounds
+            budget,
+            out,
+            experiment=experiment,
+            sweep_id=sweep_id,
+            tracking_uri=uri,
+            latency_rounds=self.latency_rounds,
+            log_latency=self.log_to_mlflow,
         )
         log.info("%s", plain(result.recommendation.sentence))
         log.info("report: %s", result.out_dir / "report.html")

@@ -48,6 +48,8 @@ __all__ = [
 ROUND_COLUMN = "latency_rounds"  # per run: its network's per-round batch-1 times (ms), the report's comparisons
 ONNX_ROUND_COLUMN = "latency_rounds_onnxruntime"  # the same for its ONNX Runtime export (measure.runtimes)
 ONNX_SUFFIX = "|onnxruntime"  # a network key's ONNX Runtime twin, timed in the same rounds
+_ROUND_METRICS = ("latency_ms", "latency_ms_batch", "latency_ms_onnxruntime", "latency_ms_batch_onnxruntime")
+ROUND_TAG = "latency round"  # ``latency_measured`` of a trial whose latency the round logged
 
 
 @dataclass
@@ -107,7 +109,7 @@ def load_networks(runs: pd.DataFrame, keys: pd.Series, tracking_uri: str | None)
     """One network per network key among the finished runs, reloaded from its run's ``model.pt``.
 
     Inputs come from the run's task, rebuilt once per distinct data config. A network whose
-    artifact or task cannot be had is left out (its trials keep their own latency).
+    artifact or task cannot be had is left out (its trials keep their own latency, if they timed one).
     """
     import yaml
 
@@ -130,7 +132,7 @@ def load_networks(runs: pd.DataFrame, keys: pd.Series, tracking_uri: str | None)
                 batch = int(config.get("measure", {}).get("latency_batch", 256))
                 if data_key not in inputs:
                     inputs[data_key] = _task_inputs(config, batch)
-            except Exception:  # an artifact gone, a plug-in not importable here: that network keeps its own numbers
+            except Exception:  # an artifact gone, a plug-in not importable here: its trials' own numbers, if any
                 continue
             networks.append(RoundNetwork(str(key), module, *inputs[data_key]))
             exported = _onnx_session(client, run_id, folder, group)
@@ -147,18 +149,21 @@ def _onnx_session(client: Any, run_id: str, folder: Path, group: pd.DataFrame) -
         from sweeper.runtimes import ONNX_FILE, OnnxModule
 
         return OnnxModule(client.download_artifacts(run_id, ONNX_FILE, str(folder)))  # read into memory here
-    except Exception:  # no export logged, or no ONNX Runtime here: its trials keep their own numbers
+    except Exception:  # no export logged, or no ONNX Runtime here: its trials' own numbers, if any
         return None
 
 
 def apply_round(runs: pd.DataFrame, keys: pd.Series, times: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
     """``runs`` with each timed network's median latencies over the rounds, and its per-round times.
 
-    Runs of networks not in the round keep their own (``latency_source`` says which is which).
+    Runs of networks not in the round keep their own, if they timed one (``latency_source`` says which).
     """
     runs = runs.copy()
     runs["latency_source"] = "per trial"
     runs[ROUND_COLUMN] = runs[ONNX_ROUND_COLUMN] = None
+    for metric in _ROUND_METRICS:  # absent when no trial timed itself (the round's numbers go here)
+        if metric not in runs:
+            runs[metric] = math.nan
     for index in runs.index:
         for suffix, column, metric in (
             ("", ROUND_COLUMN, "latency_ms"),
@@ -172,10 +177,6 @@ def apply_round(runs: pd.DataFrame, keys: pd.Series, times: dict[str, dict[str, 
                 if not suffix:
                     runs.at[index, "latency_source"] = "interleaved"
     return runs
-
-
-_ROUND_METRICS = ("latency_ms", "latency_ms_batch", "latency_ms_onnxruntime", "latency_ms_batch_onnxruntime")
-ROUND_TAG = "latency round"  # ``latency_measured`` of a trial whose latency the round logged
 
 
 def log_round(runs: pd.DataFrame, tracking_uri: str | None) -> int:

@@ -135,5 +135,11 @@ def current() -> TrialContext | None:
     trial = _live.get((study_name, int(number)))
     if trial is None:
         trial = _reopen(study_name, os.environ[ENV_STORAGE], int(number))
-    metrics = tuple(m for m in os.environ.get(ENV_METRICS, "").split(",") if m)
-    return TrialContext(study_name, trial, metrics)
+    return TrialContext(study_name, trial, searched_metrics())
+
+
+def searched_metrics() -> tuple[str, ...]:
+    """What the running search reads from this job's trial (objectives, constraints); empty outside a search."""
+    if not os.environ.get(ENV_STUDY):
+        return ()
+    return tuple(m for m in os.environ.get(ENV_METRICS, "").split(",") if m)
