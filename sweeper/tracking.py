@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
+    from mlflow.entities import Param, RunTag
     from torch import Tensor, nn
 
     from sweeper.data import Task
@@ -196,15 +197,11 @@ class TrialRun:
             self.client.set_terminated(self.run_id, status)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=_run_tags(tags))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log a flat mapping of parameters in one batch (values are stringified, max 6000 chars)."""
-        from mlflow.entities import Param
-
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        self.client.log_batch(self.run_id, params=_params(params))
 
     def record_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Keep one epoch's metrics for the batch written by `log_results` (an epoch hook)."""
@@ -222,9 +219,9 @@ class TrialRun:
         A final metric is one value at step 0 (the UI shows it as a value, not a one-point curve),
         except a name also logged per epoch (``val_accuracy``): that one goes to the step after the
         last epoch, so that its latest value is the artifact's. ``tags`` and ``params`` go in the
-        same batch (one write to the store instead of three).
+        same call (MLflow splits it only past its batch limits).
         """
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         rows, self._epochs = self._epochs, []
@@ -233,12 +230,7 @@ class TrialRun:
         ]
         curves = {key for row in rows for key in row}
         metrics += [Metric(key, float(value), now, len(rows) if key in curves else 0) for key, value in final.items()]
-        self.client.log_batch(
-            self.run_id,
-            metrics=metrics,
-            params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-        )
+        self.client.log_batch(self.run_id, metrics=metrics, params=_params(params or {}), tags=_run_tags(tags or {}))
 
     def log_artifacts(self, paths: Iterable[Path]) -> None:
         for path in paths:
@@ -277,6 +269,18 @@ class TrialRun:
         from sweeper.serving import log_trial_model
 
         return log_trial_model(self.client, self.experiment_id, self.run_id, artifact, example, module)
+
+
+def _params(params: Mapping[str, Any]) -> list[Param]:
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)[:6000]) for k, v in params.items()]  # MLflow's longest param value
+
+
+def _run_tags(tags: Mapping[str, Any]) -> list[RunTag]:
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, str(v)) for k, v in tags.items()]
 
 
 def trial_key(config: Mapping[str, Any]) -> str:
