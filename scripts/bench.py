@@ -58,8 +58,8 @@ def raw_loop(seed: int = 0, epochs: int = 20, batch_size: int = 64, lr: float = 
     """
     import torch
 
-    from sweeper.data import load_digits
     from sweeper.models import make_cnn
+    from sweeper.tasks import load_digits
 
     start = time.perf_counter()
     torch.set_num_threads(1)
@@ -171,7 +171,7 @@ def bench_overhead(repeats: int) -> str:
     """
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-    import sweeper.run
+    import sweeper.trial.run
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     os.chdir(workdir)  # the multirun's outputs and default store land here
@@ -179,12 +179,12 @@ def bench_overhead(repeats: int) -> str:
     untracked = ["tracking.enabled=false"]
     JobClock.timed = {
         "config composition": TimedCalls(ConfigLoaderImpl, "load_sweep_config"),
-        "trial (sweeper.run.run)": TimedCalls(sweeper.run, "run"),
-        "training": TimedCalls(sweeper.run, "train"),
+        "trial (sweeper.trial.run.run)": TimedCalls(sweeper.trial.run, "run"),
+        "training": TimedCalls(sweeper.trial.run, "train"),
     }
     # the trials of a user's grid, whose report times latency at the end: none times itself
     # (the report is off here, its time is not per trial)
-    follows, sweeper.run._latency_round_follows = sweeper.run._latency_round_follows, lambda cfg: True
+    tracked.append("measure.trial_latency=never")
     seconds: dict[str, list[float]] = {"raw": [], "sweeper": [], "untracked": []}
     parts: dict[str, list[float]] = {name: [] for name in JobClock.timed}
     try:
@@ -199,7 +199,6 @@ def bench_overhead(repeats: int) -> str:
             seconds["raw"] += [raw_loop() for _ in range(4)]
             seconds["untracked"] += multirun_trials(4, workdir, untracked)[0]
     finally:
-        sweeper.run._latency_round_follows = follows
         for calls in JobClock.timed.values():
             calls.restore()
     raw, full, bare = (statistics.median(seconds[k]) for k in ("raw", "sweeper", "untracked"))
@@ -209,9 +208,9 @@ def bench_overhead(repeats: int) -> str:
     print(f"  without MLflow (tracking.enabled=false)      {bare:.3f} s  (tracking costs {full - bare:.3f} s)")
     print(f"  of which Hydra's per-job composition         {median['config composition']:.3f} s")
     print(f"  of which training (sweeper.training.train)   {median['training']:.3f} s")
-    trial_rest = median["trial (sweeper.run.run)"] - median["training"]
+    trial_rest = median["trial (sweeper.trial.run.run)"] - median["training"]
     print(f"  of which the rest of the trial (data, model, artifact round trip, scores, MLflow) {trial_rest:.3f} s")
-    launch = full - median["trial (sweeper.run.run)"] - median["config composition"]
+    launch = full - median["trial (sweeper.trial.run.run)"] - median["config composition"]
     print(f"  of which Hydra's job launch and callbacks    {launch:.3f} s")
     print(f"peak RSS {peak_rss_mb():.0f} MB")
     ratio = full / raw
@@ -273,9 +272,9 @@ def bench_latency(repeats: int) -> str:
     """
     import torch
 
-    from sweeper.data import load_digits
     from sweeper.models import make_cnn
     from sweeper.report.latency_round import RoundNetwork, interleaved_round, ratio_interval
+    from sweeper.tasks import load_digits
 
     task = load_digits(seed=0)
     torch.manual_seed(0)
@@ -303,7 +302,7 @@ def bench_latency(repeats: int) -> str:
 
 def sweep(workdir: Path, *overrides: str) -> pd.DataFrame:
     """Run ``python -m sweeper -m ...`` in ``workdir``; return its trials (`load_runs`)."""
-    from sweeper.results import load_runs
+    from sweeper.tracking.results import load_runs
 
     workdir.mkdir(parents=True, exist_ok=True)
     study = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweeper.study_name="))

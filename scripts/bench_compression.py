@@ -13,7 +13,7 @@ Networks:
                teacher: channels [64, 128, 256]
 
 Accuracy, size, params and compression ratio come from each trial's own stages
-(:func:`sweeper.run.train_stage` / ``deploy_stage``) on the artifact reloaded from disk, for
+(:func:`sweeper.trial.run.train_stage` / ``deploy_stage``) on the artifact reloaded from disk, for
 every seed. Methods that do not change the main training run share it: the seed's dense
 model is trained once (training is deterministic for a seed, so this is the same model each
 method would have trained) and each method compresses a copy. Latency is measured at the
@@ -37,9 +37,9 @@ from hydra import compose, initialize_config_module
 from torch import nn
 
 from sweeper.compression import TrainsWithHooks
-from sweeper.measure import measure_latency
-from sweeper.plan import TrialPlan, plan_trial
-from sweeper.run import Trained, deploy_stage, train_stage
+from sweeper.trial.measure import measure_latency
+from sweeper.trial.plan import TrialPlan, plan_trial
+from sweeper.trial.run import Trained, deploy_stage, train_stage
 
 NETWORKS: dict[str, list[str]] = {
     "small": [],

@@ -26,8 +26,8 @@ from typing import Any
 
 from hydra import compose, initialize_config_module
 
-from sweeper.plan import plan_trial
-from sweeper.run import Trained, deploy_stage, train_stage
+from sweeper.trial.plan import plan_trial
+from sweeper.trial.run import Trained, deploy_stage, train_stage
 
 TASKS = {"default": [], "vision": ["experiment=vision"]}
 UNIFORM = {

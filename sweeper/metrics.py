@@ -27,7 +27,7 @@ FINAL_METRICS = (
 # What a search may select on: everything but the test split (each metric is also logged under its
 # own name, val_<metric> / test_<metric>: val_accuracy, test_ndcg_at_10, ...; see sweeper.scoring).
 SELECTION_METRICS = tuple(m for m in FINAL_METRICS if m != "test_score")
-# Logged per epoch only (curves: `sweeper.results.load_history`).
+# Logged per epoch only (curves: `sweeper.tracking.results.load_history`).
 PER_EPOCH_ONLY = frozenset({"train_loss", "lr", "batch_size"})
 
 

@@ -8,23 +8,18 @@ Under ``CI=true`` or when stdout is no terminal, nothing is redrawn: one line pe
 
 from __future__ import annotations
 
+import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
-__all__ = ["SWEEP_STARTED_ENV", "SweepStanding", "TrialProgress", "end_live_line", "interactive", "quiet_launch_lines"]
+__all__ = ["SweepStanding", "TrialProgress", "end_live_line", "quiet_launch_lines"]
 
-SWEEP_STARTED_ENV = "SWEEPER_SWEEP_STARTED"  # the multirun's start (time.time()), set when it opens
+_log = logging.getLogger("sweeper")
 _live_line_open = False  # a live line is on screen without its newline (an interruption starts a new line)
-
-
-def interactive(stream: TextIO) -> bool:
-    """Whether ``stream`` gets a redrawn live line: a terminal, and not under CI."""
-    return stream.isatty() and not os.environ.get("CI")
 
 
 def end_live_line(stream: TextIO | None = None) -> None:
@@ -47,9 +42,9 @@ class SweepStanding:
         if score is not None and math.isfinite(score) and score > self.best_score:
             self.best_score, self.best_trial = score, index
 
-    def describe(self, index: int, total: int, now: float | None = None) -> str:
-        """``2/4 done, 8 s, ~8 s left, best val 0.93 (trial 1)`` for the ``index``-th of ``total`` trials."""
-        started = float(os.environ.get(SWEEP_STARTED_ENV) or 0)
+    def describe(self, index: int, total: int, *, started: float | None = None, now: float | None = None) -> str:
+        """``2/4 done, 8 s, ~8 s left, best val 0.93 (trial 1)`` for the ``index``-th of ``total`` trials of a
+        sweep that ``started`` then (``time.time()``; unknown: no times)."""
         parts = [f"{index}/{total} done"]
         if started:
             elapsed = (now or time.time()) - started
@@ -86,10 +81,13 @@ class TrialProgress:
         total: int | None = None,
         metric: str = "accuracy",
         stream: TextIO | None = None,
+        live: bool = False,
+        sweep_started: float | None = None,
     ) -> None:
         self.stream = stream or sys.stdout
         self.metric = metric  # the task's primary metric: its lines name it (val_ndcg_at_10)
-        self.live = interactive(self.stream)
+        self.live = live  # a redrawn line (a terminal, not CI): the caller knows
+        self.sweep_started = sweep_started
         position = f"{index}/{total}" if index is not None and total else (str(index) if index else "")
         self.prefix = f"trial {position} {label}".replace("  ", " ").strip()
         self.epochs = epochs
@@ -102,19 +100,22 @@ class TrialProgress:
         _live_line_open = self.live and not end
 
     def epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        """One epoch done: the live line is redrawn; without one, a DEBUG line (``debug=verbose`` shows it)."""
+        text = (
+            f"epoch {epoch + 1}/{self.epochs} loss {metrics['train_loss']:.4f} "
+            f"val_{self.metric} {metrics['val_score']:.4f}"
+        )
         if self.live:
-            self._write(
-                f"epoch {epoch + 1}/{self.epochs} loss {metrics['train_loss']:.4f} "
-                f"val_{self.metric} {metrics['val_score']:.4f}",
-                end="",
-            )
+            self._write(text, end="")
+        elif _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s: %s", self.prefix, text)
 
     def _standing(self, score: float | None) -> str:
         """The sweep's standing after this trial (a grid multirun only)."""
         if self.index is None or not self.total:
             return ""
         _standing.update(self.index, score)
-        return f" | {_standing.describe(self.index, self.total)}"
+        return f" | {_standing.describe(self.index, self.total, started=self.sweep_started)}"
 
     def done(self, metrics: Mapping[str, float]) -> None:
         self._write(
@@ -147,11 +148,10 @@ _LAUNCHER_LOGGERS = (
 )
 
 
-def quiet_launch_lines() -> None:
-    """Off a terminal (or under CI) each trial says what it runs in its own line: Hydra's launch lines go."""
-    import logging
-
-    if not interactive(sys.stdout):
+def quiet_launch_lines(*, live: bool) -> None:
+    """Without a live line (off a terminal, or under CI) each trial says what it runs in its own line:
+    Hydra's launch lines go."""
+    if not live:
         for name in _LAUNCHER_LOGGERS:
             logging.getLogger(name).addFilter(_LaunchLines())
 

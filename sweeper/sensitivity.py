@@ -24,7 +24,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
-    from sweeper.plan import TrialPlan
+    from sweeper.trial.context import JobContext
+    from sweeper.trial.plan import TrialPlan
 
 __all__ = ["TOLERANCE", "analyse", "main", "tolerances"]
 
@@ -48,20 +49,24 @@ def tolerances(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFram
     return pd.DataFrame(rows, columns=["layer", "params", "min_bits", "max_sparsity"])
 
 
-def analyse(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
-    """Train the model ``cfg`` describes, measure its sensitivity table, write the CSV and the plot to ``out_dir``."""
+def analyse(cfg: DictConfig, ctx: JobContext) -> pd.DataFrame:
+    """Train the model ``cfg`` describes, measure its sensitivity table, write the CSV and the plot to the
+    job's output directory."""
     from sweeper.compression._sensitivity import layer_sensitivity
     from sweeper.compression._targets import WeightSelection, weight_refs
-    from sweeper.plan import plan_trial
     from sweeper.progress import TrialProgress
     from sweeper.report.plots import plot_layer_sensitivity
     from sweeper.report.stats import scored_as
-    from sweeper.run import train_stage
+    from sweeper.trial.plan import plan_trial
+    from sweeper.trial.run import train_stage
 
-    plan = plan_trial(cfg)
+    plan = plan_trial(cfg, choices=ctx.choices)
+    out_dir = ctx.output_dir
     options = cfg.sensitivity
     refs = weight_refs(plan.model, WeightSelection(embeddings=bool(options.get("embeddings", True))))
-    progress = TrialProgress("sensitivity: training", plan.strategy.epochs, metric=plan.task.score_metric)
+    progress = TrialProgress(
+        "sensitivity: training", plan.strategy.epochs, metric=plan.task.score_metric, live=ctx.live_progress
+    )
     train_stage(plan, epoch_hook=progress.epoch)
     print(
         f"sensitivity: {len(refs)} layers x {len(options.bits) + 1} widths x {len(options.sparsities) + 1} sparsities"
@@ -82,8 +87,8 @@ def analyse(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
 
 
 def _track(cfg: DictConfig, plan: TrialPlan, out_dir: Path, base: float) -> None:
-    from sweeper.plan import plain_dict
-    from sweeper.tracking import TrialRun, flatten, resolve_tracking_uri, source_tags
+    from sweeper.configs import flatten, plain_dict
+    from sweeper.tracking.runs import TrialRun, resolve_tracking_uri, source_tags
 
     tags = {**source_tags(), **plan.choices, "seed": str(plan.seed), "sweeper_kind": "sensitivity"}
     name = f"sensitivity {plan.choices['model']} seed{plan.seed}"
@@ -98,11 +103,11 @@ def _track(cfg: DictConfig, plan: TrialPlan, out_dir: Path, base: float) -> None
 
 @hydra.main(version_base="1.3", config_path="pkg://sweeper.conf", config_name="config")
 def _task(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
+    from sweeper.trial.context import job_context
 
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    analyse(cfg, out_dir)
-    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    ctx = job_context(cfg)
+    analyse(cfg, ctx)
+    OmegaConf.save(cfg, ctx.output_dir / "config.yaml", resolve=True)
 
 
 def main() -> None:

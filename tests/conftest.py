@@ -28,7 +28,20 @@ FAST = ["strategy.epochs=3", "measure.latency_seconds=0.01", "measure.latency_ba
 TINY_TASK = ["data=synthetic", "data.n_samples=300", "model=mlp", "strategy.epochs=2", "measure.latency_seconds=0.01"]
 
 
-ZOO_CONF = REPO_ROOT / "tests" / "zoo_conf"  # tests/zoo.py's networks as model options (model=tiny_resnet, ...)
+ZOO_CONF = REPO_ROOT / "tests" / "zoo_conf"
+
+
+def run_if(*, min_gpus: int = 0) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``@run_if(min_gpus=1)``: the test needs that many CUDA devices; marked ``gpu`` and skipped without them."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+    def decorate(test: Callable[..., None]) -> Callable[..., None]:
+        test = pytest.mark.skipif(count < min_gpus, reason=f"needs {min_gpus} CUDA device(s), {count} here")(test)
+        return pytest.mark.gpu(test) if min_gpus else test
+
+    return decorate
 
 
 def compose_config(
@@ -148,6 +161,8 @@ def make_runs() -> Callable[..., pd.DataFrame]:
     """
     import pandas as pd
 
+    from sweeper.trial.plan import compression_options
+
     def make(*specs: dict) -> pd.DataFrame:
         rows = []
         for i, spec in enumerate(specs):
@@ -175,6 +190,9 @@ def make_runs() -> Callable[..., pd.DataFrame]:
             }
             if "val_score" not in spec and spec.get("test_score") is not None:
                 row["val_score"] = spec["test_score"]
+            if "family" not in spec:  # the tag every trial carries: the family its method declares
+                known = compression_options().get(str(row["compression"]))
+                row["family"] = known.family if known is not None else None
             row["optimizer.lr"] = row["lr"]
             row["strategy.epochs"] = row["epochs"]
             row["compression._target_"] = f"sweeper.compression.{row['compression']}"

@@ -11,7 +11,7 @@ from conftest import FAST, REPO_ROOT
 from hydra import compose, initialize_config_module
 from omegaconf import open_dict
 
-from sweeper.plan import plan_trial
+from sweeper.trial.plan import plan_trial
 
 CONF = REPO_ROOT / "conf"
 OPTIONS = sorted(p for p in CONF.rglob("*.yaml") if p.parent.name != "local")

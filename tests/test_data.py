@@ -11,8 +11,9 @@ import torch
 
 import sweeper.data
 import sweeper.models
-from sweeper.data import Task, load_digits, make_synthetic
+from sweeper.data import Task
 from sweeper.models import make_cnn, make_mlp
+from sweeper.tasks import load_digits, make_synthetic
 
 
 def test_docstring_examples_run():

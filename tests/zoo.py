@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sweeper.data import DIGIT_LEVELS, digit_tokens  # noqa: F401  (zoo.digit_tokens: the token task)
+from sweeper.tasks.builtin import DIGIT_LEVELS, digit_tokens  # noqa: F401  (zoo.digit_tokens: the token task)
 
 
 class _PreActivation(nn.Module):

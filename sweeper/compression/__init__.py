@@ -9,7 +9,9 @@ distillation; the hooks come back to ``compress`` as ``ctx.hooks``) and :class:`
 (``check(model, ctx)`` before training: ``ValueError`` for bad settings, :class:`UnsupportedLayer`
 for a layer the method cannot handle, which fails that trial only).
 
-Each method's module registers the loader of the artifact kind it writes (``sparse``,
+Each method states its facts where it is defined (:class:`MethodFacts`: its family, its relation
+to training, whether its output is final, what it needs); the trial, pipeline, report, help and tests
+read them. Each method's module registers the loader of the artifact kind it writes (``sparse``,
 ``structured``, ``int8``, ``packed``); an artifact names that module, so ``load_artifact``
 imports only the one it needs; the methods below are imported on first use (PEP 562), so
 ``import sweeper.compression`` stays cheap.
@@ -19,22 +21,14 @@ See ``docs/compression.md`` for the options, their knobs and the measured result
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sweeper.compression import _base
 from sweeper.compression._base import *  # noqa: F403  (the contract, listed in _base.__all__)
 
-if TYPE_CHECKING:
-    from sweeper.compression._distill import Distillation
-    from sweeper.compression._mixed import MixedPrecision
-    from sweeper.compression._none import NoCompression
-    from sweeper.compression._pipeline import Pipeline
-    from sweeper.compression._prune import GradualPruning, MagnitudePruning, RandomPruning
-    from sweeper.compression._qat import QuantizationAwareTraining
-    from sweeper.compression._quantize import Int8Quantization
-    from sweeper.compression._structured import StructuredPruning
-
-_METHODS = {
+# The one list of built-in methods: class -> its module. Each class declares its own facts
+# (``facts``: family, relation to training, ...); the options that configure them are conf/compression/*.yaml.
+METHODS = {
     "Distillation": "_distill",
     "GradualPruning": "_prune",
     "Int8Quantization": "_quantize",
@@ -47,23 +41,11 @@ _METHODS = {
     "StructuredPruning": "_structured",
 }
 
-__all__ = [
-    "Distillation",
-    "GradualPruning",
-    "Int8Quantization",
-    "MagnitudePruning",
-    "MixedPrecision",
-    "NoCompression",
-    "Pipeline",
-    "QuantizationAwareTraining",
-    "RandomPruning",
-    "StructuredPruning",
-]
-__all__ += _base.__all__
+__all__ = [*METHODS, "METHODS", *_base.__all__]
 
 
 def __getattr__(name: str) -> Any:
     """Import a method's module when the method is first asked for (``sweeper.compression.Pipeline``)."""
-    if name in _METHODS:
-        return getattr(importlib.import_module(f"sweeper.compression.{_METHODS[name]}"), name)
+    if name in METHODS:
+        return getattr(importlib.import_module(f"sweeper.compression.{METHODS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from torch.nn import functional as F
 
 from sweeper.artifact import ModelSpec, dense_payload
 from sweeper.cache import compute_once
-from sweeper.compression._base import Compressed, CompressionContext, TrainingHooks
+from sweeper.compression._base import Compressed, CompressionContext, MethodFacts, TrainingHooks
 from sweeper.data import Task
 from sweeper.training import Strategy, train
 from sweeper.training.loop import LossFn
@@ -74,6 +75,8 @@ class Distillation:
         alpha: weight of the distillation term, in [0, 1].
         cache_dir: where trained teachers are kept, relative to the working directory.
     """
+
+    facts: ClassVar[MethodFacts] = MethodFacts("distillation", "in-training")
 
     def __init__(
         self,

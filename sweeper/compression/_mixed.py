@@ -21,11 +21,10 @@ Latency is ``simulated``: the loader dequantizes into float kernels, like ``qat`
 from __future__ import annotations
 
 import copy
-import io
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -33,7 +32,14 @@ import torch
 from torch import nn
 
 from sweeper.artifact import ModelSpec, dense_payload, serialized_size
-from sweeper.compression._base import Compressed, CompressionContext, UnsupportedLayer, check_epochs, check_fraction
+from sweeper.compression._base import (
+    Compressed,
+    CompressionContext,
+    MethodFacts,
+    UnsupportedLayer,
+    check_epochs,
+    check_fraction,
+)
 from sweeper.compression._qat import finetune_and_pack
 from sweeper.compression._sensitivity import FLOAT_BITS, layer_sensitivity, sparsified
 from sweeper.compression._targets import WeightRef, WeightSelection, weight_refs
@@ -123,6 +129,8 @@ class MixedPrecision:
         exclude: module-name patterns kept in float32 and dense.
         cache_dir: where sensitivity tables are cached (relative to the working directory); null: no cache.
     """
+
+    facts: ClassVar[MethodFacts] = MethodFacts("quantization", "fine-tunes", final=True)
 
     def __init__(
         self,
@@ -268,7 +276,7 @@ class MixedPrecision:
                 **{f"layers.{name}.bits": b for name, (b, _) in chosen.items()},
                 **{f"layers.{name}.sparsity": s for name, (_, s) in chosen.items()},
             },
-            files={"sensitivity.csv": _csv(table), "allocation.csv": _csv(allocation), **_plot(table)},
+            tables={"sensitivity": table, "allocation": allocation},
         )
 
 
@@ -296,15 +304,3 @@ def _packed(
 def _artifact_bytes(model: nn.Module, spec: ModelSpec, chosen: dict[str, Setting]) -> int:
     """Bytes of the ``packed`` artifact of ``model`` at ``chosen`` (other weights: float32, dense), nothing trained."""
     return serialized_size("packed", spec, _packed(copy.deepcopy(model).cpu(), chosen, None, 0))
-
-
-def _csv(table: pd.DataFrame) -> bytes:
-    buffer = io.StringIO()
-    table.to_csv(buffer, index=False)
-    return buffer.getvalue().encode()
-
-
-def _plot(table: pd.DataFrame) -> dict[str, bytes]:
-    from sweeper.report.plots import plot_layer_sensitivity
-
-    return {"sensitivity.png": plot_layer_sensitivity(table)}

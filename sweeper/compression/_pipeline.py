@@ -31,16 +31,15 @@ from sweeper.compression._base import (
     Compressed,
     CompressionContext,
     CompressionMethod,
+    MethodFacts,
+    Training,
     TrainingHooks,
     TrainsWithHooks,
     UnsupportedLayer,
+    facts_of,
 )
-from sweeper.compression._qat import QuantizationAwareTraining
-from sweeper.compression._quantize import Int8Quantization
 
 __all__ = ["Pipeline"]
-
-_FINAL = (Int8Quantization, QuantizationAwareTraining)  # their output is no longer a float network
 
 
 def _check_stages(stages: Mapping[str, object]) -> dict[str, CompressionMethod]:
@@ -51,12 +50,23 @@ def _check_stages(stages: Mapping[str, object]) -> dict[str, CompressionMethod]:
     for name, stage in stages.items():
         if not isinstance(stage, CompressionMethod):
             raise ValueError(f"compression.stages.{name}: {type(stage).__name__} has no compress(model, ctx) method")
-        if any(isinstance(s, _FINAL) for s in checked.values()):
+        if any(facts_of(s).final for s in checked.values()):  # its output is no longer a float network
             raise ValueError(f"compression/stages={shown}: {list(checked)[-1]} must be the last stage")
         if isinstance(stage, TrainsWithHooks) and any(not isinstance(s, TrainsWithHooks) for s in checked.values()):
             raise ValueError(f"compression/stages={shown}: {name} acts during training and must come first")
         checked[name] = stage
     return checked
+
+
+def _combined(stages: Mapping[str, CompressionMethod]) -> MethodFacts:
+    """A pipeline's facts from its stages': ``in-training`` if a stage is, final if the last stage is."""
+    facts = [facts_of(stage) for stage in stages.values()]
+    relations = {f.training for f in facts}
+    training: Training = (
+        "in-training" if "in-training" in relations else "fine-tunes" if "fine-tunes" in relations else "post-training"
+    )
+    # float_source stays false: the float network an int8 stage quantized is internal to the pipeline
+    return MethodFacts("pipeline", training, final=facts[-1].final, calibration=any(f.calibration for f in facts))
 
 
 class Pipeline:
@@ -66,8 +76,12 @@ class Pipeline:
         stages: the methods by stage name, in order (Hydra builds them from ``compression.stages``).
     """
 
+    # a pipeline in general (its options' listing); an instance states its own stages' facts combined
+    facts: MethodFacts = MethodFacts("pipeline", "in-training")
+
     def __init__(self, *, stages: Mapping[str, CompressionMethod]) -> None:
         self.stages = _check_stages(stages)
+        self.facts = _combined(self.stages)
 
     def check(self, model: nn.Module, ctx: CompressionContext) -> None:
         """Every stage's own check, before training; a bad value is named under its stage's key."""
@@ -101,7 +115,7 @@ class Pipeline:
         metrics: dict[str, float] = {}
         tags: dict[str, str] = {}
         params: dict[str, Any] = {}
-        files: dict[str, bytes] = {}
+        tables: dict[str, Any] = {}
         simulated = False
         result: Compressed | None = None
         module = model
@@ -113,8 +127,8 @@ class Pipeline:
             metrics.update(result.metrics)
             tags.update(result.tags)
             params.update(result.params)
-            files.update(result.files)
+            tables.update(result.tables)
             simulated |= result.latency_kind == "simulated"
         assert result is not None  # at least one stage, checked in __init__
         kind: Literal["real", "simulated"] = "simulated" if simulated else "real"
-        return replace(result, metrics=metrics, tags=tags, params=params, files=files, spec=spec, latency_kind=kind)
+        return replace(result, metrics=metrics, tags=tags, params=params, tables=tables, spec=spec, latency_kind=kind)

@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
 from sweeper.artifact import ModelSpec, register_loader
-from sweeper.compression._base import Compressed, CompressionContext, TrainingHooks, check_epochs, check_fraction
+from sweeper.compression._base import (
+    Compressed,
+    CompressionContext,
+    MethodFacts,
+    TrainingHooks,
+    check_epochs,
+    check_fraction,
+)
 from sweeper.compression._storage import decode_state, encode_state
 from sweeper.compression._targets import (
     WeightSelection,
@@ -101,6 +108,8 @@ def _load_sparse(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
 
 class _UnstructuredPruning:
     """The shared core: select masks on the trained model, fine-tune with the masks fixed."""
+
+    facts: ClassVar[MethodFacts] = MethodFacts("pruning", "fine-tunes")
 
     def __init__(
         self,
@@ -200,6 +209,8 @@ class GradualPruning(_UnstructuredPruning):
     After training, the weights are pruned to ``amount`` by magnitude once more: a no-op when
     the schedule ran to its end, the remainder when early stopping ended training first.
     """
+
+    facts: ClassVar[MethodFacts] = MethodFacts("pruning", "in-training")
 
     def __init__(
         self,

@@ -15,14 +15,14 @@ in float.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from sweeper.artifact import ModelSpec, register_loader
-from sweeper.compression._base import Compressed, CompressionContext, check_epochs
+from sweeper.compression._base import Compressed, CompressionContext, MethodFacts, check_epochs
 from sweeper.compression._storage import decode_tensor, encode_tensor, pack_tree, unpack_tree
 from sweeper.compression._targets import WeightRef, WeightSelection, weight_refs
 
@@ -74,6 +74,8 @@ class QuantizationAwareTraining:
         include: module-name patterns to quantize (empty: every supported layer).
         exclude: module-name patterns kept in float, e.g. ``[head]``.
     """
+
+    facts: ClassVar[MethodFacts] = MethodFacts("quantization", "fine-tunes", final=True)
 
     def __init__(
         self,

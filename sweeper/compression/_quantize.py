@@ -63,7 +63,7 @@ import copy
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.ao.nn.intrinsic as nni
@@ -75,7 +75,7 @@ from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
 
 from sweeper.artifact import ModelSpec, register_loader
 from sweeper.compression._attention import ExplicitAttention, make_quantizable, unsupported_attention
-from sweeper.compression._base import Compressed, CompressionContext, UnsupportedLayer
+from sweeper.compression._base import Compressed, CompressionContext, MethodFacts, UnsupportedLayer
 from sweeper.compression._storage import decode_state, encode_state
 from sweeper.compression._targets import silence_dead_channels
 
@@ -343,6 +343,10 @@ class Int8Quantization:
         calibration_samples: training inputs used to calibrate activation ranges (>= 1).
         flow: ``auto`` (FX, else eager when FX cannot trace the model), ``fx`` or ``eager``.
     """
+
+    facts: ClassVar[MethodFacts] = MethodFacts(
+        "quantization", "post-training", final=True, float_source=True, calibration=True
+    )
 
     def __init__(self, *, calibration_samples: int = 1024, flow: str = "auto") -> None:
         if not (isinstance(calibration_samples, int) and calibration_samples >= 1):

@@ -47,13 +47,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
 from sweeper.artifact import ModelSpec, register_loader
+from sweeper.compression import MethodFacts
 from sweeper.compression._base import Compressed, CompressionContext, UnsupportedLayer, check_epochs, check_fraction
 from sweeper.compression._storage import decode_state, encode_state
 from sweeper.compression._targets import existing_zeros, mask_hook
@@ -290,6 +291,8 @@ class StructuredPruning:
         norm: importance of a channel, the ``1`` (L1) or ``2`` (L2) norm of its weights.
         finetune_epochs: epochs of fine-tuning of the smaller network.
     """
+
+    facts: ClassVar[MethodFacts] = MethodFacts("pruning", "fine-tunes")
 
     def __init__(self, *, amount: float = 0.5, norm: int = 2, finetune_epochs: int = 5) -> None:
         self.amount = check_fraction(amount)

@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from sweeper.report.build import generate, load_sweep, plain
     from sweeper.report.recommend import Budget
+    from sweeper.trial.context import quiet_mlflow
+
+    quiet_mlflow()
 
     try:
         budget = Budget(args.max_size_kb, args.max_latency_ms, args.min_score)

@@ -223,7 +223,7 @@ def learning_curves(runs: pd.DataFrame, history: pd.DataFrame, configs: dict[str
 
     Args:
         runs: the per-run frame (``run_id``, ``config``).
-        history: :func:`sweeper.results.load_history` output.
+        history: :func:`sweeper.tracking.results.load_history` output.
         configs: curve name -> configuration label (e.g. a strategy -> its best configuration).
     """
     frames = []

@@ -6,9 +6,10 @@ does the work on DataFrames already loaded (tests and notebooks call it directly
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sweeper.report import analysis, plots
-from sweeper.report.families import family_of
+from sweeper.report.families import families
 from sweeper.report.grouping import (
     REQUIRED_METRICS,
     baseline_for,
@@ -67,6 +68,7 @@ def ties_rule() -> str:
     )
 
 
+TableReader = Callable[[str, str], "pd.DataFrame | None"]  # (run id, table name) -> a table a run's method measured
 SMALL_TRAIN = 2000  # fewer training samples (after the validation carve) than this: a warning in the header
 
 
@@ -90,7 +92,7 @@ def prepare_runs(runs: pd.DataFrame, required: Sequence[str] = REQUIRED_METRICS)
     """``load_runs`` output with ``outcome``, ``reason``, ``config`` (label) and ``family`` added."""
     prepared = pd.concat([runs.reset_index(drop=True), classify(runs.reset_index(drop=True), required)], axis=1)
     prepared["config"] = config_labels(prepared)
-    prepared["family"] = prepared["compression"].map(family_of) if "compression" in prepared else "other"
+    prepared["family"] = families(prepared)
     return prepared
 
 
@@ -100,7 +102,7 @@ def load_sweep(experiment: str, sweep_id: str | None, tracking_uri: str | None) 
     Raises:
         ValueError: unknown experiment or sweep, or no sweep at all (the message lists those that exist).
     """
-    from sweeper.results import list_sweeps, load_runs
+    from sweeper.tracking.results import list_sweeps, load_runs
 
     sweeps = list_sweeps(experiment, tracking_uri=tracking_uri)
     if sweep_id is None:
@@ -166,7 +168,7 @@ def _latency_note(table: pd.DataFrame) -> str:
 
 
 def _baseline_row(runs: pd.DataFrame) -> dict[str, object] | None:
-    """The task's baseline (measured in every run, :mod:`sweeper.baselines`) as a ranking row, over seeds."""
+    """The task's baseline (measured in every run, :mod:`sweeper.tasks.baselines`) as a ranking row, over seeds."""
     if "baseline_test_score" not in runs or runs["baseline_test_score"].isna().all():
         return None
     per_seed = runs.dropna(subset=["baseline_test_score"]).groupby("seed")[
@@ -431,8 +433,9 @@ def _strategy_section(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
     return section
 
 
-def _layers_section(runs: pd.DataFrame) -> Section | None:
-    """What ``compression=mixed`` chose for each layer, per configuration, over its seeds (None: no such run)."""
+def _layers_section(runs: pd.DataFrame, out: Path, read_table: TableReader | None) -> Section | None:
+    """What ``compression=mixed`` chose for each layer, per configuration, over its seeds (None: no such run),
+    and the per-layer sensitivity its first run measured (``read_table``: a run's ``sensitivity`` table)."""
     ok = runs[runs["outcome"] == "ok"]
     columns = [c for c in ok.columns if c.startswith("layers.") and c.endswith(".bits") and ok[c].notna().any()]
     if not columns:
@@ -455,9 +458,21 @@ def _layers_section(runs: pd.DataFrame) -> Section | None:
         "`compression=mixed` gave each layer its own bit width and sparsity: from each trained model's "
         f"sensitivity (each layer alone at each setting, validation {score_label()}), the assignment that "
         "loses the least predicted score within the size budget (an exact knapsack), then fine-tuned. "
-        "Each run's `sensitivity.csv`, `sensitivity.png` and `allocation.csv` are among its MLflow artifacts."
+        "Each run's `sensitivity.csv` and `allocation.csv` are among its MLflow artifacts."
     )
-    return Section("Per-layer settings", [text, Table(pd.DataFrame(rows), "Bit width and sparsity per layer")])
+    section = Section("Per-layer settings", [text, Table(pd.DataFrame(rows), "Bit width and sparsity per layer")])
+    labels = list(dict.fromkeys(row["configuration"] for row in rows))
+    if read_table is None:
+        return section
+    for k, label in enumerate(labels, start=1):
+        first = ok[ok["config"] == label].sort_values("seed").iloc[0]
+        table = read_table(str(first["run_id"]), "sensitivity")
+        if table is not None:
+            path = out / f"sensitivity-{k}.png"
+            path.write_bytes(plots.plot_layer_sensitivity(table))
+            caption = f"Per-layer sensitivity of `{label}` (seed {first['seed']}): each layer alone at each setting"
+            section.blocks.append(Image(path, caption))
+    return section
 
 
 def _ratio_text(a: object, b: object) -> str:
@@ -566,17 +581,19 @@ def _split_sizes(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _write_one(
-    runs: pd.DataFrame,
-    history: pd.DataFrame,
-    budget: Budget,
-    out: Path,
-    *,
-    sweep_id: str,
-    experiment: str,
-    note: str = "",
-) -> ReportResult:
+@dataclass(frozen=True)
+class _About:
+    """What a report says of where its runs come from, and how it reads what they kept."""
+
+    sweep_id: str
+    experiment: str
+    read_table: TableReader | None = None
+    note: str = ""  # the sweep id held several sweeps: which one this is
+
+
+def _write_one(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: Path, about: _About) -> ReportResult:
     """The report of one configuration space (see :func:`write_report`)."""
+    sweep_id, experiment, note = about.sweep_id, about.experiment, about.note
     out.mkdir(parents=True, exist_ok=True)
     runs = prepare_runs(runs)
     runs.to_csv(out / "runs.csv", index=False)
@@ -607,7 +624,8 @@ def _write_one(
         latency_plot = plots.plot_tradeoff(
             ranked, "latency_ms", "latency per sample at batch 1 (ms, log scale)", out / "accuracy_vs_latency.png"
         )
-        ratio, layers, runtimes = _ratio_section(table, out), _layers_section(runs), _runtimes_section(runs, table)
+        ratio, layers = _ratio_section(table, out), _layers_section(runs, out, about.read_table)
+        runtimes = _runtimes_section(runs, table)
         sections = [
             header,
             _recommendation_section(rec),
@@ -635,6 +653,7 @@ def write_report(
     *,
     sweep_id: str = "",
     experiment: str = "",
+    read_table: TableReader | None = None,
 ) -> ReportResult:
     """Write ``report.md``, ``report.html``, PNG plots and ``runs.csv`` for the runs of one sweep.
 
@@ -644,24 +663,24 @@ def write_report(
     and never mixes their runs.
 
     Args:
-        runs: :func:`sweeper.results.load_runs` output (one sweep id).
-        history: :func:`sweeper.results.load_history` output for those runs (may be empty).
+        runs: :func:`sweeper.tracking.results.load_runs` output (one sweep id).
+        history: :func:`sweeper.tracking.results.load_history` output for those runs (may be empty).
         budget: the limits of the recommendation.
         out_dir: created if missing.
         sweep_id: experiment: shown in the title.
+        read_table: reads a table a run's method measured (``(run_id, name) -> DataFrame | None``,
+            :func:`sweeper.tracking.results.load_table`); None: such tables are not drawn.
     """
     names = runs["score_metric"].dropna().unique() if "score_metric" in runs else []
     label = metric_label(names[0]) if len(names) == 1 else "score" if len(names) else "accuracy"
     with scored_as(label):  # every text names the task's metric
-        return _write_all(runs, history, budget, Path(out_dir), sweep_id=sweep_id, experiment=experiment)
+        return _write_all(runs, history, budget, Path(out_dir), _About(sweep_id, experiment, read_table))
 
 
-def _write_all(
-    runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: Path, *, sweep_id: str, experiment: str
-) -> ReportResult:
+def _write_all(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: Path, about: _About) -> ReportResult:
     parts = split_sweeps(runs)
     if len(parts) == 1:
-        return _write_one(runs, history, budget, out, sweep_id=sweep_id, experiment=experiment)
+        return _write_one(runs, history, budget, out, about)
     keys = differing_keys([part for _, part in parts])
     dirs = [out, *(out / f"sweep-{k}" for k in range(2, len(parts) + 1))]
     listing = "; ".join(
@@ -677,9 +696,7 @@ def _write_all(
             f"{' (the most recent)' if directory == out else ''}. All: {listing}. To keep sweeps apart, give each "
             "its own sweep dir (`hydra.sweep.dir=...`) or `tracking.sweep_id`."
         )
-        results.append(
-            _write_one(part, history, budget, directory, sweep_id=sweep_id, experiment=experiment, note=note)
-        )
+        results.append(_write_one(part, history, budget, directory, replace(about, note=note)))
     main, *others = results
     main.others = others
     return main
@@ -722,7 +739,7 @@ def generate(
     Raises:
         ValueError: unknown experiment or sweep (the message lists those that exist).
     """
-    from sweeper.results import load_history
+    from sweeper.tracking.results import load_history, load_table
 
     runs, sweep_id = load_sweep(experiment, sweep_id, tracking_uri)
     if latency_rounds > 0:
@@ -734,7 +751,8 @@ def generate(
         if ids
         else (pd.DataFrame(columns=["run_id", "metric", "epoch", "value"]))
     )
-    return write_report(runs, history, budget, out_dir, sweep_id=sweep_id, experiment=experiment)
+    read_table = functools.partial(load_table, tracking_uri=tracking_uri)
+    return write_report(runs, history, budget, out_dir, sweep_id=sweep_id, experiment=experiment, read_table=read_table)
 
 
 def plain(text: str) -> str:

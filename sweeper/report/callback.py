@@ -2,7 +2,7 @@
 
 Registered in ``conf/config.yaml`` under ``hydra.callbacks.report``. It writes the report
 into ``<sweep dir>/report/`` and attaches it to the sweep's parent run
-(:mod:`sweeper.sweep_run`): the files as artifacts, the recommendation as the run's
+(:mod:`sweeper.sweep.parent_run`): the files as artifacts, the recommendation as the run's
 description, the recommended configuration's numbers as ``recommended_*`` metrics and the
 trial counts. With ``report.register=true`` the recommended model goes to the Model Registry.
 It never fails the sweep: a problem is logged as a warning.
@@ -75,8 +75,8 @@ class ReportCallback(Callback):
     def _report(self, config: DictConfig) -> None:
         from sweeper.report.build import generate, plain
         from sweeper.report.recommend import Budget
-        from sweeper.sweep_run import resolve_sweep, sweep_candidates
-        from sweeper.tracking import resolve_tracking_uri
+        from sweeper.sweep.parent_run import sweep_id_of
+        from sweeper.tracking.runs import resolve_tracking_uri
 
         tracking = config.get("tracking")
         if tracking is None or not tracking.get("enabled", True):
@@ -85,11 +85,7 @@ class ReportCallback(Callback):
         budget = Budget(*self.budget_values)
         uri = resolve_tracking_uri(tracking.get("uri"))
         experiment = str(tracking.get("experiment", "sweeper"))
-        candidates = sweep_candidates(config)
-        sweep_id = resolve_sweep(candidates, experiment, uri)
-        if sweep_id is None:
-            log.warning("report not written: no runs tagged with sweep %s in %r", " or ".join(candidates), experiment)
-            return
+        sweep_id = sweep_id_of(config)  # decided as the trials decided it: no scan of the store
         out = Path(str(config.hydra.sweep.dir)) / "report"
         result = generate(
             budget,
@@ -108,10 +104,11 @@ class ReportCallback(Callback):
     def _attach(self, config: DictConfig, uri: str, sweep_id: str, result: ReportResult) -> None:
         """The report on the sweep's parent run (opened here when the sweep had none)."""
 
-        from sweeper.sweep_run import sweep_run_for
-        from sweeper.tracking import TrialRun, close_sweep_run, parent_run_id, writing_client
+        from sweeper.sweep.parent_run import close_sweep_run, sweep_run_for
+        from sweeper.tracking.runs import TrialRun, writing_client
+        from sweeper.trial.context import parent_run
 
-        opened_here = parent_run_id() is None
+        opened_here = parent_run() is None
         run_id = sweep_run_for(config)
         assert run_id is not None  # tracking is on
         try:

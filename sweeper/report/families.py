@@ -1,43 +1,27 @@
-"""Which family each `compression` option belongs to: the one table the report reads."""
+"""The family of each run, as its method declared it (the run's tag ``family``), and the reference option.
+
+Each compression method states its family where it is defined (:class:`sweeper.compression.MethodFacts`);
+every trial tags its run with it. The report reads that tag: a method of a user's appears under the family
+it declares, and no table here repeats method names.
+"""
 
 from __future__ import annotations
 
-__all__ = ["BASELINE", "FAMILIES", "family_of"]
+import pandas as pd
 
-BASELINE = "none"
+__all__ = ["BASELINE", "UNKNOWN", "families"]
 
-FAMILIES: dict[str, str] = {
-    "none": "baseline",
-    "prune": "pruning",
-    "prune_random": "pruning",
-    "prune_structured": "pruning",
-    "prune_gradual": "pruning",
-    "quantize": "quantization",
-    "qat": "quantization",
-    "distill": "distillation",
-    "pipeline": "pipeline",
-}
-
-_PREFIXES = {
-    "prune": "pruning",
-    "quant": "quantization",
-    "qat": "quantization",
-    "distill": "distillation",
-    "pipeline": "pipeline",
-}
+BASELINE = "none"  # the compression option every other one is compared with
+UNKNOWN = "other"  # a run without a declared family (a method that declares none)
 
 
-def family_of(option: object) -> str:
-    """Family of a `compression` option: the table above, else by name prefix, else ``other``.
+def families(runs: pd.DataFrame) -> pd.Series:
+    """The ``family`` tag of each run, ``other`` where a run has none.
 
     Example:
-        >>> family_of("prune_structured"), family_of("quantize_int4"), family_of("my.Method")
-        ('pruning', 'quantization', 'other')
+        >>> families(pd.DataFrame({"family": ["pruning", None]})).tolist()
+        ['pruning', 'other']
     """
-    name = str(option)
-    if name in FAMILIES:
-        return FAMILIES[name]
-    for prefix, family in _PREFIXES.items():
-        if name.startswith(prefix):
-            return family
-    return "other"
+    if "family" not in runs:
+        return pd.Series(UNKNOWN, index=runs.index, dtype=object)
+    return runs["family"].astype(object).where(runs["family"].notna(), UNKNOWN)

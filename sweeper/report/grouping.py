@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from sweeper.metrics import GROUPS
-from sweeper.report.families import BASELINE, family_of
+from sweeper.report.families import BASELINE, UNKNOWN
 from sweeper.report.stats import SCORE, SELECT, Comparison, compare_scores, mean_interval
 
 __all__ = [
@@ -208,7 +208,7 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration, best mean validation score first.
 
     Args:
-        runs: :func:`sweeper.results.load_runs` output with ``config``, ``outcome`` columns
+        runs: :func:`sweeper.tracking.results.load_runs` output with ``config``, ``outcome`` columns
             added (see :func:`config_labels` and :func:`classify`).
 
     Returns:
@@ -234,7 +234,7 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, object] = {"config": label}
         for column in [*GROUPS, "lr", *strength_columns(runs)]:
             row[column] = _first(group[column]) if column in group else None
-        row["family"] = family_of(row["compression"]) if row["compression"] is not None else "other"
+        row["family"] = (_first(group["family"]) if "family" in group else None) or UNKNOWN
         scores = _scores(ok, SCORE)
         accuracies = list(scores.values())  # one per distinct seed: a repeated seed is no new evidence
         row["accuracies"], row["scores"] = accuracies, scores

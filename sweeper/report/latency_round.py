@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import tempfile
 import time
@@ -114,9 +113,8 @@ def load_networks(runs: pd.DataFrame, keys: pd.Series, tracking_uri: str | None)
     import yaml
 
     from sweeper.artifact import load_artifact
-    from sweeper.tracking import reading_client
+    from sweeper.tracking.runs import reading_client
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bar per artifact
     client = reading_client(tracking_uri)
     inputs: dict[str, tuple[Tensor, Tensor]] = {}
     networks = []
@@ -146,7 +144,7 @@ def _onnx_session(client: Any, run_id: str, folder: Path, group: pd.DataFrame) -
     if "test_score_onnxruntime" not in group or group["test_score_onnxruntime"].isna().all():
         return None
     try:
-        from sweeper.runtimes import ONNX_FILE, OnnxModule
+        from sweeper.trial.runtimes import ONNX_FILE, OnnxModule
 
         return OnnxModule(client.download_artifacts(run_id, ONNX_FILE, str(folder)))  # read into memory here
     except Exception:  # no export logged, or no ONNX Runtime here: its trials' own numbers, if any
@@ -182,7 +180,7 @@ def apply_round(runs: pd.DataFrame, keys: pd.Series, times: dict[str, dict[str, 
 def log_round(runs: pd.DataFrame, tracking_uri: str | None) -> int:
     """Log the round's latencies to the runs whose trials did not time themselves; return how many.
 
-    Their MLflow runs (the UI, :func:`sweeper.results.load_runs`) then show the latency users read
+    Their MLflow runs (the UI, :func:`sweeper.tracking.results.load_runs`) then show the latency users read
     in the report, tagged ``latency_measured=latency round``. A store that refuses the write keeps
     the report going (a warning); a trial's own estimate is never overwritten.
     """
@@ -190,7 +188,7 @@ def log_round(runs: pd.DataFrame, tracking_uri: str | None) -> int:
 
     from mlflow.entities import Metric, RunTag
 
-    from sweeper.tracking import resolve_tracking_uri, writing_client
+    from sweeper.tracking.runs import resolve_tracking_uri, writing_client
 
     if "latency_measured" not in runs:
         return 0

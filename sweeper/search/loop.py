@@ -5,7 +5,7 @@ thin facade over :class:`OptunaSweeperImpl`; this package holds the rest: ``spac
 space from Hydra's sweep syntax), ``objectives``, ``study`` (storage, sampler, pruner),
 ``workers`` (slots shared by many workers, heartbeats), ``trial_context`` (the trial a job
 evaluates) and ``summary`` (the results file and progress line). The search writes no MLflow
-itself: each trial tracks its own run, and the sweep's parent run (``sweeper.sweep_run``) takes
+itself: each trial tracks its own run, and the sweep's parent run (``sweeper.sweep.parent_run``) takes
 the results file at the end.
 
 One sweep call: check every input (space, objectives, budgets, sampler, pruner) and compose
@@ -198,8 +198,8 @@ class OptunaSweeperImpl(Sweeper):
 
     def _check_reachable(self, plan: SearchPlan) -> None:
         """A shared storage or tracking server that does not answer fails here, in seconds."""
-        from sweeper.reachability import check_database_url, check_tracking_uri
-        from sweeper.tracking import resolve_tracking_uri
+        from sweeper.tracking.reachability import check_database_url, check_tracking_uri
+        from sweeper.tracking.runs import resolve_tracking_uri
 
         if "://" in plan.storage and not plan.storage.startswith("journal://"):
             check_database_url(plan.storage, key="hydra.sweeper.storage")
@@ -290,7 +290,7 @@ class OptunaSweeperImpl(Sweeper):
         assert self.config is not None
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id and OmegaConf.select(self.config, "tracking.enabled", default=False):
-            from sweeper.tracking import close_stale_run, resolve_tracking_uri
+            from sweeper.tracking.runs import close_stale_run, resolve_tracking_uri
 
             close_stale_run(resolve_tracking_uri(OmegaConf.select(self.config, "tracking.uri")), str(run_id), reason)
 
@@ -363,7 +363,7 @@ class OptunaSweeperImpl(Sweeper):
         results["stopped_by"] = stopped_by  # n_trials reached, the timeout, or max_failure_rate
         if plan.timeout:
             results["timeout_seconds"] = plan.timeout
-        path = write_results(results, sweep_dir)  # the sweep's parent run takes it to MLflow (sweeper.sweep_run)
+        path = write_results(results, sweep_dir)  # the sweep's parent run takes it to MLflow (sweeper.sweep.parent_run)
         print(_summary_text(results, path), flush=True)
 
 

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sweeper.configs import flatten
 from sweeper.errors import ConfigError
-from sweeper.tracking import flatten
 
 if TYPE_CHECKING:
     from hydra.core.override_parser.types import Override

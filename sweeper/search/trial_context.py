@@ -1,21 +1,22 @@
 """The seam between a sweep and one trial: which Optuna trial the running job evaluates.
 
-The Optuna sweeper launches each job with three environment variables (through Hydra's
-``hydra.job.env_set``, so every launcher passes them on): the study name, its storage and
-the trial number. In the sweeper's own process (the basic launcher) the live trial is
-registered here; a job in another process reopens it from the storage. `run.py` uses the
-context to tag the MLflow run, to report ``val_score`` every epoch (raising
-``optuna.TrialPruned`` when the pruner says so) and to record the MLflow run id and any
-failure reason on the trial. Nothing here imports Optuna unless a trial is running.
+The Optuna sweeper launches each job with four environment variables (through Hydra's
+``hydra.job.env_set``, so every launcher passes them on): the study name, its storage, the
+trial number and the metrics the search reads; the job's context
+(:func:`sweeper.trial.context.job_context`) reads them. In the sweeper's own process (the basic
+launcher) the live trial is registered here; a job in another process reopens it from the
+storage (:func:`open_trial`). The trial uses the context to tag the MLflow run, to report
+``val_score`` every epoch (raising ``optuna.TrialPruned`` when the pruner says so) and to record
+the MLflow run id and any failure reason on the trial. Nothing here imports Optuna unless a trial
+is running.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
@@ -26,8 +27,8 @@ __all__ = [
     "ENV_STUDY",
     "ENV_TRIAL",
     "TrialContext",
-    "current",
     "is_pruned",
+    "open_trial",
     "register",
     "unregister",
 ]
@@ -110,36 +111,31 @@ class TrialContext:
         return hook
 
 
-def _reopen(study_name: str, storage: str, number: int) -> optuna.Trial:
+def _reopen(study_name: str, storage: str, number: int, pruner: str, options: Mapping[str, Any]) -> optuna.Trial:
     import optuna
-    from hydra.core.hydra_config import HydraConfig
 
     from sweeper.search.study import build_pruner, open_storage
 
-    pruner = build_pruner("none")
-    if HydraConfig.initialized():
-        sweeper_cfg = HydraConfig.get().sweeper
-        pruner = build_pruner(str(sweeper_cfg.get("pruner", "none")), sweeper_cfg.get("pruner_options"))
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage), pruner=pruner)
+    study = optuna.load_study(
+        study_name=study_name, storage=open_storage(storage), pruner=build_pruner(pruner, options)
+    )
     found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
     if not found:
         raise RuntimeError(f"{ENV_TRIAL}={number}: no such trial in study {study_name!r}")
     return optuna.trial.Trial(study, found[0]._trial_id)  # Optuna's own way to resume a trial by id
 
 
-def current() -> TrialContext | None:
-    """The trial this job evaluates, or ``None`` outside an Optuna sweep."""
-    study_name, number = os.environ.get(ENV_STUDY), os.environ.get(ENV_TRIAL)
-    if not study_name or number is None:
-        return None
-    trial = _live.get((study_name, int(number)))
+def open_trial(
+    study_name: str,
+    storage: str,
+    number: int,
+    *,
+    metrics: tuple[str, ...] = (),
+    pruner: str = "none",
+    pruner_options: Mapping[str, Any] | None = None,
+) -> TrialContext:
+    """The trial ``number`` of the study: the live one of this process, else reopened from ``storage``."""
+    trial = _live.get((study_name, number))
     if trial is None:
-        trial = _reopen(study_name, os.environ[ENV_STORAGE], int(number))
-    return TrialContext(study_name, trial, searched_metrics())
-
-
-def searched_metrics() -> tuple[str, ...]:
-    """What the running search reads from this job's trial (objectives, constraints); empty outside a search."""
-    if not os.environ.get(ENV_STUDY):
-        return ()
-    return tuple(m for m in os.environ.get(ENV_METRICS, "").split(",") if m)
+        trial = _reopen(study_name, storage, number, pruner, pruner_options or {})
+    return TrialContext(study_name, trial, metrics)

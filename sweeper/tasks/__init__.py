@@ -1,4 +1,5 @@
-"""Built-in tasks of the four application fields, on real data that pip packages ship.
+"""Every built-in task: the default ones (digits, digit tokens, synthetic) and the four application fields,
+on real data that pip packages ship or that the code generates. Each task is imported when first used.
 
 Each is a ``data`` option and the core of an ``experiment`` preset (``conf/experiment/``):
 
@@ -16,9 +17,24 @@ The files are read where the package installed them, without importing it (``pip
 (MNIST, Fashion-MNIST) or CIFAR-10 files from a directory of the user's.
 """
 
-from sweeper.tasks.bio import peptides
-from sweeper.tasks.recsys import movielens
-from sweeper.tasks.text import reviews
-from sweeper.tasks.vision import image_folder, mnist
+import importlib
+from typing import Any
 
-__all__ = ["image_folder", "mnist", "movielens", "peptides", "reviews"]
+_TASKS = {
+    "digit_tokens": "builtin",
+    "load_digits": "builtin",
+    "make_synthetic": "builtin",
+    "image_folder": "vision",
+    "mnist": "vision",
+    "movielens": "recsys",
+    "peptides": "bio",
+    "reviews": "text",
+}
+__all__ = sorted(_TASKS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a task's module when the task is first asked for: a field's readers import pandas or pyarrow."""
+    if name in _TASKS:
+        return getattr(importlib.import_module(f"sweeper.tasks.{_TASKS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

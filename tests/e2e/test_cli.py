@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sweeper.results import FINAL_METRICS, load_history, load_runs
+from sweeper.tracking.results import FINAL_METRICS, load_history, load_runs
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +142,7 @@ def test_mlflow_info_lines_are_off_unless_asked_for(monkeypatch, argv, quiet):
 def test_a_builtin_options_target_replaced_on_the_command_line_is_named_by_its_target():
     from conftest import compose_config
 
-    from sweeper.plan import group_choices
+    from sweeper.trial.plan import group_choices
 
     cfg = compose_config("model._target_=my_plugins.make_cnn", fast=False, hydra=True)
     choices = dict(cfg.hydra.runtime.choices)

@@ -9,7 +9,7 @@ import pytest
 from conftest import cli_env
 from omegaconf import OmegaConf
 
-from sweeper.results import load_runs
+from sweeper.tracking.results import load_runs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

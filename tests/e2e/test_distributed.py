@@ -15,8 +15,8 @@ from conftest import NO_REPORT, argv, cli_env, compose_config
 from services import find_pg_bin, free_port, start_mlflow_server, start_postgres, start_workers
 
 from sweeper.cache import atomic_path, compute_once, file_lock
-from sweeper.results import load_runs
 from sweeper.search import workers
+from sweeper.tracking.results import load_runs
 
 TINY = [
     "data=synthetic",

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import NO_REPORT, cli_env
 
-from sweeper.results import load_history, load_runs
+from sweeper.tracking.results import load_history, load_runs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,11 +58,9 @@ def start(tmp_path: Path, template: Path, *args: str) -> subprocess.Popen[str]:
     return proc
 
 
-def wait_for_running_trial(uri: str, finished_before: int, settle: float = 1.0, timeout: float = 120) -> str:
-    """Block until a trial is RUNNING after ``finished_before`` finished ones, then ``settle`` seconds more.
-
-    Returns the optimizer of the trial seen running (it may have finished during ``settle``).
-    """
+def wait_for_running_trial(uri: str, finished_before: int, timeout: float = 300) -> str:
+    """Block until a trial is RUNNING after ``finished_before`` finished ones (polling the store; ``timeout``
+    is an upper bound for a loaded machine). Returns the optimizer of the trial seen running."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -71,19 +70,39 @@ def wait_for_running_trial(uri: str, finished_before: int, settle: float = 1.0, 
         if runs is not None:
             running = runs[runs.status == "RUNNING"]
             if len(running) and (runs.status == "FINISHED").sum() >= finished_before:
-                time.sleep(settle)  # let it train a few epochs
                 return str(running.optimizer.iloc[0])
         time.sleep(0.3)
     raise AssertionError("no trial started running in time")
 
 
+def wait_for_line(proc: subprocess.Popen[str], marker: str, timeout: float = 300) -> list[str]:
+    """The lines ``proc`` printed up to the first one holding ``marker`` (read as they come, in a thread)."""
+    seen: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if marker in line:
+                found.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    assert found.wait(timeout), f"{marker!r} not printed within {timeout} s:\n{''.join(seen)[-3000:]}"
+    return seen
+
+
 def test_sigint_kills_the_running_trial_keeps_its_curves_and_exits_non_zero(tmp_path, _mlflow_template):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = start(tmp_path, _mlflow_template, *SWEEP[:-2], "strategy.epochs=2000", SWEEP[-1])
-    interrupted = wait_for_running_trial(uri, finished_before=0, settle=3.0)  # 2000 epochs: it still runs
+    # debug=verbose: each epoch says it is done, so the interrupt comes after an epoch, on the event
+    proc = start(tmp_path, _mlflow_template, *SWEEP[:-2], "strategy.epochs=2000", SWEEP[-1], "debug=verbose")
+    before = wait_for_line(proc, "epoch 2/2000")  # 2000 epochs: it still runs
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
+    rest, _ = proc.communicate(timeout=300)  # an upper bound for a loaded machine, not a wait
+    out = "".join(before) + rest
     assert proc.returncode == 130, out
+    interrupted = next(line for line in before if "epoch 2/2000" in line).split("optimizer=")[1].split(":")[0]
     assert "interrupted" in out
 
     runs = load_runs(tracking_uri=uri)
@@ -103,7 +122,7 @@ def test_sigint_kills_the_running_trial_keeps_its_curves_and_exits_non_zero(tmp_
 def test_kill_9_then_rerun_closes_the_stale_run_and_runs_only_the_missing_trials(tmp_path, _mlflow_template):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = start(tmp_path, _mlflow_template, *SWEEP)
-    wait_for_running_trial(uri, finished_before=1, settle=0.0)  # kill at once: a short trial may end soon
+    wait_for_running_trial(uri, finished_before=1)  # kill at once: a short trial may end soon
     proc.kill()  # SIGKILL: no handler runs, the MLflow run stays RUNNING
     proc.wait(timeout=30)
     before = load_runs(tracking_uri=uri)
@@ -201,7 +220,7 @@ def test_a_search_killed_with_kill_9_resumes_to_exactly_n_trials(tmp_path, _mlfl
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [*SEARCH, "hydra.sweeper.n_trials=3", "data.n_samples=3000", "strategy.epochs=30"]
     proc = start(tmp_path, _mlflow_template, *args)
-    wait_for_running_trial(uri, finished_before=1, settle=0.0)
+    wait_for_running_trial(uri, finished_before=1)
     kill_outside_journal_append(proc, tmp_path / "optuna.journal")
     proc.wait(timeout=30)
     running = [t for t in study_trials(tmp_path) if t.state.name == "RUNNING"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import argv
 
-from sweeper.results import list_sweeps, load_runs
+from sweeper.tracking.results import list_sweeps, load_runs
 
 TINY = [
     *argv("strategy.epochs=1 measure.latency_seconds=0.01"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import argv
 
-from sweeper.results import load_runs
+from sweeper.tracking.results import load_runs
 
 
 def test_a_grid_in_torch_and_onnx_runtime_logs_both_latencies_and_reports_them_side_by_side(tmp_path, run_cli):

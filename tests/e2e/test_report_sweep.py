@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO_ROOT, TINY_TASK, argv, cli_env
 
 from sweeper.report.__main__ import main
-from sweeper.results import ROLE_TAG, list_sweeps, load_runs
+from sweeper.tracking.results import ROLE_TAG, list_sweeps, load_runs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -120,19 +120,6 @@ def test_a_sweep_over_a_compression_strength_draws_accuracy_against_ratio(tmp_pa
     markdown = (report_dir / "report.md").read_text()
     assert "## Accuracy against compression ratio" in markdown and (report_dir / "accuracy_vs_ratio.png").is_file()
     assert "epochs in all" in markdown
-
-
-def test_the_report_finds_an_optuna_study_by_the_name_it_wrote(tmp_path):
-    """A search without hydra.sweeper.study_name gets a computed name; the callback reads it back."""
-    from omegaconf import OmegaConf
-
-    from sweeper.sweep_run import sweep_candidates
-
-    (tmp_path / "optimization_results.yaml").write_text("study_name: lr-8b0daf07\ntrials: {complete: 4}\n")
-    config = OmegaConf.create(
-        {"hydra": {"sweep": {"dir": str(tmp_path)}, "sweeper": {"study_name": None}}, "tracking": {}}
-    )
-    assert sweep_candidates(config) == [str(tmp_path), "lr-8b0daf07"]
 
 
 @pytest.mark.parametrize("study_name", [None, "mine"])

@@ -1,0 +1,383 @@
+"""One trial, stage by stage: data -> model -> train -> compress -> export -> measure -> track.
+
+``run(cfg, ctx)`` is a plain function of the composed config and the job's context
+(:class:`~sweeper.trial.context.JobContext`): the Hydra entry point calls it, and so do tests and
+notebooks. It plans the trial (:func:`sweeper.trial.plan.plan_trial`: every component built and
+checked, so bad input fails in a second), then calls the stages: :func:`train_stage`,
+:func:`deploy_stage` (compress, write the artifact, reload it, :func:`sweeper.trial.measure.measure_artifact`)
+and the tracking of both, and returns what it made (:class:`TrialResult`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from sweeper.artifact import dense_payload, load_artifact, save_artifact, serialized_size
+from sweeper.compression import Compressed, TrainingHooks, TrainsWithHooks, facts_of
+from sweeper.configs import flatten, plain_dict
+from sweeper.errors import ConfigError
+from sweeper.metrics import check_final_metrics
+from sweeper.progress import TrialProgress
+from sweeper.search.objectives import check_task_defines
+from sweeper.search.trial_context import TrialContext, is_pruned, open_trial
+from sweeper.tasks.baselines import baseline_scores
+from sweeper.tracking.runs import TrialRun, finished_trial, resolve_tracking_uri, source_tags, trial_key
+from sweeper.training import TrainResult, train
+from sweeper.training.loop import EpochHook
+from sweeper.trial.context import JobContext
+from sweeper.trial.measure import measure_artifact, trial_times_latency
+from sweeper.trial.plan import TrialPlan, plan_trial
+from sweeper.trial.runtimes import ONNX_FILE
+
+__all__ = ["Deployed", "Trained", "TrialResult", "deploy_stage", "execute", "run", "train_stage"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class Trained:
+    """What the training stage hands to the deployment stage."""
+
+    result: TrainResult
+    hooks: TrainingHooks | None = None  # the compression method's changes to training, if any
+
+
+def train_stage(plan: TrialPlan, *, epoch_hook: EpochHook | None = None) -> Trained:
+    """Train the plan's model in place, with the compression method's training hooks if it has any."""
+    if plan.unsupported is not None:
+        raise plan.unsupported
+    hooks = plan.compressor.training_hooks(plan.context()) if isinstance(plan.compressor, TrainsWithHooks) else None
+    result = train(
+        plan.model,
+        plan.task,
+        plan.optimizer_factory,
+        plan.strategy,
+        seed=plan.seed,
+        device=plan.device,
+        loss_fn=hooks.loss_fn if hooks else None,
+        step_hook=hooks.step_hook if hooks else None,
+        epoch_hook=epoch_hook,
+    )
+    return Trained(result, hooks)
+
+
+@dataclass
+class Deployed:
+    """The deployment stage's outcome: the artifact on disk and every number measured on it reloaded."""
+
+    compressed: Compressed  # the in-memory result of the compression method
+    path: Path
+    module: nn.Module  # the artifact reloaded from ``path``: what was measured
+    metrics: dict[str, float]
+    tags: dict[str, str]  # how it was measured (``latency_measured``: estimate, reused estimate, not timed)
+
+
+def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path, *, time_latency: bool = True) -> Deployed:
+    """Compress the trained model, write the artifact, reload it and measure the reloaded module.
+
+    ``time_latency=False``: the latencies are left NaN, for the report's end-of-sweep round to time
+    (:func:`sweeper.trial.measure.trial_times_latency` decides).
+    """
+    cfg, task, result = plan.cfg, plan.task, trained.result
+    model = plan.model.cpu().eval()
+    dense_bytes = serialized_size("dense", plan.spec, dense_payload(model))  # the fp32 baseline
+
+    runtimes = list(cfg.measure.get("runtimes", ["torch"]))
+    float_source = _float_source(plan, model) if "onnxruntime" in runtimes else None
+    start = time.perf_counter()
+    compressed = plan.compressor.compress(model, replace(plan.context(), hooks=trained.hooks))
+    compress_seconds = time.perf_counter() - start
+    size_bytes = save_artifact(artifact_path, compressed.kind, compressed.spec or plan.spec, compressed.payload)
+
+    deployed = load_artifact(artifact_path)  # every number below is of the reloaded artifact
+    spec = compressed.spec or plan.spec
+    network = f"{spec.target}|{sorted(spec.kwargs.items())}|{spec.resized}|{compressed.kind}|{size_bytes}|{plan.device}"
+    measured, how = measure_artifact(
+        deployed,
+        task,
+        latency_seconds=float(cfg.measure.latency_seconds),
+        latency_batch=int(cfg.measure.latency_batch),
+        network=network,
+        time_latency=time_latency,
+    )
+    metrics: dict[str, float] = {
+        **measured,
+        "best_val_score": result.best_val_score,
+        "size_bytes": size_bytes,
+        "compression_ratio": dense_bytes / size_bytes,
+        "train_seconds": result.train_seconds,
+        "compress_seconds": compress_seconds,
+        "epochs_run": result.epochs_run,
+        "steps": result.steps,
+        **(trained.hooks.metrics if trained.hooks else {}),
+        **compressed.metrics,
+        **baseline_scores(task),
+    }
+    tags = {"latency_measured": how}
+    if "onnxruntime" in runtimes:
+        onnx_metrics, onnx_tags = _onnx_runtime(
+            plan, compressed, deployed, float_source, artifact_path, time_latency=time_latency
+        )
+        metrics.update(onnx_metrics)
+        tags.update(onnx_tags)
+    check_final_metrics(metrics)
+    return Deployed(compressed, artifact_path, deployed, metrics, tags)
+
+
+def _times_latency(cfg: DictConfig, ctx: JobContext) -> bool:
+    """Whether this trial times its latency: see :func:`sweeper.trial.measure.trial_times_latency`."""
+    return trial_times_latency(
+        str(cfg.measure.get("trial_latency", "auto")),
+        search_reads_latency=any(m.startswith("latency") for m in ctx.searched_metrics),
+        round_follows=ctx.latency_round_follows,
+    )
+
+
+def _float_source(plan: TrialPlan, model: nn.Module) -> nn.Module | None:
+    """A copy of the float network a method starts from, when its artifact has no ONNX form of its own
+    (torch's int8 modules): ONNX Runtime quantizes that network its own way."""
+    return copy.deepcopy(model) if facts_of(plan.compressor).float_source else None
+
+
+def _onnx_runtime(
+    plan: TrialPlan,
+    compressed: Compressed,
+    deployed: nn.Module,
+    float_source: nn.Module | None,
+    artifact: Path,
+    *,
+    time_latency: bool,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The ``*_onnxruntime`` metrics and tags of the deployed network (``measure.runtimes`` has onnxruntime)."""
+    from sweeper.trial.runtimes import measure_onnx
+
+    if compressed.kind == "int8" and float_source is None:  # a pipeline's int8 stage: its float input is internal
+        return {}, {"onnxruntime_unavailable": "int8 from a pipeline stage: no float network to export and quantize"}
+    return measure_onnx(
+        deployed,
+        plan.task,
+        artifact.with_name(ONNX_FILE),
+        int8_from=float_source if compressed.kind == "int8" else None,
+        latency_seconds=float(plan.cfg.measure.latency_seconds),
+        latency_batch=int(plan.cfg.measure.latency_batch),
+        time_latency=time_latency,
+    )
+
+
+def execute(
+    plan: TrialPlan,
+    tracker: TrialRun | None,
+    progress: TrialProgress,
+    ctx: JobContext,
+    *,
+    epoch_hook: EpochHook | None = None,
+) -> tuple[Trained, Deployed]:
+    """Train, compress, export, reload and measure; log to ``tracker``; return the two stages' outcomes.
+
+    ``epoch_hook`` replaces ``progress.epoch`` after each validation (a search chains its
+    pruner); the tracker records the epoch first, so a pruned trial keeps its last epoch.
+    """
+    epoch_hooks = ([tracker.record_epoch] if tracker is not None else []) + [epoch_hook or progress.epoch]
+
+    def after_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        for hook in epoch_hooks:
+            hook(epoch, metrics)
+
+    trained = train_stage(plan, epoch_hook=after_epoch)
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    deployed = deploy_stage(plan, trained, ctx.output_dir / "model.pt", time_latency=_times_latency(plan.cfg, ctx))
+    config_path = deployed.path.with_name("config.yaml")  # beside the artifact, tracked or not
+    OmegaConf.save(plan.cfg, config_path, resolve=True)
+    tables = [deployed.path.with_name(f"{name}.csv") for name in deployed.compressed.tables]
+    for path in tables:  # what the method measured on the way (a sensitivity table): data, drawn by the report
+        deployed.compressed.tables[path.stem].to_csv(path, index=False)
+    onnx = deployed.path.with_name(ONNX_FILE)
+    if tracker is not None:
+        tags = {
+            "latency_kind": deployed.compressed.latency_kind,
+            "device": str(plan.device),
+            **deployed.compressed.tags,
+            **deployed.tags,
+        }
+        exported = [onnx] if "test_score_onnxruntime" in deployed.metrics else []
+        tracker.log_artifacts([config_path, deployed.path, *tables, *exported])
+        _extra(tracker, "datasets", lambda: tracker.log_datasets(plan.task, _data_source(plan.cfg)))
+        if plan.cfg.tracking.get("log_model", True):
+            model_id = _extra(
+                tracker,
+                "model",
+                lambda: tracker.log_model(deployed.path, plan.task.inputs("test")[:2], deployed.module),
+            )
+            if model_id is not None:
+                tags["model_id"] = model_id
+        # the results last, in one write: a run with metrics has everything else logged
+        tracker.log_results(_measured(deployed.metrics), tags=tags, params=deployed.compressed.params)
+    return trained, deployed
+
+
+def _measured(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics to log: a latency the trial did not time is left out (the report's round logs it)."""
+    return {k: v for k, v in metrics.items() if not (k.startswith("latency") and math.isnan(v))}
+
+
+def _extra(tracker: TrialRun, what: str, log: Callable[[], T]) -> T | None:
+    """Log a trial's extras (its datasets, its MLflow model); a failure there is a tag, never a failed trial."""
+    try:
+        return log()
+    except Exception as exc:  # these only describe the trial's results, which are logged next
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        tracker.set_tags({f"{what}_not_logged": reason})
+        logging.getLogger("sweeper").warning("the trial's %s were not logged to MLflow: %s", what, reason)
+        return None
+
+
+def _data_source(cfg: DictConfig) -> dict[str, str]:
+    """Where the task's data comes from, as the datasets' source: the data config's keys."""
+    data = plain_dict(cfg.data)
+    return {f"data.{key}": str(value) for key, value in data.items()}
+
+
+def _trial_tags(
+    plan: TrialPlan, config: dict[str, Any], ctx: JobContext, search: TrialContext | None
+) -> dict[str, str]:
+    """The tags a trial's MLflow run is created with: what it chose, where it belongs, whose code ran."""
+    tags = {
+        **source_tags(),
+        **plan.choices,
+        "family": facts_of(plan.compressor).family,
+        "seed": str(plan.seed),
+        "score_metric": plan.task.score_metric,
+        **({"baseline": plan.task.baseline} if plan.task.baseline else {}),
+        "sweep_id": ctx.sweep_id,
+        "trial_key": trial_key(config),
+    }
+    if ctx.parent_run_id:  # nested under the sweep's run in the MLflow UI
+        tags["mlflow.parentRunId"] = ctx.parent_run_id
+    if ctx.index is not None:
+        tags["job"] = str(ctx.index - 1)
+    if ctx.fixed_overrides():
+        tags["fixed_overrides"] = ctx.fixed_overrides()
+    if search is not None:
+        tags.update(search.tags())
+    return tags
+
+
+@dataclass
+class TrialResult:
+    """What a trial made: its plan, the trained network, the deployed artifact, and its numbers.
+
+    ``trained`` and ``deployed`` are None for a trial skipped because it had finished in this sweep
+    before (``metrics`` are then that run's, from MLflow).
+    """
+
+    plan: TrialPlan
+    metrics: dict[str, float]
+    trained: Trained | None = None
+    deployed: Deployed | None = None
+    run_id: str | None = None  # its MLflow run (None: tracking off)
+    tags: dict[str, str] = field(default_factory=dict)  # the run's tags at creation (tracking on)
+
+
+def run(cfg: DictConfig, ctx: JobContext | None = None) -> TrialResult:
+    """Run one trial described by a composed config in the job's context; return what it made.
+
+    ``ctx``: the job's context (:func:`sweeper.trial.context.job_context` at the entry point); without
+    one, a single run in a scratch output directory.
+
+    Raises:
+        ConfigError: bad input, before any training or tracking.
+        TrainingDiverged: the loss became NaN/inf (the MLflow run is marked FAILED first).
+    """
+    ctx = ctx or JobContext.standalone()
+    plan = plan_trial(cfg, choices=ctx.choices, extra_epochs=ctx.equal_budget_epochs)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    ref = ctx.search
+    search = None
+    if ref is not None:  # the Optuna trial this job evaluates
+        check_task_defines(ref.metrics, plan.task.metrics, plan.task.name)
+        search = open_trial(
+            ref.study_name,
+            ref.storage,
+            ref.number,
+            metrics=ref.metrics,
+            pruner=ref.pruner,
+            pruner_options=ref.pruner_options,
+        )
+    if cfg.get("threads") is not None:
+        torch.set_num_threads(int(cfg.threads))
+    choices = plan.choices
+    label = ctx.run_label(
+        f"{choices['model']}-{choices['optimizer']}-{choices['strategy']}-{choices['compression']}-seed{cfg.seed}"
+    )
+    if search is not None:  # named by the Optuna trial number; failed trials are replaced, so no total
+        label = f"#{search.number} {label}"
+    progress = TrialProgress(
+        label,
+        plan.strategy.epochs,
+        index=None if search else ctx.index,
+        total=ctx.total,
+        metric=plan.task.score_metric,
+        live=ctx.live_progress,
+        sweep_started=ctx.sweep_started,
+    )
+    epoch_hook = search.epoch_hook(progress.epoch) if search is not None else None
+    if not cfg.tracking.enabled:
+
+        def untracked() -> TrialResult:
+            trained, deployed = execute(plan, None, progress, ctx, epoch_hook=epoch_hook)
+            return TrialResult(plan, deployed.metrics, trained, deployed)
+
+        return _reported(progress, search, untracked)
+
+    config = plain_dict(cfg)
+    uri, experiment = resolve_tracking_uri(cfg.tracking.uri), str(cfg.tracking.experiment)
+    tags = _trial_tags(plan, config, ctx, search)
+    if search is None and ctx.sweep_id and cfg.get("resume", True):  # a study resumes itself; a grid re-run skips
+        previous = finished_trial(uri, experiment, ctx.sweep_id, tags["trial_key"])
+        if previous is not None:
+            progress.skipped(previous[0], previous[1].get("val_score", previous[1].get("val_accuracy")))
+            return TrialResult(plan, previous[1], run_id=previous[0], tags=tags)
+    try:
+        tracker = TrialRun(uri, experiment, run_name=label, tags=tags)
+    except ConfigError:
+        raise  # an unreachable or unwritable store: bad input, one line
+    except Exception as exc:  # nothing is tracked yet: say it here, or the failure goes unseen
+        progress.failed(f"{type(exc).__name__}: {exc} (creating its MLflow run at {uri})")
+        raise
+
+    def tracked() -> TrialResult:
+        with tracker:  # entered at once: whatever fails from here on ends the run FAILED, never RUNNING
+            if search is not None:
+                search.attach_run(tracker.run_id)
+            tracker.log_params(flatten(config))
+            trained, deployed = execute(plan, tracker, progress, ctx, epoch_hook=epoch_hook)
+            return TrialResult(plan, deployed.metrics, trained, deployed, tracker.run_id, tags)
+
+    return _reported(progress, search, tracked)
+
+
+def _reported(progress: TrialProgress, search: TrialContext | None, trial: Callable[[], TrialResult]) -> TrialResult:
+    """Run ``trial``; its outcome on the console (and a failure's reason on the Optuna trial)."""
+    try:
+        result = trial()
+    except Exception as exc:
+        if is_pruned(exc):
+            progress.pruned(str(exc))
+        else:
+            progress.failed(f"{type(exc).__name__}: {exc}")
+            if search is not None:
+                search.record_failure(f"{type(exc).__name__}: {exc}")
+        raise
+    progress.done(result.metrics)
+    return result
