@@ -29,26 +29,33 @@ class HFClassifier(nn.Module):
         return logits
 
 
-def _pretrained(path: str, num_classes: int, length: int, vocab: int) -> nn.Module:
+def _pretrained(path: str, num_classes: int, length: int) -> HFClassifier:
+    """A ``save_pretrained`` directory's encoder with a fresh classification head of ``num_classes``."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
     directory = Path(path).expanduser()
     if not (directory / "config.json").is_file():
-        raise FileNotFoundError(f"model.pretrained={path}: no config.json there (a save_pretrained directory)")
+        raise FileNotFoundError(f"model.checkpoint={path}: no config.json there (a save_pretrained directory)")
     config = AutoConfig.from_pretrained(directory, local_files_only=True)
     if getattr(config, "max_position_embeddings", length) < length:
         raise ValueError(
-            f"model.pretrained={path}: max_position_embeddings={config.max_position_embeddings} < data.max_length={length}"
+            f"model.checkpoint={path}: max_position_embeddings={config.max_position_embeddings} < "
+            f"data.max_length={length}"
         )
-    if getattr(config, "vocab_size", vocab) < vocab:
-        raise ValueError(
-            f"model.pretrained={path}: its vocabulary has {config.vocab_size} tokens, the data's {vocab} "
-            "(model.vocab); the checkpoint's tokenizer must be the data's"
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # its load report (the new head's weights) says nothing a user must act on
+    hf_logging.disable_progress_bar()  # nor does a bar per load (the artifact's reload loads it again)
+    try:
+        model: nn.Module = AutoModelForSequenceClassification.from_pretrained(
+            directory, num_labels=num_classes, local_files_only=True, ignore_mismatched_sizes=True
         )
-    model: nn.Module = AutoModelForSequenceClassification.from_pretrained(
-        directory, num_labels=num_classes, local_files_only=True, ignore_mismatched_sizes=True
-    )
-    return model
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    pad = getattr(config, "pad_token_id", None)
+    return HFClassifier(model, pad_id=int(pad) if pad is not None else 0)
 
 
 def make_bert(
@@ -57,7 +64,7 @@ def make_bert(
     num_classes: int,
     vocab: int,
     dropout: float = 0.1,
-    pretrained: str | None = None,
+    checkpoint: str | None = None,
     hidden: int = 64,
     layers: int = 2,
     heads: int = 2,
@@ -66,14 +73,15 @@ def make_bert(
 ) -> HFClassifier:
     """``transformers.BertForSequenceClassification`` over ``(L,)`` token ids in ``[0, vocab)``.
 
-    ``pretrained``: a local ``save_pretrained`` directory (its tokenizer's vocabulary must be the
-    data's); otherwise a randomly initialised BERT of this size. ``config``: other ``BertConfig`` keys.
+    ``checkpoint``: a local ``save_pretrained`` directory (``model.checkpoint``: its architecture and
+    weights, a new head; the task tokenizes with its tokenizer); otherwise a randomly initialised BERT
+    of this size. ``config``: other ``BertConfig`` keys.
     """
     if len(input_shape) != 1:
         raise ValueError(f"model=bert needs token ids shaped (L,); got {tuple(input_shape)}")
     length = int(input_shape[0])
-    if pretrained:
-        return HFClassifier(_pretrained(pretrained, num_classes, length, int(vocab)))
+    if checkpoint:
+        return _pretrained(checkpoint, num_classes, length)
     if hidden % heads:
         raise ValueError(f"model.heads={heads}: must divide model.hidden={hidden}")
     from transformers import BertConfig, BertForSequenceClassification

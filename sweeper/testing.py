@@ -20,6 +20,8 @@ the latency kind says whether the kernels that run execute the saving; the run's
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -52,9 +54,15 @@ def compose(*overrides: str, config_dir: str | Path | None = None) -> Any:
     return cfg, choices
 
 
+@functools.cache
+def _base_cache() -> Path:
+    """The trained base networks the suite's trials share in this process (each method starts from its base)."""
+    return Path(tempfile.mkdtemp(prefix="sweeper-contract-bases-"))
+
+
 def run_trial(*overrides: str, out: Path, config_dir: str | Path | None = None) -> Any:
     """A trial of ``overrides`` run in ``out`` (tracking off): its :class:`~sweeper.trial.run.TrialResult`."""
-    cfg, choices = compose(*QUICK, *overrides, config_dir=config_dir)
+    cfg, choices = compose(*QUICK, f"base.cache_dir={_base_cache()}", *overrides, config_dir=config_dir)
     return run(cfg, JobContext.standalone(out, choices=choices))
 
 

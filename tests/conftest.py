@@ -44,6 +44,14 @@ def run_if(*, min_gpus: int = 0) -> Callable[[Callable[..., None]], Callable[...
     return decorate
 
 
+@functools.cache
+def _base_cache() -> Path:
+    """This test process's cache of trained base networks (its trials share them; other processes do not)."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="sweeper-bases-"))
+
+
 def compose_config(
     *overrides: str, fast: bool = True, tracking: bool = False, zoo: bool = False, hydra: bool = False
 ) -> DictConfig:
@@ -54,6 +62,7 @@ def compose_config(
     (its ``runtime.choices``, ``sweeper``, ``launcher``).
     """
     prefix = [
+        f"base.cache_dir={_base_cache()}",  # in-process trials of one test process share their trained bases
         *([f"hydra.searchpath=[file://{ZOO_CONF}]"] if zoo else []),
         *(FAST if fast else []),
         *([] if tracking else ["tracking.enabled=false"]),

@@ -7,32 +7,25 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict
 
-from sweeper.compression import TrainsWithHooks
-from sweeper.training import TrainResult
 from sweeper.trial.context import JobContext
 from sweeper.trial.measure import count_params
-from sweeper.trial.plan import TrialPlan, plan_trial
-from sweeper.trial.run import Deployed, Trained, deploy_stage, run
+from sweeper.trial.plan import TrialPlan
+from sweeper.trial.run import Deployed, run
 
 
 class Trial:
     """A trained, compressed, saved and reloaded trial (:func:`sweeper.trial.run.run`, tracking off).
 
-    ``path``: where its artifact goes (its directory is the trial's output directory). ``trained``
-    (a state dict of the same model trained as the trial would) skips the main training run of methods
-    that do not change it: tests share one trained model per network.
+    ``path`` names its output directory (``path`` without its suffix). Trials of the same network share
+    its trained base (``base.cache_dir``: one per test process, see ``conftest.compose_config``).
     """
 
-    def __init__(self, cfg: DictConfig, path: Path, *, trained: dict[str, torch.Tensor] | None = None) -> None:
-        if trained is None or isinstance(plan_trial(cfg).compressor, TrainsWithHooks):
-            result = run(cfg, JobContext.standalone(path.with_suffix("")))
-            assert result.deployed is not None
-            self.plan: TrialPlan = result.plan
-            deployed: Deployed = result.deployed
-        else:
-            self.plan = plan_trial(cfg)
-            self.plan.model.load_state_dict(trained)
-            deployed = deploy_stage(self.plan, Trained(TrainResult()), path)
+    def __init__(self, cfg: DictConfig, path: Path) -> None:
+        result = run(cfg, JobContext.standalone(path.with_suffix("")))
+        assert result.deployed is not None
+        self.plan: TrialPlan = result.plan
+        self.result = result
+        deployed: Deployed = result.deployed
         dense = self.plan.spec.build()  # the network as its config builds it, before any method changed it
         self.dense_params = count_params(dense)[0]
         self.x = self.plan.task.inputs("test")[:64]

@@ -9,6 +9,7 @@ token models read ``data=digit_tokens`` (``data.positional=true`` for the bag of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -121,3 +122,26 @@ class RowGRU(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         _, last = self.gru(x.reshape(x.shape[0], -1, x.shape[-1]))
         return self.head(last[-1])
+
+
+def train_outside(path: Path, *, epochs: int = 3) -> float:
+    """What a user does without the tool: train the zoo's ResNet on the digits with a plain loop, save its
+    state dict, and score it on the test split; returns that test accuracy."""
+    from sweeper.tasks import load_digits
+
+    task = load_digits(seed=0)
+    torch.manual_seed(0)
+    model = TinyResNet(input_shape=list(task.input_shape), num_classes=10)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        model.train()
+        for start in range(0, len(task.x_train), 64):
+            x, y = task.x_train[start : start + 64], task.y_train[start : start + 64]
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(task.x_test).argmax(1) == task.y_test).float().mean())
+    torch.save(model.state_dict(), path)
+    return accuracy

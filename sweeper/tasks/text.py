@@ -45,6 +45,25 @@ def _encode(tokenizer: Tokenizer, texts: list[str], length: int) -> np.ndarray:
     return np.array([e.ids for e in tokenizer.encode_batch(texts)], dtype=np.int64)
 
 
+def _checkpoint_ids(directory: str, texts: list[str], max_length: int) -> np.ndarray:
+    """``texts`` as ids of a checkpoint's own tokenizer (a ``save_pretrained`` directory), padded to
+    ``max_length`` (or the tokenizer's own limit, if smaller)."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"data.tokenizer={directory}: no such directory (experiment=text: model.checkpoint's)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"data.tokenizer={directory}: no tokenizer there ({' '.join(str(exc).split())[:200]})") from exc
+    length = min(max_length, int(getattr(tokenizer, "model_max_length", max_length) or max_length))
+    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=length)
+    return np.array(encoded["input_ids"], dtype=np.int64)
+
+
 def reviews(
     *,
     seed: int,
@@ -53,11 +72,14 @@ def reviews(
     n_samples: int | None = None,
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
+    tokenizer: str | None = None,
 ) -> Task:
     """Title + review text -> recommended (1) or not (0); 82 % recommend, so macro-F1 is the metric.
 
     ``n_samples`` keeps a stratified random subset (fewer for quick runs). Token ids lie in
-    ``[0, vocab_size)``; the model's ``vocab`` must be ``data.vocab_size``.
+    ``[0, vocab_size)`` of a WordPiece tokenizer trained on the training split; the model's ``vocab``
+    must be ``data.vocab_size``. ``tokenizer``: a ``save_pretrained`` directory whose tokenizer is used
+    instead (a pretrained checkpoint's: its vocabulary, its ``max_length`` if smaller).
     """
     if not (isinstance(vocab_size, int) and vocab_size >= 100):
         raise ValueError(f"data.vocab_size={vocab_size}: must be an integer >= 100")
@@ -76,8 +98,11 @@ def reviews(
     texts = (table["Title"].fillna("") + ". " + table["Review Text"]).str.strip(". ").tolist()
     labels = table["Recommended IND"].to_numpy(np.int64)
     train, val, test = stratified_split(labels, val_fraction, test_fraction, seed=seed)
-    tokenizer = train_tokenizer([texts[i] for i in train], vocab_size)  # the test split stays unseen
-    ids = _encode(tokenizer, texts, max_length)
+    if tokenizer:
+        ids = _checkpoint_ids(tokenizer, texts, max_length)
+    else:
+        trained = train_tokenizer([texts[i] for i in train], vocab_size)  # the test split stays unseen
+        ids = _encode(trained, texts, max_length)
     parts = [(torch.from_numpy(ids[p]), torch.from_numpy(labels[p])) for p in (train, val, test)]
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = parts
     return Task(

@@ -103,6 +103,9 @@ def train(
     x_val, y_val = task.x_val.to(device), task.y_val.to(device)  # once, not every epoch
     n_train = len(x_train)
 
+    if n_epochs == 0:  # nothing to train: the network as it is (a loaded checkpoint), scored once on validation
+        scores = evaluate_scores(model, x_val, y_val, task.metrics, input_ndim=len(task.input_shape))
+        return TrainResult(best_val_score=scores[task.score_metric])
     optimizers = build_optimizers(optimizer_factory, model)
     schedulers = [build_scheduler(opt, strategy.lr_schedule, n_epochs) for opt in optimizers]
     shuffle_gen = torch.Generator().manual_seed(seed + 1)

@@ -137,7 +137,7 @@ class BatchGrowth:
 class Strategy:
     """Everything about how a network is trained, apart from the optimizer."""
 
-    epochs: int = 20
+    epochs: int = 20  # 0: no training (a loaded checkpoint is the trained network)
     batch_size: int | str = 64  # an integer or "full" (the whole training set per step)
     lr_schedule: LRSchedule = field(default_factory=LRSchedule)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
@@ -145,7 +145,12 @@ class Strategy:
     batch_growth: BatchGrowth = field(default_factory=BatchGrowth)
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _require(
+            isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 0,
+            "epochs",
+            self.epochs,
+            "an integer >= 0 (0: no training, e.g. with model.checkpoint)",
+        )
         full = self.batch_size == "full"
         _require(
             full or (isinstance(self.batch_size, int) and self.batch_size >= 1),

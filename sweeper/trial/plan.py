@@ -9,6 +9,7 @@ every job this way), so bad input fails in a second with a one-line
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ from sweeper.errors import ConfigError
 from sweeper.metrics import GROUPS
 from sweeper.training import Strategy, build_optimizers
 from sweeper.training.optimizers import OptimizerFactory
+from sweeper.trial.checkpoint import load_checkpoint
 from sweeper.trial.knobs import apply_option_knobs
 from sweeper.trial.measure import TRIAL_LATENCY
 from sweeper.trial.runtimes import check_runtimes
@@ -60,6 +62,7 @@ class TrialPlan:
     seed: int
     choices: dict[str, str]
     unsupported: UnsupportedLayer | None = None  # the compression method cannot handle this model: the trial fails
+    checkpoint: str | None = None  # model.checkpoint: the weights the network starts from
 
     def context(self) -> CompressionContext:
         """What the compression method may use (no training hooks yet)."""
@@ -153,20 +156,58 @@ def _instantiate(group: str, node: DictConfig, **runtime: Any) -> Any:
         raise ConfigError(f"{where}._target_={target}: {' '.join(str(cause).split())}") from exc
 
 
-def _build_model(cfg: DictConfig, task: Task) -> tuple[nn.Module, ModelSpec]:
+def _takes_checkpoint(target: str) -> bool:
+    """Whether the model's builder loads ``checkpoint`` itself (a Hugging Face directory: its architecture too)."""
+    from hydra.utils import get_object
+
+    try:
+        return "checkpoint" in inspect.signature(get_object(target)).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):  # reported when it is instantiated
+        return False
+
+
+def _build_model(cfg: DictConfig, task: Task, option: str) -> tuple[nn.Module, ModelSpec, str | None]:
+    """The network of ``model`` sized for the task, with ``model.checkpoint``'s weights; the spec that rebuilds
+    it from its artifact; the checkpoint."""
     kwargs = plain_dict(cfg.model)
-    target = str(kwargs.pop("_target_", ""))
-    kwargs.update(input_shape=list(task.input_shape), num_classes=task.num_classes)
-    model = _instantiate("model", cfg.model, input_shape=list(task.input_shape), num_classes=task.num_classes)
+    checkpoint = kwargs.pop("checkpoint", None)
+    target = str(kwargs.get("_target_", ""))
+    if checkpoint is not None and _takes_checkpoint(target):
+        kwargs["checkpoint"] = checkpoint  # the builder loads it (and rebuilds from it when the artifact loads)
+    runtime = {"input_shape": list(task.input_shape), "num_classes": task.num_classes}
+    model = _instantiate("model", OmegaConf.create(kwargs), **runtime)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model._target_={target}: returned {type(model).__name__}, expected a torch.nn.Module")
-    with torch.no_grad():
-        out = model(task.x_train[:2])
-    if tuple(out.shape) != (2, task.num_classes):
+    if checkpoint is not None and "checkpoint" not in kwargs:
+        load_checkpoint(model, checkpoint, option=f"model={option}")
+    _check_outputs(model, task, target)
+    kwargs.pop("_target_")
+    return model, ModelSpec(target=target, kwargs={**kwargs, **runtime}), checkpoint
+
+
+def _check_outputs(model: nn.Module, task: Task, target: str) -> None:
+    """Logits of shape ``(batch, num_classes)``; token ids within the model's embeddings (the sample holding
+    the largest id is run too: a checkpoint's vocabulary must be the data's)."""
+    rows = [0, 1]
+    x = task.x_train
+    if not x.is_floating_point():
+        rows.append(int(x.reshape(len(x), -1).max(dim=1).values.argmax()))
+    was_training = model.training
+    try:
+        with torch.no_grad():  # in eval mode: a forward in training mode would move BatchNorm's running statistics
+            out = model.eval()(x[rows])
+    except IndexError as exc:
         raise ConfigError(
-            f"model._target_={target}: output shape {tuple(out.shape)} for a batch of 2; expected (2, {task.num_classes})"
+            f"model._target_={target}: the data's token ids reach {int(x.max())}, outside the model's "
+            f"embedding ({exc}); the model's vocabulary (or the checkpoint's tokenizer) must be the data's"
+        ) from exc
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (len(rows), task.num_classes):
+        raise ConfigError(
+            f"model._target_={target}: output shape {tuple(out.shape)} for a batch of {len(rows)}; "
+            f"expected ({len(rows)}, {task.num_classes})"
         )
-    return model, ModelSpec(target=target, kwargs=kwargs)
 
 
 _BASELINE_TARGET = "sweeper.compression.NoCompression"
@@ -264,7 +305,7 @@ def plan_trial(
             f"data._target_={cfg.data.get('_target_')}: returned {type(task).__name__}, expected sweeper.data.Task"
         )
     torch.manual_seed(seed)  # the initialisation of the weights derives from the seed
-    model, spec = _build_model(cfg, task)
+    model, spec, checkpoint = _build_model(cfg, task, str(group_choices(cfg, choices)["model"]))
     optimizer_factory = _instantiate("optimizer", cfg.optimizer)
     try:  # torch checks its own hyper-parameters when an optimizer is built
         build_optimizers(optimizer_factory, model)
@@ -276,6 +317,7 @@ def plan_trial(
     plan = TrialPlan(
         cfg, task, model, spec, optimizer_factory, strategy, compressor, device, seed, group_choices(cfg, choices)
     )
+    plan.checkpoint = checkpoint
     if isinstance(compressor, ChecksModel):  # checks that need the model (layer widths, class counts), before training
         try:
             compressor.check(model, plan.context())

@@ -35,6 +35,8 @@ from sweeper.tasks.baselines import baseline_scores
 from sweeper.tracking.runs import TrialRun, finished_trial, resolve_tracking_uri, source_tags, trial_key
 from sweeper.training import TrainResult, train
 from sweeper.training.loop import EpochHook
+from sweeper.trial.base import Origin, obtain_base
+from sweeper.trial.checkpoint import checkpoint_digest
 from sweeper.trial.context import JobContext
 from sweeper.trial.measure import measure_artifact, trial_times_latency
 from sweeper.trial.plan import TrialPlan, plan_trial
@@ -47,29 +49,53 @@ T = TypeVar("T")
 
 @dataclass
 class Trained:
-    """What the training stage hands to the deployment stage."""
+    """What the training stage hands to the deployment stage.
+
+    ``result`` is the training of the network (for a reused base: its base's); ``origin`` says where the
+    network came from (``trained`` here, ``reused`` from another trial, ``checkpoint`` loaded as is);
+    ``seconds`` what this trial spent on it.
+    """
 
     result: TrainResult
     hooks: TrainingHooks | None = None  # the compression method's changes to training, if any
+    origin: Origin = "trained"
+    seconds: float | None = None  # None: the training's own time
+    trained_by: str | None = None  # a reused base: the MLflow run that trained it
 
 
-def train_stage(plan: TrialPlan, *, epoch_hook: EpochHook | None = None) -> Trained:
-    """Train the plan's model in place, with the compression method's training hooks if it has any."""
+def train_stage(
+    plan: TrialPlan,
+    *,
+    epoch_hook: EpochHook | None = None,
+    base_cache: str | Path | None = None,
+    run_id: str | None = None,
+) -> Trained:
+    """Train the plan's model in place, or take its base network from ``base_cache`` (:mod:`sweeper.trial.base`).
+
+    A method that changes the main training run (its facts: ``in-training``) trains its own network with
+    its training hooks; every other method starts from the base network of its data, model and training,
+    trained once per cache (``base_cache=None``: trained here). ``run_id``: this trial's MLflow run, named
+    by the trials that reuse what it trains.
+    """
     if plan.unsupported is not None:
         raise plan.unsupported
-    hooks = plan.compressor.training_hooks(plan.context()) if isinstance(plan.compressor, TrainsWithHooks) else None
-    result = train(
-        plan.model,
-        plan.task,
-        plan.optimizer_factory,
-        plan.strategy,
-        seed=plan.seed,
-        device=plan.device,
-        loss_fn=hooks.loss_fn if hooks else None,
-        step_hook=hooks.step_hook if hooks else None,
-        epoch_hook=epoch_hook,
-    )
-    return Trained(result, hooks)
+    if facts_of(plan.compressor).training == "in-training" or isinstance(plan.compressor, TrainsWithHooks):
+        hooks = plan.compressor.training_hooks(plan.context()) if isinstance(plan.compressor, TrainsWithHooks) else None
+        result = train(
+            plan.model,
+            plan.task,
+            plan.optimizer_factory,
+            plan.strategy,
+            seed=plan.seed,
+            device=plan.device,
+            loss_fn=hooks.loss_fn if hooks else None,
+            step_hook=hooks.step_hook if hooks else None,
+            epoch_hook=epoch_hook,
+        )
+        origin: Origin = "checkpoint" if plan.checkpoint is not None and plan.strategy.epochs == 0 else "trained"
+        return Trained(result, hooks, origin)
+    base = obtain_base(plan, cache_dir=base_cache, run_id=run_id, epoch_hook=epoch_hook)
+    return Trained(base.result, None, base.origin, base.seconds, base.trained_by)
 
 
 @dataclass
@@ -116,7 +142,8 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path, *, time
         "best_val_score": result.best_val_score,
         "size_bytes": size_bytes,
         "compression_ratio": dense_bytes / size_bytes,
-        "train_seconds": result.train_seconds,
+        "train_seconds": trained.seconds if trained.seconds is not None else result.train_seconds,  # this trial's
+        "base_train_seconds": result.train_seconds,  # what training its network cost, once
         "compress_seconds": compress_seconds,
         "epochs_run": result.epochs_run,
         "steps": result.steps,
@@ -124,7 +151,9 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path, *, time
         **compressed.metrics,
         **baseline_scores(task),
     }
-    tags = {"latency_measured": how}
+    tags = {"latency_measured": how, "base_model": trained.origin}
+    if trained.trained_by:
+        tags["base_run_id"] = trained.trained_by
     if "onnxruntime" in runtimes:
         onnx_metrics, onnx_tags = _onnx_runtime(
             plan, compressed, deployed, float_source, artifact_path, time_latency=time_latency
@@ -194,7 +223,11 @@ def execute(
         for hook in epoch_hooks:
             hook(epoch, metrics)
 
-    trained = train_stage(plan, epoch_hook=after_epoch)
+    base = plan.cfg.get("base") or {}
+    base_cache = base.get("cache_dir") if base.get("reuse", True) else None
+    trained = train_stage(
+        plan, epoch_hook=after_epoch, base_cache=base_cache, run_id=tracker.run_id if tracker is not None else None
+    )
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     deployed = deploy_stage(plan, trained, ctx.output_dir / "model.pt", time_latency=_times_latency(plan.cfg, ctx))
     config_path = deployed.path.with_name("config.yaml")  # beside the artifact, tracked or not
@@ -262,6 +295,9 @@ def _trial_tags(
         "sweep_id": ctx.sweep_id,
         "trial_key": trial_key(config),
     }
+    if plan.checkpoint is not None:  # where the weights came from
+        tags["checkpoint"] = str(Path(plan.checkpoint).expanduser().resolve())
+        tags["checkpoint_sha256"] = checkpoint_digest(tags["checkpoint"])
     if ctx.parent_run_id:  # nested under the sweep's run in the MLflow UI
         tags["mlflow.parentRunId"] = ctx.parent_run_id
     if ctx.index is not None:

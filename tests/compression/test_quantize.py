@@ -72,18 +72,14 @@ def _trials(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[tuple[
 
 @pytest.fixture
 def trial_of(make_cfg, _trials) -> Callable[[str, str], Trial]:
-    """``trial_of(network, flow)``: the network trained once (by its FX trial), quantized by ``flow``."""
+    """``trial_of(network, flow)``: the network trained once (its base is shared), quantized by ``flow``."""
     root, trials = _trials
 
     def get(network: str, flow: str) -> Trial:
         if (network, flow) not in trials:
             model, data, _ = NETWORKS[network]
-            if flow == "fx":
-                trials[network, flow] = Trial(_config(make_cfg, model, data), root / f"{network}-fx.pt")
-            else:
-                trained = get(network, "fx").plan.model.state_dict()
-                cfg = _config(make_cfg, model, data, f"compression.flow={flow}")
-                trials[network, flow] = Trial(cfg, root / f"{network}-{flow}.pt", trained=trained)
+            cfg = _config(make_cfg, model, data, *([] if flow == "fx" else [f"compression.flow={flow}"]))
+            trials[network, flow] = Trial(cfg, root / f"{network}-{flow}.pt")
         return trials[network, flow]
 
     return get

@@ -17,8 +17,6 @@ from trials import Trial
 
 from sweeper.compression._targets import WeightSelection, weight_refs
 from sweeper.trial.measure import count_params
-from sweeper.trial.plan import plan_trial
-from sweeper.trial.run import train_stage
 
 # network -> (overrides selecting it, a wider teacher of the same kind for distillation)
 NETWORKS: dict[str, list[str]] = {
@@ -88,14 +86,6 @@ def trial_of(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
     """``trial_of(network, method)``: the trial, run once per module (a teacher cache in a temp dir)."""
     root = tmp_path_factory.mktemp("zoo")
     trials: dict[tuple[str, str], Trial] = {}
-    trained: dict[str, dict[str, torch.Tensor]] = {}
-
-    def trained_state(network: str) -> dict[str, torch.Tensor]:
-        if network not in trained:
-            plan = plan_trial(compose_trial(*_overrides(network, "none")))
-            train_stage(plan)
-            trained[network] = {k: v.clone() for k, v in plan.model.state_dict().items()}
-        return trained[network]
 
     def get(network: str, method: str) -> Trial:
         if (network, method) not in trials:
@@ -103,7 +93,7 @@ def trial_of(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
             if method == "mixed":
                 overrides.append(f"compression.budget_kb={MIXED_SHARE * get(network, 'none').size / 1024}")
             cfg = compose_trial(*overrides)
-            trials[network, method] = Trial(cfg, root / f"{network}-{method}.pt", trained=trained_state(network))
+            trials[network, method] = Trial(cfg, root / f"{network}-{method}.pt")  # the base is trained once
         return trials[network, method]
 
     with pytest.MonkeyPatch.context() as patch:

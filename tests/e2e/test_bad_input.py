@@ -14,7 +14,7 @@ BAD_INPUTS = [
     (["strategy=cosin"], "strategy=cosin: unknown option; allowed: batch_growth, cosine"),
     (["optimizer.lr=-1"], "optimizer.lr=-1: must be a number > 0"),
     (["optimizer.lr=0"], "optimizer.lr=0: must be a number > 0"),
-    (["strategy.epochs=0"], "strategy.epochs=0: must be an integer >= 1"),
+    (["strategy.epochs=-1"], "strategy.epochs=-1: must be an integer >= 0"),
     (["strategy.batch_size=0"], "strategy.batch_size=0: must be an integer >= 1 or 'full'"),
     (["strategy.batch_size=-8"], "strategy.batch_size=-8: must be an integer >= 1 or 'full'"),
     (["strategy.epoch=3"], "strategy.epoch: unknown key; allowed: batch_growth, batch_size, early_stopping, epochs"),
@@ -27,7 +27,8 @@ BAD_INPUTS = [
     (["data=synthetic", "data.noise=1.5"], "data.noise=1.5: must be in [0, 1)"),
     (["model.channels=[0]"], "model.channels=[0]: every width must be >= 1"),
     (["data._target_=nowhere.make_task"], "data._target_=nowhere.make_task: Error loading 'nowhere.make_task'"),
-    (["experiment=text", "model.pretrained=/no/such/dir"], "model.pretrained=/no/such/dir: no config.json there"),
+    (["experiment=text", "model.checkpoint=/no/such/dir"], "data.tokenizer=/no/such/dir: no such directory"),
+    (["model.checkpoint=/no/such/file.pt"], "model.checkpoint=/no/such/file.pt: no such file or directory"),
     (["experiment=bio", "data.max_length=4"], "data.max_length=4: must be an integer >= 8"),
     (["data=image_folder", "data.path=/no/such/dir"], "data.path=/no/such/dir: not a directory"),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,11 +11,11 @@ import torch
 from conftest import compose_config
 from trials import Trial
 
+from sweeper.errors import ConfigError
 from sweeper.tasks import movielens, peptides, reviews
 from sweeper.tasks._files import INSTALL, packaged_file
 from sweeper.tasks.baselines import baseline_scores
 from sweeper.trial.plan import plan_trial
-from sweeper.trial.run import train_stage
 
 FIELDS = {  # experiment -> (metric, a tiny budget for it)
     "vision": ("accuracy", ["strategy.epochs=1", "data.n_samples=1200"]),
@@ -70,20 +71,15 @@ def test_a_missing_package_names_the_install_command():
 
 @pytest.fixture(scope="module")
 def field_trial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str, str], Trial]]:
-    """``field_trial(experiment, method)``: the trial at a tiny budget, the trained model shared per field."""
+    """``field_trial(experiment, method)``: the trial at a tiny budget (the trained base shared per field)."""
     root = tmp_path_factory.mktemp("fields")
-    trained: dict[str, dict[str, torch.Tensor]] = {}
     trials: dict[tuple[str, str], Trial] = {}
 
     def get(field: str, method: str) -> Trial:
         overrides = [f"experiment={field}", *FIELDS[field][1]]
-        if field not in trained:
-            plan = plan_trial(compose_config(*overrides))
-            train_stage(plan)
-            trained[field] = {k: v.clone() for k, v in plan.model.state_dict().items()}
         if (field, method) not in trials:
             cfg = compose_config(*overrides, f"compression={method}", *METHODS[method])
-            trials[field, method] = Trial(cfg, root / f"{field}-{method}.pt", trained=trained[field])
+            trials[field, method] = Trial(cfg, root / f"{field}-{method}.pt")
         return trials[field, method]
 
     with pytest.MonkeyPatch.context() as patch:
@@ -117,13 +113,73 @@ def test_a_users_pretrained_checkpoint_loads_from_its_directory_and_a_wrong_one_
 
     config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     BertForSequenceClassification(config).save_pretrained(tmp_path / "ckpt")  # what a user downloaded once
-    model = make_bert(input_shape=(12,), num_classes=3, vocab=50, pretrained=str(tmp_path / "ckpt"))
+    model = make_bert(input_shape=(12,), num_classes=3, vocab=50, checkpoint=str(tmp_path / "ckpt"))
     embeddings = model.model.bert.embeddings.word_embeddings.weight
     saved = BertForSequenceClassification.from_pretrained(tmp_path / "ckpt").bert.embeddings.word_embeddings.weight
     assert torch.equal(embeddings, saved) and model(torch.ones(2, 12, dtype=torch.long)).shape == (2, 3)
-    with pytest.raises(FileNotFoundError, match=r"model.pretrained=.*nowhere: no config.json there"):
-        make_bert(input_shape=(12,), num_classes=2, vocab=50, pretrained=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"model.checkpoint=.*nowhere: no config.json there"):
+        make_bert(input_shape=(12,), num_classes=2, vocab=50, checkpoint=str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match=r"max_position_embeddings=512 < data.max_length=600"):
-        make_bert(input_shape=(600,), num_classes=2, vocab=50, pretrained=str(tmp_path / "ckpt"))
-    with pytest.raises(ValueError, match=r"its vocabulary has 50 tokens, the data's 4000"):
-        make_bert(input_shape=(12,), num_classes=2, vocab=4000, pretrained=str(tmp_path / "ckpt"))
+        make_bert(input_shape=(600,), num_classes=2, vocab=50, checkpoint=str(tmp_path / "ckpt"))
+
+
+@pytest.fixture(scope="module")
+def users_text_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pretrained encoder as a user has it: a save_pretrained directory with its own tokenizer (vocabulary 300)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    directory = tmp_path_factory.mktemp("encoder")
+    words = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    words.normalizer, words.pre_tokenizer = (
+        normalizers.BertNormalizer(lowercase=True),
+        pre_tokenizers.BertPreTokenizer(),
+    )
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    from pydoc_data.topics import topics  # English prose the standard library ships
+
+    words.train_from_iterator(topics.values(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
+    words.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=words, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=32,
+    )  # fmt: skip
+    tokenizer.save_pretrained(directory)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+def test_a_text_checkpoint_brings_its_own_tokenizer_and_its_vocabulary_reaches_the_model(users_text_checkpoint):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(users_text_checkpoint)
+    plan = plan_trial(
+        compose_config("experiment=text", f"model.checkpoint={users_text_checkpoint}", "data.n_samples=300")
+    )
+    ids = plan.task.x_train
+    assert ids.shape[1] == 32  # the tokenizer's max_length (the data asks 64)
+    assert int(ids.max()) < len(tokenizer) and (ids[:, 0] == tokenizer.cls_token_id).all()
+    embeddings = plan.model.model.bert.embeddings.word_embeddings
+    assert embeddings.num_embeddings == len(tokenizer) == 300  # the checkpoint's, not the task's 4,000-word one
+    plain = plan_trial(compose_config("experiment=text", "data.n_samples=300"))
+    assert int(plain.task.x_train.max()) > len(tokenizer)  # the task's own WordPiece: another vocabulary
+
+
+def test_a_checkpoint_whose_vocabulary_the_data_overruns_is_one_line(users_text_checkpoint, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    small = tmp_path / "small"
+    BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)).save_pretrained(
+        small
+    )
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (users_text_checkpoint / name).is_file():
+            (small / name).write_bytes((users_text_checkpoint / name).read_bytes())
+    with pytest.raises(ConfigError) as info:
+        plan_trial(compose_config("experiment=text", f"model.checkpoint={small}", "data.n_samples=300"))
+    assert "outside the model's embedding" in str(info.value) and "\n" not in str(info.value)
