@@ -12,11 +12,10 @@ Networks:
   resnet       digits resized to 32x32, ``model=resnet`` channels [32, 64, 128], 10 epochs;
                teacher: channels [64, 128, 256]
 
-Accuracy, size, params and compression ratio come from each trial's own stages
-(:func:`sweeper.trial.run.train_stage` / ``deploy_stage``) on the artifact reloaded from disk, for
-every seed. Methods that do not change the main training run share it: the seed's dense
-model is trained once (training is deterministic for a seed, so this is the same model each
-method would have trained) and each method compresses a copy. Latency is measured at the
+Accuracy, size, params and compression ratio come from each trial (:func:`sweeper.trial.run.run`)
+on the artifact reloaded from disk, for every seed. Methods that do not change the main training
+run share its base network: the seed's dense model is trained once (``base.cache_dir``) and each
+method compresses it. Latency is measured at the
 end, side by side: the reloaded artifacts of seed 0 are timed in interleaved rounds (batch 1
 and batch 64, one thread, round-robin in a rotating order), and each method's speed-up is the
 median over rounds of its ratio to ``none`` measured in the same round, so the host's CPU
@@ -26,7 +25,6 @@ speed drift cancels. Tracking is off; teachers are cached under ``.sweeper_cache
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import tempfile
 from dataclasses import dataclass, field
@@ -36,10 +34,9 @@ import torch
 from hydra import compose, initialize_config_module
 from torch import nn
 
-from sweeper.compression import TrainsWithHooks
+from sweeper.trial.context import JobContext
 from sweeper.trial.measure import measure_latency
-from sweeper.trial.plan import TrialPlan, plan_trial
-from sweeper.trial.run import Trained, deploy_stage, train_stage
+from sweeper.trial.run import run
 
 NETWORKS: dict[str, list[str]] = {
     "small": [],
@@ -119,46 +116,33 @@ class Row:
     example: torch.Tensor | None = None
 
 
-def compose_plan(network: str, method: str, seed: int, threads: int) -> TrialPlan:
-    with initialize_config_module("sweeper.conf", version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                *METHODS[method].split(),
-                *network_overrides(network, method),
-                f"seed={seed}",
-                f"threads={threads}",
-                "tracking.enabled=false",
-                "measure.latency_seconds=0.01",
-            ],
-        )
-    torch.set_num_threads(threads)
-    return plan_trial(cfg)
-
-
 def run_network(network: str, methods: list[str], seeds: int, threads: int, scratch: Path) -> dict[str, Row]:
-    """Every method on every seed of one network; shared training where the method allows it."""
+    """Every method on every seed of one network; the methods of a seed that start from a trained network
+    share its base (trained once, ``base.cache_dir`` in ``scratch``)."""
     rows = {m: Row() for m in methods}
+    torch.set_num_threads(threads)
     for seed in range(seeds):
-        base: tuple[dict[str, torch.Tensor], Trained] | None = None
         for method in methods:
-            plan = compose_plan(network, method, seed, threads)
-            if isinstance(plan.compressor, TrainsWithHooks):
-                trained = train_stage(plan)
-            else:
-                if base is None:  # the seed's dense model, trained once
-                    base_plan = compose_plan(network, "none", seed, threads)
-                    base_trained = train_stage(base_plan)
-                    base = ({k: v.clone() for k, v in base_plan.model.state_dict().items()}, base_trained)
-                plan.model.load_state_dict(base[0])
-                trained = copy.copy(base[1])
-            # named model.pt as in a trial: the name is stored in the file and counts in its size
-            deployed = deploy_stage(plan, trained, scratch / network / method / str(seed) / "model.pt")
+            overrides = [*METHODS[method].split(), *network_overrides(network, method), f"seed={seed}"]
+            with initialize_config_module("sweeper.conf", version_base="1.3"):
+                cfg = compose(
+                    "config",
+                    overrides=[
+                        *overrides,
+                        f"threads={threads}",
+                        "tracking.enabled=false",
+                        "measure.latency_seconds=0.01",
+                        f"base.cache_dir={scratch / 'bases'}",
+                    ],
+                )
+            result = run(cfg, JobContext.standalone(scratch / network / method / str(seed)))
+            deployed = result.deployed
+            assert deployed is not None
             row = rows[method]
             row.runs.append(deployed.metrics)
             row.latency_kind = deployed.compressed.latency_kind
             if seed == 0:
-                row.module, row.example = deployed.module, plan.task.x_test
+                row.module, row.example = deployed.module, result.plan.task.x_test
             print(
                 f"{network} {method} seed {seed}: test_accuracy {deployed.metrics['test_accuracy']:.4f} "
                 f"size {deployed.metrics['size_bytes']:,.0f} B",

@@ -4,8 +4,8 @@
 
 (with the package installed, or ``PYTHONPATH=.`` from the repository root)
 
-For each task and seed the dense model is trained once (training is deterministic for a seed, so
-it is the model each method would have trained) and compressed four ways, each fine-tuned for the
+For each task and seed the dense model is trained once (the base every method of the seed starts
+from, ``base.cache_dir``) and compressed four ways, each fine-tuned for the
 same 5 epochs: uniform ``qat`` at 4 bits, uniform ``prune`` at 0.9 (global magnitude), and
 ``mixed`` with ``budget_kb`` set to the size of that seed's qat-4 artifact and of its prune-0.9
 artifact. Every number is of the artifact reloaded from disk; scores are on the test split, the
@@ -26,8 +26,8 @@ from typing import Any
 
 from hydra import compose, initialize_config_module
 
-from sweeper.trial.plan import plan_trial
-from sweeper.trial.run import Trained, deploy_stage, train_stage
+from sweeper.trial.context import JobContext
+from sweeper.trial.run import run
 
 TASKS = {"default": [], "vision": ["experiment=vision"]}
 UNIFORM = {
@@ -36,37 +36,24 @@ UNIFORM = {
 }
 
 
-def _plan(task: str, seed: int, overrides: list[str]) -> Any:
+def _metrics(task: str, seed: int, overrides: list[str], work: Path, name: str) -> dict[str, float]:
+    """A trial's final metrics; every method of a seed starts from its one base (``base.cache_dir`` in ``work``)."""
     with initialize_config_module("sweeper.conf", version_base="1.3"):
-        cfg = compose("config", [*TASKS[task], *overrides, f"seed={seed}", "tracking.enabled=false"])
-    return plan_trial(cfg)
-
-
-def _deploy(
-    task: str, seed: int, overrides: list[str], trained: tuple[dict[str, Any], Trained], path: Path
-) -> dict[str, float]:
-    plan = _plan(task, seed, overrides)
-    plan.model.load_state_dict(trained[0])
-    return deploy_stage(plan, trained[1], path).metrics
+        cfg = compose(
+            "config",
+            [*TASKS[task], *overrides, f"seed={seed}", "tracking.enabled=false", f"base.cache_dir={work / 'bases'}"],
+        )
+    return run(cfg, JobContext.standalone(work / f"{task}-{seed}-{name}")).metrics
 
 
 def run_task(task: str, seeds: int, work: Path) -> list[dict[str, Any]]:
     """Every (method, seed) row of one task: method, budget, size, validation and test score."""
     rows = []
     for seed in range(seeds):
-        plan = _plan(task, seed, ["compression=none"])
-        result = train_stage(plan)
-        trained = ({k: v.clone() for k, v in plan.model.state_dict().items()}, result)
         for name, overrides in UNIFORM.items():
-            uniform = _deploy(task, seed, overrides, trained, work / f"{task}-{seed}-{name}.pt")
-            budget_kb = uniform["size_bytes"] / 1024
-            mixed = _deploy(
-                task,
-                seed,
-                ["compression=mixed", f"compression.budget_kb={budget_kb}"],
-                trained,
-                work / f"{task}-{seed}-mixed.pt",
-            )
+            uniform = _metrics(task, seed, overrides, work, name)
+            budget = ["compression=mixed", f"compression.budget_kb={uniform['size_bytes'] / 1024}"]
+            mixed = _metrics(task, seed, budget, work, f"mixed-{name}")
             for method, metrics in ((name, uniform), (f"mixed at {name}'s size", mixed)):
                 rows.append({"task": task, "seed": seed, "method": method, "pair": name, **metrics})
                 print(

