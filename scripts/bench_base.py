@@ -1,6 +1,7 @@
 """P10, time to an answer: a compression grid with each base network trained once, against the code before.
 
-    python scripts/bench_base.py [--baseline-ref ec6ae2c] [--epochs 60] [--repeats 2]
+    python scripts/bench_base.py [--baseline-ref ec6ae2c] [--epochs 200] [--repeats 2]
+        [--methods none,prune,prune_structured,quantize,qat,mixed,pipeline]
 
 Runs the grid ``-m compression=none,prune,prune_structured,quantize,qat,mixed,pipeline seed=0,1,2`` on the
 default task (digits, the small CNN) with ``strategy.epochs`` large enough that training dominates, once
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = ["-m", "compression=none,prune,prune_structured,quantize,qat,mixed,pipeline", "seed=0,1,2"]
+METHODS = "none,prune,prune_structured,quantize,qat,mixed,pipeline"
 
 
 def checkout(ref: str, into: Path) -> Path:
@@ -40,11 +41,18 @@ def checkout(ref: str, into: Path) -> Path:
     return into
 
 
-def timed_grid(code: Path, epochs: int) -> tuple[float, Path]:
+def timed_grid(code: Path, epochs: int, methods: str) -> tuple[float, Path]:
     """Seconds ``python -m sweeper`` of ``code`` takes for the grid, in a fresh directory (kept for its store)."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-base-"))
     env = {**os.environ, "PYTHONPATH": str(code), "CI": "true"}
-    args = [*GRID, f"strategy.epochs={epochs}", "measure.latency_seconds=0.05", "hydra.callbacks.report.enabled=false"]
+    args = [
+        "-m",
+        f"compression={methods}",
+        "seed=0,1,2",
+        f"strategy.epochs={epochs}",
+        "measure.latency_seconds=0.05",
+        "hydra.callbacks.report.enabled=false",
+    ]
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "sweeper", *args], cwd=workdir, env=env, capture_output=True, text=True
@@ -71,7 +79,8 @@ def floor_seconds(workdir: Path) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline-ref", default="ec6ae2c", help="the commit before bases were reused")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--methods", default=METHODS, help="the grid's compression options")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     baseline = checkout(args.baseline_ref, Path(tempfile.mkdtemp(prefix="bench-base-ref-")) / "code")
@@ -79,9 +88,9 @@ def main() -> None:
     floors: list[float] = []
     try:
         for repeat in range(args.repeats):  # interleaved: the machine's speed drifts
-            seconds, _ = timed_grid(baseline, args.epochs)
+            seconds, _ = timed_grid(baseline, args.epochs, args.methods)
             times["baseline"].append(seconds)
-            seconds, workdir = timed_grid(REPO, args.epochs)
+            seconds, workdir = timed_grid(REPO, args.epochs, args.methods)
             times["reuse"].append(seconds)
             floor, bases = floor_seconds(workdir)
             floors.append(floor)
@@ -91,7 +100,8 @@ def main() -> None:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(baseline)], capture_output=True)
     reuse, base, floor = (statistics.median(v) for v in (times["reuse"], times["baseline"], floors))
     ratio, to_floor = reuse / base, reuse / floor
-    print(f"grid of 21 trials (7 methods x 3 seeds), strategy.epochs={args.epochs}: median of {args.repeats}")
+    n = len(args.methods.split(","))
+    print(f"grid of {3 * n} trials ({n} methods x 3 seeds), strategy.epochs={args.epochs}: median of {args.repeats}")
     print(f"  every trial trains its own network ({args.baseline_ref})  {base:.1f} s")
     print(f"  each base trained once (this checkout)            {reuse:.1f} s")
     print(f"  floor (3 bases + each method's own work)          {floor:.1f} s")
