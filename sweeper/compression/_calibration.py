@@ -143,6 +143,12 @@ class LinearStats:
         if self.count == 0:
             raise ValueError("no inputs were recorded for this layer")
 
+    def _copy(self, tensor: Tensor | None) -> Tensor:
+        """A copy of an accumulator, once inputs were recorded."""
+        self._seen()
+        assert tensor is not None
+        return tensor.clone()
+
     @property
     def hessian(self) -> Tensor:
         """``2/n * sum x x^T`` over the ``n`` input rows (a new tensor), ``(in_features, in_features)``."""
@@ -154,9 +160,7 @@ class LinearStats:
     @property
     def sq_norm(self) -> Tensor:
         """Per-input-channel sum of squares ``sum_t x_tj^2``, ``(in_features,)``."""
-        self._seen()
-        assert self._sq is not None
-        return self._sq.clone()
+        return self._copy(self._sq)
 
     @property
     def input_norm(self) -> Tensor:
@@ -166,9 +170,7 @@ class LinearStats:
     @property
     def absmax(self) -> Tensor:
         """Per-input-channel ``max |x_j|`` (SmoothQuant's), ``(in_features,)``."""
-        self._seen()
-        assert self._absmax is not None
-        return self._absmax.clone()
+        return self._copy(self._absmax)
 
     @property
     def sample(self) -> Tensor:
@@ -520,11 +522,7 @@ def calibrate_and_apply(
             found = None
         if found is None:
             layers = _linears(model, "", targets)
-            collector = _Collector(layers, options)
-            with collector.attached(), _hookable_attention(model):
-                for batch in batch_list:
-                    collector.next_batch()
-                    _run(model, batch)
+            collector = _one_pass(model, layers, batch_list, options)
             _warn_unseen(_process_all(layers, collector, process, done, done_modules))
             return done
 
@@ -558,13 +556,21 @@ def calibrate_and_apply(
         # Layers after the stack: one pass through the processed model.
         rest = [(n, m) for n, m in outside if n not in done]
         if rest:
-            collector = _Collector(rest, options)
-            with collector.attached(), _hookable_attention(model):
-                for batch in batch_list:
-                    collector.next_batch()
-                    _run(model, batch)
+            collector = _one_pass(model, rest, batch_list, options)
             _warn_unseen(_process_all(rest, collector, process, done, done_modules))
     return done
+
+
+def _one_pass(
+    model: nn.Module, layers: list[tuple[str, nn.Linear]], batch_list: list[Any], options: dict[str, Any]
+) -> _Collector:
+    """The statistics of ``layers`` over one pass of the whole model through the calibration batches."""
+    collector = _Collector(layers, options)
+    with collector.attached(), _hookable_attention(model):
+        for batch in batch_list:
+            collector.next_batch()
+            _run(model, batch)
+    return collector
 
 
 def _warn_unseen(unseen: Sequence[tuple[str, nn.Linear]]) -> None:

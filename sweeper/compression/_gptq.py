@@ -40,6 +40,7 @@ Per-channel quantization (``group_size=-1``) fits one grid per row on the initia
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -93,24 +94,14 @@ def inverse_hessian_factor(hessian: Tensor, in_features: int, damp: float) -> tu
     return upper, dead
 
 
-def gptq(
-    weight: Tensor,
-    hessian: Tensor,
-    *,
-    bits: int,
-    group_size: int | None,
-    symmetric: bool,
-    act_order: bool,
-    static_groups: bool = False,
-    damp: float = 0.01,
-    block_size: int = 128,
-) -> LowBitWeight:
+def gptq(weight: Tensor, hessian: Tensor, **settings: Any) -> LowBitWeight:
     """Quantize a Linear weight with GPTQ (Algorithm 1 of Frantar et al. 2022).
 
     Args:
         weight: ``(out_features, in_features)`` (not modified).
         hessian: ``(in_features, in_features)``: ``2/n * sum x x^T`` over the calibration inputs
             (:attr:`._calibration.LinearStats.hessian`); any positive multiple gives the same result.
+        settings: keyword-only, as :func:`_gptq` takes them:
         bits: 2..8.
         group_size: input columns per group, ``-1``/``None`` per channel.
         symmetric: centred codes instead of fitted zero points.
@@ -135,17 +126,7 @@ def gptq(
         >>> q.codes.shape, q.perm is None
         (torch.Size([8, 16]), True)
     """
-    return _gptq(
-        weight,
-        hessian,
-        bits=bits,
-        group_size=group_size,
-        symmetric=symmetric,
-        act_order=act_order,
-        static_groups=static_groups,
-        damp=damp,
-        block_size=block_size,
-    )[0]
+    return _gptq(weight, hessian, **settings)[0]
 
 
 def _gptq(

@@ -62,17 +62,8 @@ def wanda(
 ) -> Tensor:
     """Prune with Wanda's score ``|W_ij| * ||X_j||_2``, compared within each output row.
 
-    Args:
-        weight: ``(out_features, in_features)`` (not modified).
-        input_norm: ``(in_features,)`` L2 norm of each input feature over the calibration tokens.
-        amount: share of each row to zero, in [0, 1); ``None`` with a ``pattern``.
-        pattern: ``(n, m)``, ``n`` kept in every ``m`` consecutive input columns.
-
-    Returns:
-        The pruned copy of ``weight``.
-
-    Raises:
-        ValueError: naming ``compression.amount`` / ``compression.pattern``, or a norm vector of the wrong size.
+    ``input_norm``: ``(in_features,)``, the L2 norm of each input feature over the calibration tokens; the
+    other arguments, the result and the errors as :func:`prune_by_score`'s (and a norm vector of the wrong size).
 
     Example:
         >>> w = torch.tensor([[1.0, -2.0, 3.0, 0.5]])
@@ -89,17 +80,7 @@ def wanda(
 
 def magnitude(weight: Tensor, *, amount: float | None, pattern: tuple[int, int] | None = None) -> Tensor:
     """Prune the smallest ``|W_ij|`` of each output row (calibration-free; Wanda without the input norms).
-
-    Args:
-        weight: ``(out_features, in_features)`` (not modified).
-        amount: share of each row to zero, in [0, 1); ``None`` with a ``pattern``.
-        pattern: ``(n, m)``, ``n`` kept in every ``m`` consecutive input columns.
-
-    Returns:
-        The pruned copy of ``weight``.
-
-    Raises:
-        ValueError: naming ``compression.amount`` / ``compression.pattern`` when out of range.
+    Arguments, result and errors as :func:`prune_by_score`'s.
 
     Example:
         >>> magnitude(torch.tensor([[1.0, -2.0, 3.0, 0.5]]), amount=None, pattern=(2, 4)).tolist()

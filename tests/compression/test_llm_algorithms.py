@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -28,14 +28,7 @@ from sweeper.compression._lowrank import LowRankLinear, lowrank
 from sweeper.compression._sparsegpt import sparsegpt
 from sweeper.compression._wanda import magnitude, wanda
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: the suite runs a test worker per core, and the column sweeps are latency-bound."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the test workers share the cores
 
 
 @pytest.fixture(scope="module")

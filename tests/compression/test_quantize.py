@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,8 @@ from sweeper.compression import UnsupportedLayer
 from sweeper.compression._attention import ExplicitAttention, make_quantizable
 from sweeper.compression._quantize import FLOWS, Int8Quantization, _quantize_weights
 from sweeper.compression._storage import decode_state, encode_state
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the test workers share the cores
 
 TOKENS = {"_target_": "zoo.digit_tokens", "positional": False}
 # network -> (its model: a built-in's override or a plug-in's node, its data node, the int8 layer kinds it holds)
@@ -53,15 +55,6 @@ def _config(make_cfg: Callable[..., DictConfig], model: str | dict, data: dict |
     builtin = [model] if isinstance(model, str) else []
     quantize = ["compression=quantize", "compression.calibration_samples=256"]
     return with_nodes(make_cfg(*builtin, f"strategy.epochs={EPOCHS}", *quantize, *overrides), model=model, data=data)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread, as a trial runs (``threads: 1``): the test workers share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
