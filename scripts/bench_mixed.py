@@ -56,12 +56,9 @@ def run_task(task: str, seeds: int, work: Path) -> list[dict[str, Any]]:
             mixed = _metrics(task, seed, budget, work, f"mixed-{name}")
             for method, metrics in ((name, uniform), (f"mixed at {name}'s size", mixed)):
                 rows.append({"task": task, "seed": seed, "method": method, "pair": name, **metrics})
-                print(
-                    f"{task} seed {seed} {method}: test {metrics['test_score']:.4f} val {metrics['val_score']:.4f} "
-                    f"size {metrics['size_bytes'] / 1024:.2f} KiB bits {metrics.get('bits', float('nan')):.2f} "
-                    f"sparsity {metrics.get('sparsity', 0.0):.2f}",
-                    flush=True,
-                )
+                scores = f"test {metrics['test_score']:.4f} val {metrics['val_score']:.4f}"
+                shape = f"bits {metrics.get('bits', float('nan')):.2f} sparsity {metrics.get('sparsity', 0.0):.2f}"
+                print(f"{task} seed {seed} {method}: {scores} size {metrics['size_bytes'] / 1024:.2f} KiB {shape}")
     return rows
 
 

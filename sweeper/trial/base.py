@@ -27,12 +27,13 @@ import torch
 from torch import Tensor
 
 import sweeper.training as training_package
+from sweeper.compression import TrainingHooks
 from sweeper.configs import plain_dict
 from sweeper.training import TrainResult, train
 from sweeper.training.loop import EpochHook
 from sweeper.trial.plan import TrialPlan
 
-__all__ = ["Base", "base_key", "obtain_base"]
+__all__ = ["Base", "base_key", "obtain_base", "train_network"]
 
 Origin = Literal["trained", "reused", "checkpoint"]
 
@@ -101,17 +102,17 @@ def obtain_base(
     """
     start = time.perf_counter()
     if plan.checkpoint is not None and plan.strategy.epochs == 0:
-        result = _train(plan, epoch_hook)
+        result = train_network(plan, epoch_hook)
         return Base("checkpoint", result, time.perf_counter() - start)
     if cache_dir is None:
-        result = _train(plan, epoch_hook)
+        result = train_network(plan, epoch_hook)
         return Base("trained", result, time.perf_counter() - start)
     from sweeper.cache import compute_once
 
     trained_here: list[TrainResult] = []
 
     def make(tmp: Path) -> None:
-        result = _train(plan, epoch_hook)
+        result = train_network(plan, epoch_hook)
         state = {k: v.detach().cpu() for k, v in plan.model.state_dict().items()}
         torch.save({"state_dict": state, "result": asdict(result), "run_id": run_id or ""}, tmp)
         trained_here.append(result)
@@ -129,7 +130,8 @@ def obtain_base(
     return Base("reused", result, time.perf_counter() - start, trained_by=entry["run_id"] or None)
 
 
-def _train(plan: TrialPlan, epoch_hook: EpochHook | None) -> TrainResult:
+def train_network(plan: TrialPlan, epoch_hook: EpochHook | None, hooks: TrainingHooks | None = None) -> TrainResult:
+    """Train ``plan.model`` in place by the plan's optimizer and strategy (with a method's training ``hooks``)."""
     return train(
         plan.model,
         plan.task,
@@ -137,5 +139,7 @@ def _train(plan: TrialPlan, epoch_hook: EpochHook | None) -> TrainResult:
         plan.strategy,
         seed=plan.seed,
         device=plan.device,
+        loss_fn=hooks.loss_fn if hooks else None,
+        step_hook=hooks.step_hook if hooks else None,
         epoch_hook=epoch_hook,
     )

@@ -33,9 +33,9 @@ from sweeper.search.objectives import check_task_defines
 from sweeper.search.trial_context import TrialContext, is_pruned, open_trial
 from sweeper.tasks.baselines import baseline_scores
 from sweeper.tracking.runs import TrialRun, finished_trial, resolve_tracking_uri, source_tags, trial_key
-from sweeper.training import TrainResult, train
+from sweeper.training import TrainResult
 from sweeper.training.loop import EpochHook
-from sweeper.trial.base import Origin, obtain_base
+from sweeper.trial.base import Origin, obtain_base, train_network
 from sweeper.trial.checkpoint import checkpoint_digest
 from sweeper.trial.context import JobContext
 from sweeper.trial.measure import measure_artifact, trial_times_latency
@@ -81,17 +81,7 @@ def train_stage(
         raise plan.unsupported
     if facts_of(plan.compressor).training == "in-training" or isinstance(plan.compressor, TrainsWithHooks):
         hooks = plan.compressor.training_hooks(plan.context()) if isinstance(plan.compressor, TrainsWithHooks) else None
-        result = train(
-            plan.model,
-            plan.task,
-            plan.optimizer_factory,
-            plan.strategy,
-            seed=plan.seed,
-            device=plan.device,
-            loss_fn=hooks.loss_fn if hooks else None,
-            step_hook=hooks.step_hook if hooks else None,
-            epoch_hook=epoch_hook,
-        )
+        result = train_network(plan, epoch_hook, hooks)
         origin: Origin = "checkpoint" if plan.checkpoint is not None and plan.strategy.epochs == 0 else "trained"
         return Trained(result, hooks, origin)
     base = obtain_base(plan, cache_dir=base_cache, run_id=run_id, epoch_hook=epoch_hook)
