@@ -10,7 +10,10 @@ from sweeper.tracking.results import load_runs
 def test_a_grid_in_torch_and_onnx_runtime_logs_both_latencies_and_reports_them_side_by_side(tmp_path, run_cli):
     line = "-m compression=none,quantize measure.runtimes=[torch,onnxruntime] strategy.epochs=2 hydra.sweep.dir=g"
     proc = run_cli(
-        *argv(line), *argv("measure.latency_seconds=0.02 hydra.callbacks.report.latency_rounds=2"), report=True
+        *argv(line),
+        *argv("measure.latency_seconds=0.02 hydra.callbacks.report.latency_rounds=2"),
+        report=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = load_runs("sweeper", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
