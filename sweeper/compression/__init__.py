@@ -29,16 +29,23 @@ from sweeper.compression._base import *  # noqa: F403  (the contract, listed in 
 # The one list of built-in methods: class -> its module. Each class declares its own facts
 # (``facts``: family, relation to training, ...); the options that configure them are conf/compression/*.yaml.
 METHODS = {
+    "AWQ": "_awq",
     "Distillation": "_distill",
+    "GPTQ": "_gptq",
     "GradualPruning": "_prune",
     "Int8Quantization": "_quantize",
+    "LowRank": "_lowrank",
+    "Magnitude": "_wanda",
     "MagnitudePruning": "_prune",
     "MixedPrecision": "_mixed",
     "NoCompression": "_none",
     "Pipeline": "_pipeline",
     "QuantizationAwareTraining": "_qat",
     "RandomPruning": "_prune",
+    "RoundToNearest": "_rtn",
+    "SparseGPT": "_sparsegpt",
     "StructuredPruning": "_structured",
+    "Wanda": "_wanda",
 }
 
 __all__ = [*METHODS, "METHODS", *_base.__all__]

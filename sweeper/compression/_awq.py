@@ -30,13 +30,17 @@ is the caller's job.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from sweeper.compression._lowbit import check_bits, rtn
+from sweeper.compression._base import MethodFacts
+from sweeper.compression._calibration import LinearStats
+from sweeper.compression._lowbit import LowBitWeight, check_bits, rtn
+from sweeper.compression._posttraining import LowBitMethod, check_positive
 
-__all__ = ["apply_input_scales", "awq_scales", "smoothquant_scales"]
+__all__ = ["AWQ", "apply_input_scales", "awq_scales", "smoothquant_scales"]
 
 
 def _weights(weight_list: Sequence[Tensor | nn.Linear]) -> list[Tensor]:
@@ -170,3 +174,32 @@ def apply_input_scales(linear: nn.Linear, scales: Tensor) -> Tensor:
     s = scales.detach().to(linear.weight.device)
     linear.weight.mul_(s.to(linear.weight.dtype))
     return 1.0 / s.to(torch.float32)
+
+
+class AWQ(LowBitMethod):
+    """``compression=awq``: activation-aware weight quantization. Per layer, the input channels that carry large
+    activations get their weight columns scaled up before round-to-nearest (the scale searched on calibration
+    inputs, :func:`awq_scales`); the input is divided by the same scales, kept with the layer as a per-channel
+    multiplier (so it works on any model, with or without a norm layer to fold it into).
+
+    Args:
+        grid: how many exponents ``alpha`` of the scale search to try.
+        **settings: :class:`~sweeper.compression._posttraining.LowBitMethod`'s (bits, group size, ...).
+    """
+
+    facts: ClassVar[MethodFacts] = MethodFacts("quantization", "post-training", final=True, calibration=True)
+    name = "awq"
+    needs_hessian = False
+
+    def __init__(self, *, grid: int = 20, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.grid = check_positive(grid, "grid")
+
+    def quantize(self, weight: Tensor, stats: LinearStats | None) -> tuple[LowBitWeight, Tensor | None]:
+        assert stats is not None  # calibrated
+        bits, group_size, symmetric = self.bits, self.group_size, self.symmetric
+        scales = awq_scales(
+            [weight], stats.sample, bits=bits, group_size=group_size, symmetric=symmetric, grid=self.grid
+        )
+        scales = scales.to(weight.dtype)
+        return rtn(weight * scales[None, :], bits=bits, group_size=group_size, symmetric=symmetric), scales

@@ -40,14 +40,17 @@ Per-channel quantization (``group_size=-1``) fits one grid per row on the initia
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from sweeper.compression._base import MethodFacts
+from sweeper.compression._calibration import LinearStats
 from sweeper.compression._lowbit import LowBitWeight, check_bits, group_grid, quant_grid, resolve_group_size, work_dtype
+from sweeper.compression._posttraining import LowBitMethod
 
-__all__ = ["gptq", "inverse_hessian_factor"]
+__all__ = ["GPTQ", "gptq", "inverse_hessian_factor"]
 
 
 def inverse_hessian_factor(hessian: Tensor, in_features: int, damp: float) -> tuple[Tensor, Tensor]:
@@ -273,3 +276,36 @@ def _fit_group(
         rest = w[:, i2:end] - err1[:, :i] @ upper[i1:col, i2:end]
         current = torch.cat([current, rest], dim=1)
     return group_grid(current, bits, symmetric)
+
+
+class GPTQ(LowBitMethod):
+    """``compression=gptq``: each layer quantized column by column, the error of each column spread over the
+    columns not yet quantized by the inverse Hessian of its calibration inputs (:func:`gptq`).
+
+    Args:
+        act_order: quantize the columns of largest Hessian diagonal first.
+        damp: diagonal damping of the Hessian, relative to its mean diagonal.
+        **settings: :class:`~sweeper.compression._posttraining.LowBitMethod`'s (bits, group size, ...).
+    """
+
+    facts: ClassVar[MethodFacts] = MethodFacts("quantization", "post-training", final=True, calibration=True)
+    name = "gptq"
+
+    def __init__(self, *, act_order: bool = True, damp: float = 0.01, **settings: Any) -> None:
+        super().__init__(**settings)
+        if not (isinstance(damp, int | float) and not isinstance(damp, bool) and 0 < damp < 1):
+            raise ValueError(f"compression.damp={damp!r}: must be in (0, 1)")
+        self.act_order, self.damp = bool(act_order), float(damp)
+
+    def quantize(self, weight: Tensor, stats: LinearStats | None) -> tuple[LowBitWeight, Tensor | None]:
+        assert stats is not None  # calibrated
+        q = gptq(
+            weight,
+            stats.hessian,
+            bits=self.bits,
+            group_size=self.group_size,
+            symmetric=self.symmetric,
+            act_order=self.act_order,
+            damp=self.damp,
+        )
+        return q, None

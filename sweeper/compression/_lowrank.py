@@ -9,10 +9,18 @@ are fine-tuned or quantized afterwards. The SVD runs in float64. A rank-``r`` la
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LowRankLinear", "lowrank"]
+from sweeper.artifact import ModelSpec, register_loader
+from sweeper.compression._base import Compressed, CompressionContext, MethodFacts
+from sweeper.compression._calibration import LinearStats
+from sweeper.compression._posttraining import LinearMethod
+from sweeper.compression._storage import decode_state, encode_state
+
+__all__ = ["LowRank", "LowRankLinear", "lowrank"]
 
 
 def lowrank(weight: Tensor, *, rank: int | None = None, energy: float | None = None) -> tuple[Tensor, Tensor]:
@@ -128,3 +136,67 @@ class LowRankLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x @ B.T @ A.T + bias``."""
         return self.up(self.down(x))
+
+
+class LowRank(LinearMethod):
+    """``compression=lowrank``: every target Linear replaced by its two SVD factors (:class:`LowRankLinear`):
+    fewer weights and two smaller matrix products that really run (``latency_kind=real``).
+
+    Args:
+        rank: the rank of every layer (capped at ``min(out_features, in_features)`` of each), or
+        energy: per layer, the least rank keeping this share of the squared singular values.
+        **common: :class:`~sweeper.compression._posttraining.LinearMethod`'s (include, exclude, keep_output).
+    """
+
+    facts: ClassVar[MethodFacts] = MethodFacts("low-rank", "post-training")
+    name = "lowrank"
+    needs_calibration = False
+
+    def __init__(self, *, rank: int | None = None, energy: float | None = 0.9, **common: Any) -> None:
+        super().__init__(**common)
+        if rank is not None:
+            energy = None  # a rank, when given, decides
+        lowrank(torch.ones(1, 1), rank=1 if rank is not None else None, energy=energy)  # the energy's range
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(f"compression.rank={rank!r}: must be an integer >= 1 (or null, with an energy)")
+        self.rank, self.energy = rank, energy
+
+    def process(self, name: str, linear: nn.Linear, stats: LinearStats | None) -> None:
+        raise NotImplementedError  # compress() replaces the modules themselves
+
+    def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed:
+        """Factor every target layer; write the ``lowrank`` artifact."""
+        model = model.cpu().eval()
+        # nn.MultiheadAttention reads its out_proj's weight directly: that one stays a Linear
+        inside_attention = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+        targets = {n: m for n, m in self.targets(model, ctx).items() if id(m) not in inside_attention}
+        ranks: dict[str, int] = {}
+        before = sum(layer.weight.numel() for layer in targets.values())
+        for name, layer in targets.items():
+            rank = None if self.rank is None else min(self.rank, *layer.weight.shape)
+            factored = LowRankLinear.from_linear(layer, rank=rank, energy=self.energy)
+            _replace(model, name, factored)
+            ranks[name] = factored.rank
+        after = sum(r * (targets[n].in_features + targets[n].out_features) for n, r in ranks.items())
+        payload = {"state": encode_state(model.state_dict()), "ranks": ranks}
+        metrics = {"mean_rank": sum(ranks.values()) / len(ranks), "factored_share": after / before}
+        return Compressed(
+            model, "lowrank", payload, metrics=metrics, params={f"layers.{n}.rank": r for n, r in ranks.items()}
+        )
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+@register_loader("lowrank")
+def _load_lowrank(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
+    model = spec.build()
+    for name, rank in payload["ranks"].items():
+        layer = model.get_submodule(name)
+        assert isinstance(layer, nn.Linear)
+        a, b = torch.zeros(layer.out_features, rank), torch.zeros(rank, layer.in_features)
+        _replace(model, name, LowRankLinear(a, b, None if layer.bias is None else torch.zeros(layer.out_features)))
+    model.load_state_dict(decode_state(payload["state"]))
+    return model

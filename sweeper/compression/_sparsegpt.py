@@ -24,13 +24,18 @@ arXiv:2301.00774), Section 3 and Algorithm 1, checked against the authors' code 
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import Tensor
 
+from sweeper.compression._base import MethodFacts
+from sweeper.compression._calibration import LinearStats
 from sweeper.compression._gptq import SUB_BLOCK, inverse_hessian_factor, sub_blocks
 from sweeper.compression._lowbit import prune_count, resolve_sparsity, work_dtype
+from sweeper.compression._posttraining import PruneMethod
 
-__all__ = ["sparsegpt"]
+__all__ = ["SparseGPT", "sparsegpt"]
 
 
 def sparsegpt(
@@ -114,3 +119,25 @@ def sparsegpt(
         if i2 < cols:
             w[:, i2:].addmm_(err1, upper[i1:i2, i2:], alpha=-1)
     return w.to(weight.dtype)
+
+
+class SparseGPT(PruneMethod):
+    """``compression=sparsegpt``: one-shot pruning with the kept weights updated to reconstruct each layer's
+    output on its calibration inputs (:func:`sparsegpt`; the OBS update by the inverse Hessian).
+
+    Args:
+        damp: diagonal damping of the Hessian, relative to its mean diagonal.
+        **settings: :class:`~sweeper.compression._posttraining.PruneMethod`'s (amount or pattern, ...).
+    """
+
+    facts: ClassVar[MethodFacts] = MethodFacts("pruning", "post-training", calibration=True)
+    name = "sparsegpt"
+
+    def __init__(self, *, damp: float = 0.01, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.damp = float(damp)
+
+    def prune(self, weight: Tensor, stats: LinearStats | None) -> Tensor:
+        assert stats is not None  # calibrated
+        amount = None if self.pattern else self.amount
+        return sparsegpt(weight, stats.hessian, amount=amount, pattern=self.pattern, damp=self.damp)

@@ -18,12 +18,17 @@ arXiv:2306.11695), Section 3, checked against the authors' code (locuslab/wanda,
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
+from sweeper.compression._base import MethodFacts
+from sweeper.compression._calibration import LinearStats
 from sweeper.compression._lowbit import nm_mask, prune_count, resolve_sparsity
+from sweeper.compression._posttraining import PruneMethod
 
-__all__ = ["magnitude", "prune_by_score", "wanda"]
+__all__ = ["Magnitude", "Wanda", "magnitude", "prune_by_score", "wanda"]
 
 
 def prune_by_score(
@@ -87,3 +92,28 @@ def magnitude(weight: Tensor, *, amount: float | None, pattern: tuple[int, int] 
         [[0.0, -2.0, 3.0, 0.0]]
     """
     return prune_by_score(weight, weight.detach().abs(), amount=amount, pattern=pattern)
+
+
+class Wanda(PruneMethod):
+    """``compression=wanda``: prune by ``|W_ij| * ||X_j||``, the weight times its input's norm over the
+    calibration inputs, compared within each output row; no weight update (:func:`wanda`)."""
+
+    facts: ClassVar[MethodFacts] = MethodFacts("pruning", "post-training", calibration=True)
+    name = "wanda"
+    needs_hessian = False
+
+    def prune(self, weight: Tensor, stats: LinearStats | None) -> Tensor:
+        assert stats is not None  # calibrated
+        return wanda(weight, stats.input_norm, amount=None if self.pattern else self.amount, pattern=self.pattern)
+
+
+class Magnitude(PruneMethod):
+    """``compression=magnitude``: prune the smallest ``|W_ij|`` of each output row, with Wanda's and SparseGPT's
+    layers, knobs and patterns but no calibration data: the comparison that isolates what the data adds."""
+
+    facts: ClassVar[MethodFacts] = MethodFacts("pruning", "post-training")
+    name = "magnitude"
+    needs_calibration = False
+
+    def prune(self, weight: Tensor, stats: LinearStats | None) -> Tensor:
+        return magnitude(weight, amount=None if self.pattern else self.amount, pattern=self.pattern)
