@@ -193,13 +193,9 @@ class AWQ(LowBitMethod):
 
     def __init__(self, *, grid: int = 20, **settings: Any) -> None:
         super().__init__(**settings)
-        self.grid = check_positive(grid, "grid")
+        self.search_grid = check_positive(grid, "grid")
 
     def quantize(self, weight: Tensor, stats: LinearStats | None) -> tuple[LowBitWeight, Tensor | None]:
         assert stats is not None  # calibrated
-        bits, group_size, symmetric = self.bits, self.group_size, self.symmetric
-        scales = awq_scales(
-            [weight], stats.sample, bits=bits, group_size=group_size, symmetric=symmetric, grid=self.grid
-        )
-        scales = scales.to(weight.dtype)
-        return rtn(weight * scales[None, :], bits=bits, group_size=group_size, symmetric=symmetric), scales
+        scales = awq_scales([weight], stats.sample, grid=self.search_grid, **self.grid).to(weight.dtype)
+        return rtn(weight * scales[None, :], **self.grid), scales

@@ -299,13 +299,4 @@ class GPTQ(LowBitMethod):
 
     def quantize(self, weight: Tensor, stats: LinearStats | None) -> tuple[LowBitWeight, Tensor | None]:
         assert stats is not None  # calibrated
-        q = gptq(
-            weight,
-            stats.hessian,
-            bits=self.bits,
-            group_size=self.group_size,
-            symmetric=self.symmetric,
-            act_order=self.act_order,
-            damp=self.damp,
-        )
-        return q, None
+        return gptq(weight, stats.hessian, act_order=self.act_order, damp=self.damp, **self.grid), None

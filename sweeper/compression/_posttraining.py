@@ -290,6 +290,11 @@ class LowBitMethod(LinearMethod):
         self.bits, self.group_size, self.symmetric = check_bits(bits), group_size, bool(symmetric)
         self._quantized: dict[str, tuple[LowBitWeight, Tensor | None, Tensor | None]] = {}
 
+    @property
+    def grid(self) -> dict[str, Any]:
+        """The quantization grid's settings, as the low-bit functions take them."""
+        return {"bits": self.bits, "group_size": self.group_size, "symmetric": self.symmetric}
+
     def check_layer(self, name: str, linear: nn.Linear) -> None:
         from sweeper.compression._lowbit import resolve_group_size
 

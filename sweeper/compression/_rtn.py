@@ -23,4 +23,4 @@ class RoundToNearest(LowBitMethod):
     needs_calibration = False
 
     def quantize(self, weight: Tensor, stats: LinearStats | None) -> tuple[LowBitWeight, Tensor | None]:
-        return rtn(weight, bits=self.bits, group_size=self.group_size, symmetric=self.symmetric), None
+        return rtn(weight, **self.grid), None

@@ -50,6 +50,18 @@ SMALL = ["strategy.epochs=1"]
         (["compression=pipeline", "+compression.stages.prune.foo=1"], "compression.stages.prune.foo: unknown key"),
         (["compression=prune", "compression.exclude=[nowhere]"], "pattern 'nowhere' matches no module"),
         (["compression=qat", "compression.include=head"], "compression.include='head': must be a list"),
+        (["compression=gptq", "compression.bits=9"], "compression.bits=9: must be an integer in 2..8"),
+        (["compression=wanda", "compression.amount=1.2"], "compression.amount=1.2: must be in [0, 1)"),
+        (["compression=sparsegpt", "compression.pattern=2-4"], "compression.pattern='2-4': must be n:m"),
+        (["compression=magnitude", "compression.pattern=5:4"], "compression.pattern"),
+        (
+            ["compression=rtn", "compression.group_size=7"],
+            "compression.group_size=7: must divide the layer's in_features",
+        ),
+        (["compression=lowrank", "compression.rank=0"], "compression.rank=0: must be an integer >= 1"),
+        (["compression=lowrank", "compression.energy=1.5"], "compression.energy=1.5: must be in (0, 1]"),
+        (["compression=gptq", "compression.calibration_samples=100000"], "the training split holds"),
+        (["compression=awq", "compression.exclude=[nowhere]"], "pattern 'nowhere' matches no module"),
     ],
 )
 def test_bad_input_fails_in_planning_with_the_key_and_allowed_values(make_cfg, monkeypatch, overrides, expected):

@@ -3,14 +3,12 @@ suite on the default network and on attention networks, their artifacts, and bad
 
 from __future__ import annotations
 
-import pytest
 import torch
 from conftest import ZOO_CONF, compose_config
 from torch import nn
 
 from sweeper.compression._lowrank import LowRankLinear
 from sweeper.compression._posttraining import parse_pattern
-from sweeper.errors import ConfigError
 from sweeper.testing import CompressionContract
 from sweeper.trial.plan import plan_trial
 from sweeper.trial.run import TrialResult
@@ -44,10 +42,13 @@ class TestAwq(CompressionContract):
     latency_kind = "simulated"
 
 
-class TestSparseGpt(CompressionContract):
-    overrides = ("compression=sparsegpt", "compression.pattern=2:4", CALIBRATION)
-    min_ratio = 1.2
+class Pruned(CompressionContract):
+    min_ratio = 1.2  # the hidden Linear's kept half as bitmask + values
     latency_kind = "simulated"
+
+
+class TestSparseGpt(Pruned):
+    overrides = ("compression=sparsegpt", "compression.pattern=2:4", CALIBRATION)
 
     def test_every_group_of_four_inputs_keeps_two(self, trial: TrialResult):
         for name, weight in _linear_weights(trial).items():
@@ -57,10 +58,8 @@ class TestSparseGpt(CompressionContract):
         assert trial.deployed.compressed.tags["pattern"] == "2:4"
 
 
-class TestWanda(CompressionContract):
+class TestWanda(Pruned):
     overrides = ("compression=wanda", "compression.amount=0.6", CALIBRATION)
-    min_ratio = 1.2
-    latency_kind = "simulated"
 
     def test_each_row_loses_the_requested_share(self, trial: TrialResult):
         for name, weight in _linear_weights(trial).items():
@@ -112,26 +111,6 @@ class TestAwqOnAHuggingFaceEncoder(CompressionContract):
     )
     min_ratio = 1.5
     latency_kind = "simulated"
-
-
-@pytest.mark.parametrize(
-    ("overrides", "expected"),
-    [
-        (["compression=gptq", "compression.bits=9"], "compression.bits=9: must be an integer in 2..8"),
-        (["compression=rtn", "compression.group_size=7"], "compression.group_size=7: must divide the layer's in_features"),
-        (["compression=wanda", "compression.amount=1.2"], "compression.amount=1.2: must be in [0, 1)"),
-        (["compression=sparsegpt", "compression.pattern=2-4"], "compression.pattern='2-4': must be n:m"),
-        (["compression=magnitude", "compression.pattern=5:4"], "compression.pattern"),
-        (["compression=lowrank", "compression.rank=0"], "compression.rank=0: must be an integer >= 1"),
-        (["compression=lowrank", "compression.energy=1.5"], "compression.energy=1.5: must be in (0, 1]"),
-        (["compression=gptq", "compression.calibration_samples=100000"], "the training split holds"),
-        (["compression=awq", "compression.exclude=[nowhere]"], "pattern 'nowhere' matches no module"),
-    ],
-)
-def test_bad_input_is_one_line_naming_the_key_before_training(make_cfg, overrides, expected):
-    with pytest.raises(ConfigError) as info:
-        plan_trial(make_cfg(*overrides))
-    assert expected in str(info.value) and "\n" not in str(info.value)
 
 
 def test_a_model_without_a_linear_layer_to_act_on_fails_that_trial_only():
