@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from hydra.utils import get_object
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = ["ModelSpec", "load_artifact", "register_loader", "save_artifact", "serialized_size"]
 
@@ -133,5 +133,13 @@ def _load_dense(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
 
 
 def dense_payload(model: nn.Module) -> dict[str, Any]:
-    """Payload of a ``dense`` artifact: the fp32 state dict, detached, on the CPU."""
-    return {"state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+    """Payload of a ``dense`` artifact: the fp32 state dict, detached, on the CPU. Tensors the model ties
+    (a language model's input and output embeddings) stay one tensor, stored once."""
+    copies: dict[tuple[int, torch.Size, torch.dtype], Tensor] = {}
+    state = {}
+    for key, value in model.state_dict().items():
+        tie = (value.data_ptr(), value.shape, value.dtype)
+        if tie not in copies:
+            copies[tie] = value.detach().cpu().clone()
+        state[key] = copies[tie]
+    return {"state_dict": state}

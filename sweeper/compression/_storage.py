@@ -197,6 +197,8 @@ def _encode_value(value: Any) -> Any:
         return {"tuple": [_encode_value(v) for v in value]}
     if isinstance(value, torch.dtype):
         return {"torch_dtype": str(value).removeprefix("torch.")}
+    if isinstance(value, torch.qscheme):  # quantized modules (activations, hardswish) keep theirs in their state
+        return {"torch_qscheme": str(value).removeprefix("torch.")}
     return {"plain": value}  # JSON values only: pack_tree refuses anything else
 
 
@@ -222,6 +224,8 @@ def _decode_value(encoded: dict[str, Any]) -> Any:
         return tuple(_decode_value(v) for v in encoded["tuple"])
     if "torch_dtype" in encoded:
         return getattr(torch, encoded["torch_dtype"])
+    if "torch_qscheme" in encoded:
+        return getattr(torch, encoded["torch_qscheme"])
     return encoded["plain"]
 
 
@@ -233,17 +237,34 @@ def encode_state(state: dict[str, Any]) -> dict[str, Any]:
     (``per_channel_affine_float_qparams``, the int8 embedding tables).
 
     The modules' state-dict versions (``state._metadata``) are kept: quantized modules read
-    their state differently by version.
+    their state differently by version. Tensors the model ties (a language model's input and output
+    embeddings) are stored once: the later keys refer to the first.
     """
     metadata = getattr(state, "_metadata", None) or {}
     versions = {prefix: dict(meta) for prefix, meta in metadata.items()}
-    return pack_tree({"state": {key: _encode_value(value) for key, value in state.items()}, "versions": versions})
+    encoded: dict[str, Any] = {}
+    seen: dict[tuple[int, tuple[int, ...], torch.dtype], str] = {}
+    for key, value in state.items():
+        tie = (value.data_ptr(), tuple(value.shape), value.dtype) if _plain_tensor(value) else None
+        if tie is not None and tie in seen:
+            encoded[key] = {"same_as": seen[tie]}
+            continue
+        if tie is not None:
+            seen[tie] = key
+        encoded[key] = _encode_value(value)
+    return pack_tree({"state": encoded, "versions": versions})
+
+
+def _plain_tensor(value: Any) -> bool:
+    return isinstance(value, Tensor) and not value.is_quantized and value.numel() > 0
 
 
 def decode_state(payload: dict[str, Any]) -> dict[str, Any]:
     """Inverse of :func:`encode_state`: the state dict to load into the rebuilt module."""
     tree = unpack_tree(payload)
-    state = OrderedDict((key, _decode_value(value)) for key, value in tree["state"].items())
+    state: OrderedDict[str, Any] = OrderedDict()
+    for key, value in tree["state"].items():
+        state[key] = state[value["same_as"]] if "same_as" in value else _decode_value(value)
     # torch's state dicts carry per-module versions in this attribute (load_state_dict reads it)
     setattr(state, "_metadata", OrderedDict(tree["versions"]))  # noqa: B010
     return state

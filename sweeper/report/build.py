@@ -29,6 +29,7 @@ from sweeper.report.grouping import (
     split_sweeps,
 )
 from sweeper.report.pareto import dominators, hypervolume, pareto_mask
+from sweeper.report.perplexity import lower_is_better, write_lower_is_better
 from sweeper.report.recommend import Budget, Recommendation, recommend
 from sweeper.report.render import Image, Section, Table, render_html, render_markdown
 from sweeper.report.stats import Comparison, mean_interval, score_label, score_title, scored_as
@@ -596,6 +597,8 @@ def _write_one(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: P
     sweep_id, experiment, note = about.sweep_id, about.experiment, about.note
     out.mkdir(parents=True, exist_ok=True)
     runs = prepare_runs(runs)
+    if lower_is_better(runs):  # perplexity: a report of its own, every number as it is
+        return write_lower_is_better(runs, budget, out, sweep_id=sweep_id, experiment=experiment, note=note)
     runs.to_csv(out / "runs.csv", index=False)
     table = group_configs(runs)
     rec = recommend(table, budget)

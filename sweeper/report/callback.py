@@ -165,7 +165,8 @@ def register_recommended(client: MlflowClient, result: ReportResult, name: str, 
         log.warning("nothing registered: no configuration is recommended within the budget")
         return None
     selection = "val_score" if "val_score" in chosen and chosen["val_score"].notna().any() else "test_score"
-    run_id = str(chosen.sort_values(selection, ascending=False)["run_id"].iloc[0])
+    lower = "score_direction" in chosen and (chosen["score_direction"] == "minimize").any()  # perplexity
+    run_id = str(chosen.sort_values(selection, ascending=bool(lower))["run_id"].iloc[0])
     model_id = client.get_run(run_id).data.tags.get("model_id")
     if not model_id:
         log.warning("nothing registered: run %s logged no model (tracking.log_model=false)", run_id)

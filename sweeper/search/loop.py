@@ -304,7 +304,9 @@ class OptunaSweeperImpl(Sweeper):
                 trial_context.ENV_STUDY: plan.study_name,
                 trial_context.ENV_STORAGE: plan.storage,
                 trial_context.ENV_TRIAL: str(trial.number),
-                trial_context.ENV_METRICS: ",".join([*plan.objectives, *(c.metric for c in plan.constraints)]),
+                trial_context.ENV_METRICS: ",".join(
+                    [*(f"{m}:{d}" for m, d in plan.objectives.items()), *(c.metric for c in plan.constraints)]
+                ),
             }
             jobs.append([*overrides, *(f"hydra.job.env_set.{k}={_quote(v)}" for k, v in env.items())])
             trial_context.register(plan.study_name, trial)

@@ -104,3 +104,21 @@ def check_task_defines(metrics: tuple[str, ...], task_metrics: tuple[str, ...], 
                 f"hydra.sweeper.objectives: {name} needs metric {metric}, which task {task} does not compute; "
                 f"its metrics: {', '.join(task_metrics)} (or val_score, the task's own)"
             )
+
+
+def check_directions(directions: Mapping[str, str], task_metrics: tuple[str, ...], task: str) -> None:
+    """An objective on the task's score must go its metric's way: a perplexity is minimized.
+
+    Example:
+        >>> check_directions({"val_score": "maximize"}, ("perplexity",), "lm_text")
+        Traceback (most recent call last):
+        sweeper.errors.ConfigError: hydra.sweeper.objectives: val_score of task lm_text is perplexity, lower is better: set {val_score: minimize}
+    """
+    for name, direction in directions.items():
+        metric = task_metrics[0] if name == "val_score" else name.removeprefix("val_")
+        if name.startswith("val_") and metric in METRICS and METRICS[metric].direction != direction:
+            way = "higher" if METRICS[metric].higher_is_better else "lower"
+            raise ConfigError(
+                f"hydra.sweeper.objectives: {name} of task {task} is {metric}, {way} is better: "
+                f"set {{{name}: {METRICS[metric].direction}}}"
+            )

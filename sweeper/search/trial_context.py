@@ -36,7 +36,9 @@ __all__ = [
 ENV_STUDY = "SWEEPER_OPTUNA_STUDY"
 ENV_STORAGE = "SWEEPER_OPTUNA_STORAGE"
 ENV_TRIAL = "SWEEPER_OPTUNA_TRIAL"
-ENV_METRICS = "SWEEPER_OPTUNA_METRICS"  # the objectives' and constraints' metrics, checked against the task
+ENV_METRICS = (
+    "SWEEPER_OPTUNA_METRICS"  # objectives (metric:direction) and constraints' metrics, checked against the task
+)
 REPORTED_METRIC = "val_score"
 
 _live: dict[tuple[str, int], optuna.Trial] = {}

@@ -25,6 +25,7 @@ _TASKS = {
     "load_digits": "builtin",
     "make_synthetic": "builtin",
     "image_folder": "vision",
+    "lm_text": "language",
     "mnist": "vision",
     "movielens": "recsys",
     "peptides": "bio",

@@ -7,6 +7,8 @@ the training split only and scores validation and test like a model does.
 
 * ``majority``: every sample gets the most frequent training class.
 * ``popularity``: a ranking list's candidates ordered by how often training interactions hold them.
+* ``unigram``: a language model that predicts every next token by its frequency in the training
+  tokens (add-one smoothing): the perplexity a model must beat to have learned anything about order.
 * ``kmer_logreg``: logistic regression on counts of 1-, 2- and 3-mers of a sequence's token ids
   (scikit-learn), the classic reference for sequence classification.
 
@@ -96,6 +98,13 @@ BASELINES: dict[str, Callable[[Task, list[Tensor]], list[Tensor]]] = {
 _measured: dict[int, tuple[Task, dict[str, float]]] = {}  # id(task) -> (task, its scores), this process
 
 
+def _unigram(task: Task, splits: list[Tensor], targets: list[Tensor]) -> list[float]:
+    """The perplexity of each split's next tokens under the training tokens' smoothed frequencies."""
+    counts = torch.bincount(task.y_train.reshape(-1), minlength=task.num_classes).double() + 1.0
+    log_p = counts.log() - counts.sum().log()
+    return [float(torch.exp(-log_p[y.reshape(-1)].mean())) for y in targets]
+
+
 def baseline_scores(task: Task) -> dict[str, float]:
     """The task's baseline on validation and test: ``baseline_val_score``, ``baseline_test_score``.
 
@@ -103,16 +112,17 @@ def baseline_scores(task: Task) -> dict[str, float]:
     """
     if task.baseline is None:
         return {}
-    if task.baseline not in BASELINES:
-        raise ValueError(f"Task.baseline={task.baseline!r}: allowed: {', '.join(BASELINES)} or None")
+    if task.baseline not in [*BASELINES, "unigram"]:
+        raise ValueError(f"Task.baseline={task.baseline!r}: allowed: {', '.join(BASELINES)}, unigram or None")
     known = _measured.get(id(task))
     if known is not None and known[0] is task:
         return known[1]
-    metric = METRICS[task.score_metric]
-    val, test = BASELINES[task.baseline](task, [task.x_val, task.x_test])
-    scores = {
-        "baseline_val_score": metric.compute(val, task.y_val),
-        "baseline_test_score": metric.compute(test, task.y_test),
-    }
+    if task.baseline == "unigram":  # scored directly: a split's logits over a vocabulary would not fit
+        val_score, test_score = _unigram(task, [task.x_val, task.x_test], [task.y_val, task.y_test])
+    else:
+        metric = METRICS[task.score_metric]
+        val, test = BASELINES[task.baseline](task, [task.x_val, task.x_test])
+        val_score, test_score = metric.compute(val, task.y_val), metric.compute(test, task.y_test)
+    scores = {"baseline_val_score": val_score, "baseline_test_score": test_score}
     _measured[id(task)] = task, scores
     return scores

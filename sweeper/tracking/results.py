@@ -23,6 +23,7 @@ _TAG_COLUMNS = [
     "sweep_id",
     "job",
     "score_metric",
+    "score_direction",
     "latency_kind",
     "failure_reason",
     "device",

@@ -108,10 +108,12 @@ def train(
         return TrainResult(best_val_score=scores[task.score_metric])
     optimizers = build_optimizers(optimizer_factory, model)
     schedulers = [build_scheduler(opt, strategy.lr_schedule, n_epochs) for opt in optimizers]
+    sign = 1.0 if task.higher_is_better else -1.0  # comparisons on sign * score: a perplexity improves downwards
     shuffle_gen = torch.Generator().manual_seed(seed + 1)
     noise_gen = torch.Generator().manual_seed(seed + 2)
     early = strategy.early_stopping
-    result = TrainResult(best_val_score=-math.inf)
+    result = TrainResult(best_val_score=-math.inf * sign)
+    best_oriented = -math.inf
     best_state: dict[str, Tensor] | None = None
     epochs_since_best, patience_reference = 0, 0.0
     start = time.perf_counter()
@@ -148,18 +150,19 @@ def train(
         result.history.append(metrics)
         result.epochs_run = epoch + 1
 
+        oriented = sign * val_score
         for scheduler in schedulers:
             if isinstance(scheduler, ReduceLROnPlateau):
-                scheduler.step(val_score)
+                scheduler.step(oriented)  # mode "max" on the oriented score
             elif scheduler is not None:
                 scheduler.step()
 
-        if val_score > result.best_val_score:
-            result.best_val_score, result.best_epoch = val_score, epoch
+        if oriented > best_oriented:
+            best_oriented, result.best_val_score, result.best_epoch = oriented, val_score, epoch
             if early.enabled and early.restore_best:
                 best_state = copy.deepcopy(model.state_dict())
-        if epoch == 0 or val_score > patience_reference + early.min_delta:
-            patience_reference, epochs_since_best = val_score, 0
+        if epoch == 0 or oriented > patience_reference + early.min_delta:
+            patience_reference, epochs_since_best = oriented, 0
         else:
             epochs_since_best += 1
         if epoch_hook is not None:
@@ -170,6 +173,7 @@ def train(
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    result.best_val_score = max(result.best_val_score, 0.0)
+    if not math.isfinite(result.best_val_score):  # no epoch gave a comparable score
+        result.best_val_score = math.nan
     result.train_seconds = time.perf_counter() - start
     return result

@@ -65,6 +65,7 @@ class SearchRef:
     storage: str
     number: int
     metrics: tuple[str, ...] = ()  # what the search reads from the trial: objectives and constraints
+    directions: Mapping[str, str] = field(default_factory=dict)  # objective -> maximize | minimize
     pruner: str = "none"
     pruner_options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -165,11 +166,13 @@ def _search_ref(hydra_cfg: Any) -> SearchRef | None:
         return None
     sweeper_cfg = hydra_cfg.sweeper
     options = sweeper_cfg.get("pruner_options") or {}
+    entries = [entry.partition(":") for entry in os.environ.get(ENV_METRICS, "").split(",") if entry]
     return SearchRef(
         study_name=study_name,
         storage=os.environ.get(ENV_STORAGE, ""),
         number=int(number),
-        metrics=tuple(m for m in os.environ.get(ENV_METRICS, "").split(",") if m),
+        metrics=tuple(name for name, _, _ in entries),
+        directions={name: direction for name, _, direction in entries if direction},
         pruner=str(sweeper_cfg.get("pruner", "none")),
         pruner_options={str(k): v for k, v in options.items()},
     )

@@ -203,10 +203,10 @@ def _check_outputs(model: nn.Module, task: Task, target: str) -> None:
         ) from exc
     finally:
         model.train(was_training)
-    if tuple(out.shape) != (len(rows), task.num_classes):
+    expected = (len(rows), *task.input_shape, task.num_classes) if task.sequence else (len(rows), task.num_classes)
+    if tuple(out.shape) != expected:
         raise ConfigError(
-            f"model._target_={target}: output shape {tuple(out.shape)} for a batch of {len(rows)}; "
-            f"expected ({len(rows)}, {task.num_classes})"
+            f"model._target_={target}: output shape {tuple(out.shape)} for a batch of {len(rows)}; expected {expected}"
         )
 
 

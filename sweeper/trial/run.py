@@ -29,7 +29,7 @@ from sweeper.configs import flatten, plain_dict
 from sweeper.errors import ConfigError
 from sweeper.metrics import check_final_metrics
 from sweeper.progress import TrialProgress
-from sweeper.search.objectives import check_task_defines
+from sweeper.search.objectives import check_directions, check_task_defines
 from sweeper.search.trial_context import TrialContext, is_pruned, open_trial
 from sweeper.tasks.baselines import baseline_scores
 from sweeper.tracking.runs import TrialRun, finished_trial, resolve_tracking_uri, source_tags, trial_key
@@ -281,6 +281,7 @@ def _trial_tags(
         "family": facts_of(plan.compressor).family,
         "seed": str(plan.seed),
         "score_metric": plan.task.score_metric,
+        "score_direction": "maximize" if plan.task.higher_is_better else "minimize",
         **({"baseline": plan.task.baseline} if plan.task.baseline else {}),
         "sweep_id": ctx.sweep_id,
         "trial_key": trial_key(config),
@@ -332,6 +333,7 @@ def run(cfg: DictConfig, ctx: JobContext | None = None) -> TrialResult:
     search = None
     if ref is not None:  # the Optuna trial this job evaluates
         check_task_defines(ref.metrics, plan.task.metrics, plan.task.name)
+        check_directions(ref.directions, plan.task.metrics, plan.task.name)
         search = open_trial(
             ref.study_name,
             ref.storage,
@@ -356,6 +358,7 @@ def run(cfg: DictConfig, ctx: JobContext | None = None) -> TrialResult:
         metric=plan.task.score_metric,
         live=ctx.live_progress,
         sweep_started=ctx.sweep_started,
+        higher_is_better=plan.task.higher_is_better,
     )
     epoch_hook = search.epoch_hook(progress.epoch) if search is not None else None
     if not cfg.tracking.enabled:

@@ -120,3 +120,26 @@ def test_a_model_without_a_linear_layer_to_act_on_fails_that_trial_only():
 
 def test_a_pattern_is_n_of_m():
     assert parse_pattern("2:4") == (2, 4) and parse_pattern(None) is None
+
+
+TINY_LM = ("data=lm_text", "model=tiny_llama", "data.length=32", "data.vocab_size=500", "data.eval_windows=8")
+
+
+class TestGptqOnATinyLlama(CompressionContract):
+    """A Hugging Face Llama (decoder blocks, grouped-query attention, gated MLP), calibrated block by block."""
+
+    overrides = (*TINY_LM, "compression=gptq", "compression.bits=4", "compression.group_size=32", CALIBRATION)
+    min_ratio = 1.5  # its tied embedding / output table stays float32
+    latency_kind = "simulated"
+
+
+class TestWandaTwoFourOnATinyLlama(CompressionContract):
+    overrides = (*TINY_LM, "compression=wanda", "compression.pattern=2:4", CALIBRATION)
+    min_ratio = 1.1
+    latency_kind = "simulated"
+
+
+class TestLowRankOnATinyLlama(CompressionContract):
+    overrides = (*TINY_LM, "compression=lowrank", "compression.energy=0.5")
+    min_ratio = 1.05
+    family = "low-rank"
