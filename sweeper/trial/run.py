@@ -27,6 +27,7 @@ from sweeper.artifact import dense_payload, load_artifact, save_artifact, serial
 from sweeper.compression import Compressed, TrainingHooks, TrainsWithHooks, facts_of
 from sweeper.configs import flatten, plain_dict
 from sweeper.errors import ConfigError
+from sweeper.hf import local_path
 from sweeper.metrics import check_final_metrics
 from sweeper.progress import TrialProgress
 from sweeper.search.objectives import check_directions, check_task_defines
@@ -287,7 +288,7 @@ def _trial_tags(
         "trial_key": trial_key(config),
     }
     if plan.checkpoint is not None:  # where the weights came from
-        tags["checkpoint"] = str(Path(plan.checkpoint).expanduser().resolve())
+        tags["checkpoint"] = str(local_path(plan.checkpoint).resolve())
         tags["checkpoint_sha256"] = checkpoint_digest(tags["checkpoint"])
     if ctx.parent_run_id:  # nested under the sweep's run in the MLflow UI
         tags["mlflow.parentRunId"] = ctx.parent_run_id
@@ -371,7 +372,11 @@ def run(cfg: DictConfig, ctx: JobContext | None = None) -> TrialResult:
 
     config = plain_dict(cfg)
     uri, experiment = resolve_tracking_uri(cfg.tracking.uri), str(cfg.tracking.experiment)
-    tags = _trial_tags(plan, config, ctx, search)
+    try:
+        tags = _trial_tags(plan, config, ctx, search)
+    except Exception as exc:  # nothing is tracked yet: say it here, or the failure goes unseen
+        progress.failed(f"{type(exc).__name__}: {exc}")
+        raise
     if search is None and ctx.sweep_id and cfg.get("resume", True):  # a study resumes itself; a grid re-run skips
         previous = finished_trial(uri, experiment, ctx.sweep_id, tags["trial_key"])
         if previous is not None:
