@@ -145,3 +145,49 @@ def train_outside(path: Path, *, epochs: int = 3) -> float:
         accuracy = float((model(task.x_test).argmax(1) == task.y_test).float().mean())
     torch.save(model.state_dict(), path)
     return accuracy
+
+
+class _SqueezeExcite(nn.Module):
+    """A pooled gate multiplied back onto the feature map (MobileNetV3's squeeze-and-excitation)."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce, self.expand = nn.Conv2d(channels, reduced, 1), nn.Conv2d(reduced, channels, 1)
+        self.act, self.gate = nn.SiLU(), nn.Hardsigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2/V3's block: 1x1 expansion, 3x3 depthwise, squeeze-excitation, 1x1 projection, residual add."""
+
+    def __init__(self, channels: int, expansion: int) -> None:
+        super().__init__()
+        wide = channels * expansion
+        self.expand = nn.Sequential(nn.Conv2d(channels, wide, 1, bias=False), nn.BatchNorm2d(wide), nn.SiLU())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(wide, wide, 3, padding=1, groups=wide, bias=False), nn.BatchNorm2d(wide), nn.Hardswish()
+        )
+        self.se = _SqueezeExcite(wide, max(8, wide // 4))
+        self.project = nn.Sequential(nn.Conv2d(wide, channels, 1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.project(self.se(self.depthwise(self.expand(x))))
+
+
+class TinyMobileNet(nn.Module):
+    """A MobileNetV3-style network: a Hardswish stem, two inverted residual blocks, pooling, a Linear head."""
+
+    def __init__(self, *, input_shape: Sequence[int], num_classes: int, channels: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(input_shape[0], channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.Hardswish()
+        )
+        self.blocks = nn.Sequential(_InvertedResidual(channels, 4), _InvertedResidual(channels, 4))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))

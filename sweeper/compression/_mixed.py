@@ -181,8 +181,9 @@ class MixedPrecision:
         """Fail before training when no assignment of the candidates fits the budget (sizes depend on shapes only).
 
         Raises:
-            ValueError: ``budget_kb`` below the smallest reachable size (bad input: the sweep stops).
-            UnsupportedLayer: ``budget_ratio`` below it for this model (this trial fails, a search goes on).
+            UnsupportedLayer: the budget (``budget_kb``, or ``budget_ratio`` of this model's float32 artifact) is
+                below the smallest size this model can reach: whether it fits depends on the model, so this trial
+                fails (a grid announces it before its first job) and the sweep's other models go on.
         """
         self._check_reachable(model, ctx.spec)
 
@@ -202,9 +203,13 @@ class MixedPrecision:
                 f"compression.budget_ratio={self.budget_ratio:g} is {budget / 1024:.1f} KiB; the smallest reachable "
                 f"artifact is {size / 1024:.1f} KiB ({every}), {size / dense:.3f} of float32",
             )
-        raise ValueError(
-            f"compression.budget_kb={self.budget_kb:g}: no per-layer assignment fits; the smallest reachable artifact "
-            f"is {size / 1024:.1f} KiB ({every}); allowed: budget_kb >= {math.ceil(size / 1024 * 10) / 10:g}"
+        raise UnsupportedLayer(
+            "mixed",
+            "",
+            model,
+            f"compression.budget_kb={self.budget_kb:g}: no per-layer assignment fits this model; the smallest "
+            f"reachable artifact is {size / 1024:.1f} KiB ({every}); allowed: budget_kb >= "
+            f"{math.ceil(size / 1024 * 10) / 10:g}, or budget_ratio (a share of each model's float32 artifact)",
         )
 
     def choose(self, model: nn.Module, table: pd.DataFrame, spec: ModelSpec) -> tuple[dict[str, Setting], int]:

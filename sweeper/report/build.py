@@ -559,6 +559,22 @@ def _batch_label(runs: pd.DataFrame) -> str:
     return "≤" + "/".join(str(int(v)) for v in sorted(values)) if len(values) else "N"
 
 
+def _uncompressed(runs: pd.DataFrame, threshold: float = 0.05) -> list[str]:
+    """A warning per configuration whose method left a share of the weights uncompressed (recurrent layers)."""
+    if "uncompressed_share" not in runs:
+        return []
+    ok = runs[(runs["outcome"] == "ok") & (runs["uncompressed_share"] > threshold)]
+    lines = []
+    for label, group in ok.groupby("config", sort=False):
+        kinds = group["uncompressed_layers"].dropna().iloc[0] if "uncompressed_layers" in group else "recurrent"
+        lines.append(
+            f"**Warning**: `{label}` left {100 * group['uncompressed_share'].max():.0f} % of its network's weights "
+            f"uncompressed ({kinds} layers: no method here compresses recurrent weights); its size and latency "
+            "are those of a partly compressed network."
+        )
+    return lines
+
+
 def _split_sizes(runs: pd.DataFrame) -> list[str]:
     """The header's split sizes (train / val / test samples) and a warning when training data is small."""
     ok = runs[runs["outcome"] == "ok"]
@@ -614,6 +630,7 @@ def _write_one(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: P
             *([note] if note else []),
             method_note(),
             *_split_sizes(runs),
+            *_uncompressed(runs),
         ],
     )
     if ranked.empty:

@@ -22,7 +22,15 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from sweeper.data import Task
 
-__all__ = ["TRIAL_LATENCY", "Latency", "count_params", "measure_artifact", "measure_latency", "trial_times_latency"]
+__all__ = [
+    "TRIAL_LATENCY",
+    "Latency",
+    "count_params",
+    "measure_artifact",
+    "measure_latency",
+    "trial_times_latency",
+    "untouched_recurrent",
+]
 
 TRIAL_LATENCY = ("auto", "always", "never")  # measure.trial_latency
 
@@ -75,6 +83,25 @@ def count_params(model: nn.Module) -> tuple[int, int]:
         total += tensor.numel()
         nonzero += int(torch.count_nonzero(tensor))
     return total, nonzero
+
+
+def untouched_recurrent(module: nn.Module) -> tuple[float, list[str]]:
+    """The share of the network's weight elements that sit in recurrent layers (GRU, LSTM, RNN) still dense in
+    float (no zero, no fewer levels than values), and those layers' types: what a compression method left alone.
+
+    Example:
+        >>> untouched_recurrent(nn.Sequential(nn.GRU(4, 8), nn.Linear(8, 2)))[1]
+        ['GRU']
+    """
+    total = sum(p.numel() for name, p in module.named_parameters() if "weight" in name)
+    left, kinds = 0, []
+    for layer in module.modules():
+        if isinstance(layer, nn.RNNBase):
+            weights = [p for name, p in layer.named_parameters() if name.startswith("weight_")]
+            if all(w.is_floating_point() and bool((w != 0).all()) for w in weights):
+                left += sum(w.numel() for w in weights)
+                kinds.append(type(layer).__name__)
+    return (left / total if total else 0.0), sorted(set(kinds))
 
 
 _timed: dict[str, tuple[Latency, Latency]] = {}  # network key -> (batch 1, per sample at the batch), this process

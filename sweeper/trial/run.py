@@ -39,7 +39,7 @@ from sweeper.training.loop import EpochHook
 from sweeper.trial.base import Origin, obtain_base, train_network
 from sweeper.trial.checkpoint import checkpoint_digest
 from sweeper.trial.context import JobContext
-from sweeper.trial.measure import measure_artifact, trial_times_latency
+from sweeper.trial.measure import measure_artifact, trial_times_latency, untouched_recurrent
 from sweeper.trial.plan import TrialPlan, plan_trial
 from sweeper.trial.runtimes import ONNX_FILE
 
@@ -143,6 +143,18 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path, *, time
         **baseline_scores(task),
     }
     tags = {"latency_measured": how, "base_model": trained.origin}
+    if facts_of(plan.compressor).family in ("pruning", "quantization"):  # what such a method left alone, said
+        share, kinds = untouched_recurrent(deployed)
+        metrics["uncompressed_share"] = share
+        if kinds:
+            tags["uncompressed_layers"] = ",".join(kinds)
+            logging.getLogger("sweeper").warning(
+                "compression=%s left %.0f %% of the network's weights uncompressed (%s layers: no method here "
+                "compresses recurrent weights)",
+                plan.choices.get("compression"),
+                100 * share,
+                ", ".join(kinds),
+            )
     if trained.trained_by:
         tags["base_run_id"] = trained.trained_by
     if "onnxruntime" in runtimes:

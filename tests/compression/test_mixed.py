@@ -109,11 +109,10 @@ def test_sensitivity_trains_nothing_leaves_the_model_as_it_was_and_is_cached(tra
     assert (two_bits["divergence"].to_numpy() > eight_bits["divergence"].to_numpy()).all()  # per layer
 
 
-def test_an_unreachable_budget_is_one_line_naming_the_smallest_size_before_training():
-    with pytest.raises(ConfigError) as info:
-        plan_trial(compose_config("compression=mixed", "compression.budget_kb=1"))
-    message = str(info.value)
-    assert message.startswith("compression.budget_kb=1: no per-layer assignment fits; the smallest reachable artifact")
+def test_an_unreachable_budget_fails_that_trial_naming_the_smallest_size_before_training():
+    plan = plan_trial(compose_config("compression=mixed", "compression.budget_kb=1"))
+    message = str(plan.unsupported)  # it depends on the model: this trial fails, a grid's other models go on
+    assert "compression.budget_kb=1: no per-layer assignment fits this model; the smallest reachable" in message
     assert "allowed: budget_kb >=" in message and "\n" not in message
     for bad, expected in [
         ("compression.bits=[1,4]", "compression.bits=[1, 4]: allowed: a list of integers 2..8"),

@@ -19,6 +19,7 @@ import torch.ao.nn.intrinsic.quantized as nniq
 import torch.ao.nn.quantized as nnq
 import torch.ao.nn.quantized.dynamic as nnqd
 import zoo
+from conftest import ZOO_CONF
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from trials import Trial, with_nodes
@@ -27,6 +28,7 @@ from sweeper.compression import UnsupportedLayer
 from sweeper.compression._attention import ExplicitAttention, make_quantizable
 from sweeper.compression._quantize import FLOWS, Int8Quantization, _quantize_weights
 from sweeper.compression._storage import decode_state, encode_state
+from sweeper.testing import CompressionContract
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the test workers share the cores
 
@@ -293,3 +295,24 @@ def test_int8_embedding_bags_mean_like_the_float_ones_and_their_rows_round_trip(
     rebuilt = decode_state(encode_state(state))["mean._packed_params._packed_weight"]
     assert rebuilt.qscheme() == torch.per_channel_affine_float_qparams
     assert torch.equal(rebuilt.int_repr(), table.int_repr()) and torch.equal(rebuilt.dequantize(), table.dequantize())
+
+
+class TestInt8OnAMobileNet(CompressionContract):
+    """Depthwise-separable convolutions, BatchNorm, SiLU and Hardswish, a squeeze-excitation gate and residual adds:
+    the int8 network keeps quantized activations' settings in its state (a qscheme), which the artifact stores."""
+
+    overrides = ("model=tiny_mobilenet", "compression=quantize", "compression.calibration_samples=128")
+    config_dir = str(ZOO_CONF)
+    min_ratio = 2.0  # at most half the float artifact
+
+
+class TestPipelineOnAMobileNet(CompressionContract):
+    overrides = (
+        "model=tiny_mobilenet",
+        "compression=pipeline",
+        "teacher.epochs=1",
+        "compression.stages.prune.finetune_epochs=1",
+    )
+    config_dir = str(ZOO_CONF)
+    min_ratio = 2.0
+    latency_kind = "simulated"

@@ -171,3 +171,32 @@ def test_distilled_student_is_the_trial_model_with_a_wider_teacher(trial_of, net
     trial = trial_of(network, "distill")
     assert count_params(trial.reloaded)[0] == trial.dense_params
     assert trial.metrics["teacher_params"] > trial.dense_params
+
+
+@pytest.mark.parametrize("method", ["prune", "quantize", "qat"])
+def test_recurrent_weights_a_method_leaves_alone_are_counted_and_said(method, tmp_path, caplog):
+    from sweeper.trial.context import JobContext
+    from sweeper.trial.run import run
+
+    cfg = compose_config("model=row_gru", f"compression={method}", "strategy.epochs=1", zoo=True)
+    with caplog.at_level("WARNING", logger="sweeper"):
+        result = run(cfg, JobContext.standalone(tmp_path))
+    assert result.metrics["uncompressed_share"] > 0.5  # the GRU holds most of the weights
+    assert "left" in caplog.text and "GRU" in caplog.text
+
+
+def test_the_report_warns_of_a_partly_compressed_network(make_runs, tmp_path):
+    import pandas as pd
+
+    from sweeper.report.build import write_report
+    from sweeper.report.recommend import Budget
+
+    runs = make_runs(
+        dict(compression="none"),
+        dict(compression="prune", uncompressed_share=0.86, uncompressed_layers="GRU"),
+        dict(compression="qat", uncompressed_share=0.0),
+    )
+    write_report(runs, pd.DataFrame(columns=["run_id", "metric", "epoch", "value"]), Budget(), tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "`compression=prune` left 86 % of its network's weights uncompressed (GRU layers" in markdown
+    assert "`compression=qat` left" not in markdown

@@ -7,6 +7,8 @@ import time
 from conftest import TINY_TASK, argv
 from omegaconf import OmegaConf
 
+from sweeper.tracking.results import load_runs
+
 
 def test_a_search_with_a_timeout_stops_starting_trials_and_still_writes_its_report(tmp_path, run_cli):
     start = time.perf_counter()
@@ -45,3 +47,23 @@ def test_a_grid_with_mixed_precision_reports_its_per_layer_settings_as_one_confi
     assert " / " in section  # one value per seed
     ranking = markdown.split("## Ranking", 1)[1].split("\n## ", 1)[0]
     assert ranking.count("compression=mixed") == 1  # the layers chosen per seed do not split the configuration
+
+
+def test_a_budget_one_model_cannot_reach_fails_that_job_only_and_is_announced(tmp_path, run_cli):
+    proc = run_cli(
+        *argv("-m model=cnn,mlp compression=none,mixed +options.model.mlp.hidden=[512,512]"),
+        *argv("+options.compression.mixed.budget_kb=12 +options.compression.mixed.finetune_epochs=1"),
+        *argv("strategy.epochs=2 measure.latency_seconds=0.01"),
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]  # one trial failed; the other three finished
+    said = proc.stdout + proc.stderr
+    assert "will fail: compression=mixed" in said and "no per-layer assignment fits this model" in said
+    runs = load_runs(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    status = {(r.model, r.compression): r.status for r in runs.itertuples()}
+    assert status == {
+        ("cnn", "none"): "FINISHED",
+        ("cnn", "mixed"): "FINISHED",
+        ("mlp", "none"): "FINISHED",
+        ("mlp", "mixed"): "FAILED",
+    }
