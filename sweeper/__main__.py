@@ -111,6 +111,7 @@ def main(task: Callable[[], Any] | None = None) -> None:
         end_live_line()  # the message goes on its own line, not onto a trial's live line
         _end_sweep_run("KILLED")
         print("sweeper: interrupted; the current trial is marked KILLED, finished trials are kept", file=sys.stderr)
+        _say_how_to_go_on()
         sys.exit(130)
     except SystemExit:
         _end_sweep_run("KILLED")
@@ -149,6 +150,19 @@ def _quiet_libraries() -> None:
     quiet_mlflow(verbose=verbose)
     if not verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _say_how_to_go_on() -> None:
+    """After an interrupted multirun: the command that resumes it, and the one that reports what finished."""
+    from sweeper.trial.context import last_job
+
+    job = last_job()
+    if job is None or not job.multirun:
+        return
+    args = " ".join(a for a in sys.argv[1:] if not a.startswith("hydra.sweep.dir="))
+    print(f"sweeper: resume it: python -m sweeper {args} hydra.sweep.dir={job.sweep_dir}", file=sys.stderr)
+    if job.sweep_id:
+        print(f"sweeper: report what finished: python -m sweeper.report --sweep {job.sweep_id}", file=sys.stderr)
 
 
 def _end_sweep_run(status: str) -> None:

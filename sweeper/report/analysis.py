@@ -203,7 +203,10 @@ def strategy_summary(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     bests = _best_per(table[table.index.isin(runs["config"])], "strategy")
     for (config, best), comparison in zip(bests.iterrows(), versus_first(table, list(bests.index)), strict=True):
         chosen = runs[runs["config"] == config]
-        planned = chosen["strategy.epochs"].astype(float).mean() if "strategy.epochs" in chosen else math.nan
+        # what the runs planned (an equal-budget baseline plans more than its strategy.epochs)
+        column = "epochs_planned" if "epochs_planned" in chosen and chosen["epochs_planned"].notna().any() else None
+        column = column or ("strategy.epochs" if "strategy.epochs" in chosen else None)
+        planned = chosen[column].astype(float).mean() if column else math.nan
         rows.append(
             {
                 "strategy": best["strategy"],

@@ -40,6 +40,7 @@ __all__ = [
     "SearchRef",
     "decide_sweep_id",
     "job_context",
+    "last_job",
     "parent_run",
     "publish_equal_budget",
     "publish_grid",
@@ -81,6 +82,7 @@ class JobContext:
     index: int | None = None  # 1-based position of the job in the multirun
     layout: SweepLayout = _NO_LAYOUT  # the multirun's size, swept keys and fixed overrides
     sweep_id: str = ""  # groups the runs of one sweep; "" for a single run
+    sweep_dir: str = ""  # the multirun's directory (a re-run with hydra.sweep.dir=<it> resumes it)
     parent_run_id: str | None = None  # the sweep's MLflow parent run, if one was opened
     search: SearchRef | None = None
     latency_round_follows: bool = False  # the report times every network side by side after the sweep
@@ -142,7 +144,8 @@ def job_context(cfg: DictConfig) -> JobContext:
         sweep_dir=hydra_cfg.sweep.dir if multirun else None,
     )
     started = os.environ.get(SWEEP_STARTED_ENV)
-    return JobContext(
+    global _last
+    _last = JobContext(
         output_dir=Path(hydra_cfg.runtime.output_dir),
         choices={str(k): str(v) for k, v in hydra_cfg.runtime.choices.items() if v is not None},
         overrides=tuple(str(o) for o in hydra_cfg.overrides.task),
@@ -150,6 +153,7 @@ def job_context(cfg: DictConfig) -> JobContext:
         index=int(hydra_cfg.job.num) + 1 if multirun else None,
         layout=_layout(multirun),
         sweep_id=sweep_id,
+        sweep_dir=str(hydra_cfg.sweep.dir) if multirun else "",
         parent_run_id=parent_run() if sweep_id else None,
         search=search,
         latency_round_follows=multirun and bool(tracking.get("enabled", True)) and _report_times(hydra_cfg),
@@ -157,6 +161,15 @@ def job_context(cfg: DictConfig) -> JobContext:
         sweep_started=float(started) if started else None,
         live_progress=stdout_is_interactive(),
     )
+    return _last
+
+
+_last: JobContext | None = None  # the context of this process's latest job
+
+
+def last_job() -> JobContext | None:
+    """The context :func:`job_context` built last in this process (what an interrupted sweep was doing)."""
+    return _last
 
 
 def _search_ref(hydra_cfg: Any) -> SearchRef | None:

@@ -137,6 +137,7 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path, *, time
         "base_train_seconds": result.train_seconds,  # what training its network cost, once
         "compress_seconds": compress_seconds,
         "epochs_run": result.epochs_run,
+        "epochs_planned": plan.strategy.epochs,  # with compare.equal_budget, the baseline's extra epochs included
         "steps": result.steps,
         **(trained.hooks.metrics if trained.hooks else {}),
         **compressed.metrics,

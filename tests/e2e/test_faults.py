@@ -104,6 +104,10 @@ def test_sigint_kills_the_running_trial_keeps_its_curves_and_exits_non_zero(tmp_
     assert proc.returncode == 130, out
     interrupted = next(line for line in before if "epoch 2/2000" in line).split("optimizer=")[1].split(":")[0]
     assert "interrupted" in out
+    assert (
+        "resume it: python -m sweeper -m optimizer=adam,sgd,momentum" in out and "hydra.sweep.dir=multirun/fixed" in out
+    )
+    assert "report what finished: python -m sweeper.report --sweep multirun/fixed" in out
 
     runs = load_runs(tracking_uri=uri)
     assert list(runs.status) == ["KILLED"] and runs.optimizer[0] == interrupted
