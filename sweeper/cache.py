@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +60,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, target)
     finally:
+        if tmp.is_dir():  # an entry that is a directory (a tokenizer), left by a failed writer
+            shutil.rmtree(tmp)
         tmp.unlink(missing_ok=True)
 
 

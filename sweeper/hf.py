@@ -14,7 +14,17 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["HFCausalLM", "HFClassifier", "local_path", "make_bert", "make_causal_lm"]
+__all__ = [
+    "CHECKPOINT_CACHE",
+    "HFCausalLM",
+    "HFClassifier",
+    "local_path",
+    "make_bert",
+    "make_causal_lm",
+    "pretrained_tokenizer",
+]
+
+CHECKPOINT_CACHE = ".sweeper_cache/checkpoints"  # a GGUF file's float weights and tokenizer, converted once
 
 
 class HFClassifier(nn.Module):
@@ -149,16 +159,20 @@ def _quietly(load: Any) -> Any:
             hf_logging.enable_progress_bar()
 
 
+def _gguf_digest(path: Path) -> str:
+    """A GGUF file's cache key: its resolved path, size and modification time (hashing 100s of MB costs seconds)."""
+    import hashlib
+
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
+
+
 def _gguf_as_float(path: Path, cache_dir: str | Path) -> dict[str, Any]:
     """A GGUF checkpoint's architecture and float weights, converted once (transformers' GGUF reader
     dequantizes it: tens of seconds) and cached under ``cache_dir`` by the file's digest."""
-    import hashlib
-
     import torch
 
     from sweeper.cache import compute_once
-
-    digest = hashlib.sha256(f"{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}".encode()).hexdigest()
 
     def convert(tmp: Path) -> None:
         from transformers import AutoModelForCausalLM
@@ -169,8 +183,26 @@ def _gguf_as_float(path: Path, cache_dir: str | Path) -> dict[str, Any]:
         state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
         torch.save({"config": config, "state_dict": state}, tmp)
 
-    entry = torch.load(compute_once(Path(cache_dir) / f"{digest[:32]}.pt", convert), weights_only=True)
+    entry = torch.load(compute_once(Path(cache_dir) / f"{_gguf_digest(path)}.pt", convert), weights_only=True)
     return dict(entry)
+
+
+def pretrained_tokenizer(location: str, cache_dir: str | Path = CHECKPOINT_CACHE) -> Any:
+    """The tokenizer of a ``save_pretrained`` directory or of a ``.gguf`` file (``pkg://`` too); a GGUF's is
+    converted once (reading its vocabulary costs 15-20 s) and cached under ``cache_dir`` as a directory."""
+    from transformers import AutoTokenizer
+
+    path = local_path(location)
+    if path.is_file() and path.suffix == ".gguf":
+        from sweeper.cache import compute_once
+
+        def convert(tmp: Path) -> None:
+            _quietly(lambda: AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)).save_pretrained(tmp)
+
+        path = compute_once(Path(cache_dir) / f"{_gguf_digest(path)}-tokenizer", convert)
+    elif not path.is_dir():
+        raise ValueError(f"data.tokenizer={location}: neither a .gguf file nor a save_pretrained directory")
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
 def _pretrained_lm(location: str, cache_dir: str | Path) -> nn.Module:
@@ -205,7 +237,7 @@ def make_causal_lm(
     heads: int = 4,
     kv_heads: int = 2,
     intermediate: int = 128,
-    cache_dir: str = ".sweeper_cache/checkpoints",
+    cache_dir: str = CHECKPOINT_CACHE,
     **config: Any,
 ) -> HFCausalLM:
     """A Llama-architecture causal language model over windows of ``input_shape[0]`` tokens of a vocabulary

@@ -29,6 +29,9 @@ TINY_TASK = ["data=synthetic", "data.n_samples=300", "model=mlp", "strategy.epoc
 
 
 ZOO_CONF = REPO_ROOT / "tests" / "zoo_conf"
+# a GGUF checkpoint's float weights and tokenizer, converted once per machine: the tests that plan
+# experiment=llm in the repository (tests/test_conf.py) and those that run it in a temporary directory share it
+CHECKPOINT_CACHE = REPO_ROOT / ".sweeper_cache" / "checkpoints"
 
 
 def run_if(*, min_gpus: int = 0) -> Callable[[Callable[..., None]], Callable[..., None]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, REPO_ROOT
+from conftest import CHECKPOINT_CACHE, FAST, REPO_ROOT
 from hydra import compose, initialize_config_module
 from omegaconf import open_dict
 
@@ -45,6 +45,8 @@ def _overrides(path: Path, tmp_path: Path) -> list[str]:
     if group == "compression/stages":  # a stage composes inside a pipeline
         return ["compression=pipeline", f"compression/stages=[{path.stem}]"]
     extra = ["compare.extra_epochs=5"] if group == "experiment" else []  # a grid's check sets it in a multirun
+    if "experiment=llm" in _documented_command(path):  # the GGUF converted once for every test that loads it
+        extra += [f"model.cache_dir={CHECKPOINT_CACHE}", f"data.cache_dir={CHECKPOINT_CACHE}"]
     if path.stem == "image_folder":  # the user's directory: IDX files made here
         extra.append(f"data.path={write_idx(tmp_path)}")
     return [*(a for a in _documented_command(path) if "<" not in a), *extra]

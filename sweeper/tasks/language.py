@@ -47,18 +47,10 @@ class _Tokenizer:
         self.encode, self.eos, self.vocab = encode, eos, vocab
 
 
-def _pretrained_tokenizer(location: str) -> _Tokenizer:
-    from transformers import AutoTokenizer
+def _pretrained_tokenizer(location: str, cache_dir: str) -> _Tokenizer:
+    from sweeper.hf import pretrained_tokenizer
 
-    from sweeper.hf import local_path
-
-    path = local_path(location)
-    if path.is_file() and path.suffix == ".gguf":
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    elif path.is_dir():
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    else:
-        raise ValueError(f"data.tokenizer={location}: neither a .gguf file nor a save_pretrained directory")
+    tokenizer = pretrained_tokenizer(location, cache_dir)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     return _Tokenizer(lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], int(eos), len(tokenizer))
 
@@ -110,6 +102,7 @@ def lm_text(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     split_seed: int | None = None,
+    cache_dir: str = ".sweeper_cache/checkpoints",
 ) -> Task:
     """Next-token prediction on ``pydoc_data.topics``, scored by perplexity (see the module docstring).
 
@@ -124,6 +117,7 @@ def lm_text(
         test_fraction: share of the documents for test.
         split_seed: shuffles the documents instead of ``seed`` (fixed, the seeds of a sweep vary only what
             else they draw: a post-training method's calibration windows, a fine-tuning's order).
+        cache_dir: where a ``.gguf`` tokenizer is kept once converted (as the model's weights are).
     """
     if not (isinstance(length, int) and length >= 8):
         raise ValueError(f"data.length={length}: must be an integer >= 8")
@@ -135,7 +129,7 @@ def lm_text(
         if not 0 < value < 0.5:
             raise ValueError(f"data.{key}={value}: must be in (0, 0.5)")
     train, val, test = split_documents(seed if split_seed is None else split_seed, val_fraction, test_fraction)
-    words = _pretrained_tokenizer(tokenizer) if tokenizer else _trained_tokenizer(train, vocab_size)
+    words = _pretrained_tokenizer(tokenizer, cache_dir) if tokenizer else _trained_tokenizer(train, vocab_size)
     x_tr, y_tr = _windows(train, words, length, None)
     (x_va, y_va), (x_te, y_te) = (_windows(part, words, length, eval_windows) for part in (val, test))
     return Task(

@@ -35,14 +35,21 @@ def movielens(*, seed: int, negatives: int = 4, candidates: int = 100) -> Task:
     table = table.sort_values(["user", "time", "item"], kind="stable")
     rank_from_last = table.groupby("user").cumcount(ascending=False)
     rng = np.random.default_rng(seed)
-    seen = [set(items) for items in table.groupby("user")["item"].apply(list)]
+    seen = np.zeros((USERS, ITEMS), dtype=bool)
+    seen[table["user"].to_numpy(), table["item"].to_numpy()] = True
 
     def unseen(user: int, k: int) -> np.ndarray:
-        out: list[int] = []
-        while len(out) < k:
-            draw = rng.integers(0, ITEMS, size=2 * k)
-            out += [int(i) for i in draw if i not in seen[user] and i not in out]
-        return np.array(out[:k])
+        """``k`` distinct items ``user`` never interacted with."""
+        return rng.choice(np.flatnonzero(~seen[user]), size=k, replace=False)
+
+    def one_unseen_each(users: np.ndarray) -> np.ndarray:
+        """One never-interacted item per entry of ``users`` (rejection sampling, all entries at once)."""
+        items = rng.integers(0, ITEMS, size=len(users))
+        redraw = seen[users, items]
+        while redraw.any():
+            items[redraw] = rng.integers(0, ITEMS, size=int(redraw.sum()))
+            redraw = seen[users, items]
+        return items
 
     def held_out(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = table[rank_from_last == rank]
@@ -56,7 +63,7 @@ def movielens(*, seed: int, negatives: int = 4, candidates: int = 100) -> Task:
 
     train = table[rank_from_last >= 2]
     users = np.repeat(train["user"].to_numpy(), negatives)
-    negative_items = np.concatenate([unseen(u, 1) for u in users])
+    negative_items = one_unseen_each(users)
     pairs = np.concatenate([train[["user", "item"]].to_numpy(), np.stack([users, negative_items], axis=1)])
     labels = np.concatenate([np.ones(len(train), np.int64), np.zeros(len(users), np.int64)])
     x_val, y_val = held_out(1)

@@ -210,10 +210,11 @@ def _layout(multirun: bool) -> SweepLayout:
 
 
 def quiet_mlflow(*, verbose: bool = False) -> None:
-    """MLflow's INFO lines off (read when mlflow is imported, in launcher workers too) and no progress bar
-    per downloaded artifact, unless ``verbose``."""
+    """MLflow's INFO lines off (read when mlflow is imported, in launcher workers too), no "View run ..."
+    lines per run with a tracking server, unless ``verbose``; no progress bar per downloaded artifact."""
     if not verbose:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

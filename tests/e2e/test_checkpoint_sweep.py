@@ -33,6 +33,9 @@ def test_a_users_trained_resnet_is_compressed_as_it_is_by_every_method(run_cli, 
     assert runs.loc["none", "test_score"] == pytest.approx(outside, abs=0.001)  # the same weights, the same score
     assert (runs["checkpoint"] == str(checkpoint)).all() and runs["checkpoint_sha256"].nunique() == 1
     assert runs.loc["quantize", "size_bytes"] < 0.5 * runs.loc["none", "size_bytes"]
+    assert runs.loc["quantize", "quantization_flow"] in ("fx", "eager")  # a residual add: fx traces it, or eager
+    assert runs.loc["prune", "nonzero_params"] <= 0.6 * runs.loc["prune", "params"]
+    assert runs.loc["prune_structured", "params"] < runs.loc["none", "params"]
 
 
 def test_a_checkpoint_of_the_wrong_shape_is_one_line_and_exit_2(run_cli, tmp_path):

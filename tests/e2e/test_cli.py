@@ -122,7 +122,7 @@ def test_help_describes_the_tool_its_groups_and_commands(run_cli):
         "python -m sweeper -m optimizer=adam,sgd seed=0,1,2",
         "python -m sweeper.report",
         "mlflow ui",
-        "compression: distill, mixed, none, pipeline",
+        "compression: awq, distill, gptq, lowrank, magnitude, mixed, none, pipeline",
         "Exit status: 0 every trial finished",
     ):
         assert line in proc.stdout, line

@@ -43,7 +43,7 @@ def test_a_knob_reaches_only_the_trials_of_its_option():
         ),
         (
             "+options.compression.qta.bits=4",
-            "options.compression.qta: no such compression option; allowed: distill, mixed, none,",
+            "options.compression.qta: no such compression option; allowed: awq, distill, gptq, lowrank,",
         ),
         ("+options.compresion.qat.bits=4", "options.compresion: not a config group; allowed: data, model, optimizer"),
     ],
