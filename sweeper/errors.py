@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "one_line"]
+__all__ = ["ConfigError", "ResultsNotLogged", "one_line"]
 
 
 class ConfigError(ValueError):
     """A config value, key or plug-in is wrong; the message names the key and what is allowed."""
+
+
+class ResultsNotLogged(RuntimeError):
+    """A finished trial whose results the tracking store did not take; they are kept on disk (the message
+    says where and how to log them later)."""
 
 
 def one_line(exc: BaseException) -> str:

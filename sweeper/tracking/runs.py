@@ -163,6 +163,10 @@ class TrialRun:
         if exc is None:
             self.client.set_terminated(self.run_id, "FINISHED")
             return
+        from sweeper.errors import ResultsNotLogged
+
+        if isinstance(exc, ResultsNotLogged):  # the store did not take the results: no more minutes of retries
+            return  # the run stays RUNNING until `python -m sweeper.tracking.upload` (or a resume) ends it
         pruned_epoch = getattr(exc, "pruned_epoch", None)  # stopped by a search pruner: not a failure
         if pruned_epoch is not None:
             try:
@@ -186,6 +190,11 @@ class TrialRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log a flat mapping of parameters in one batch (values are stringified, max 6000 chars)."""
         self.client.log_batch(self.run_id, params=_params(params))
+
+    @property
+    def recorded_epochs(self) -> list[Mapping[str, float]]:
+        """The per-epoch metrics not yet written (what `log_results` writes next)."""
+        return list(self._epochs)
 
     def record_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Keep one epoch's metrics for the batch written by `log_results` (an epoch hook)."""

@@ -26,7 +26,7 @@ from torch import nn
 from sweeper.artifact import dense_payload, load_artifact, save_artifact, serialized_size
 from sweeper.compression import Compressed, TrainingHooks, TrainsWithHooks, facts_of
 from sweeper.configs import flatten, plain_dict
-from sweeper.errors import ConfigError
+from sweeper.errors import ConfigError, ResultsNotLogged
 from sweeper.hf import local_path
 from sweeper.metrics import check_final_metrics
 from sweeper.progress import TrialProgress
@@ -34,6 +34,7 @@ from sweeper.search.objectives import check_directions, check_task_defines
 from sweeper.search.trial_context import TrialContext, is_pruned, open_trial
 from sweeper.tasks.baselines import baseline_scores
 from sweeper.tracking.runs import TrialRun, finished_trial, resolve_tracking_uri, source_tags, trial_key
+from sweeper.tracking.upload import keep_unlogged
 from sweeper.training import TrainResult
 from sweeper.training.loop import EpochHook
 from sweeper.trial.base import Origin, obtain_base, train_network
@@ -239,16 +240,31 @@ def execute(
     tables = [deployed.path.with_name(f"{name}.csv") for name in deployed.compressed.tables]
     for path in tables:  # what the method measured on the way (a sensitivity table): data, drawn by the report
         deployed.compressed.tables[path.stem].to_csv(path, index=False)
-    onnx = deployed.path.with_name(ONNX_FILE)
     if tracker is not None:
-        tags = {
-            "latency_kind": deployed.compressed.latency_kind,
-            "device": str(plan.device),
-            **deployed.compressed.tags,
-            **deployed.tags,
-        }
-        exported = [onnx] if "test_score_onnxruntime" in deployed.metrics else []
-        tracker.log_artifacts([config_path, deployed.path, *tables, *exported])
+        _log_results(tracker, plan, deployed, [config_path, deployed.path, *tables, *_exported_onnx(deployed)], ctx)
+    return trained, deployed
+
+
+def _exported_onnx(deployed: Deployed) -> list[Path]:
+    """The ONNX export beside the artifact, if the trial measured it."""
+    return [deployed.path.with_name(ONNX_FILE)] if "test_score_onnxruntime" in deployed.metrics else []
+
+
+def _log_results(tracker: TrialRun, plan: TrialPlan, deployed: Deployed, files: list[Path], ctx: JobContext) -> None:
+    """The trial's files, extras and results to its run; if the store does not take them, kept on disk.
+
+    Raises:
+        ResultsNotLogged: the write failed; the message names the directory and the command that logs it later.
+    """
+    tags = {
+        "latency_kind": deployed.compressed.latency_kind,
+        "device": str(plan.device),
+        **deployed.compressed.tags,
+        **deployed.tags,
+    }
+    final = _measured(deployed.metrics)
+    try:
+        tracker.log_artifacts(files)
         _extra(tracker, "datasets", lambda: tracker.log_datasets(plan.task, _data_source(plan.cfg)))
         if plan.cfg.tracking.get("log_model", True):
             model_id = _extra(
@@ -259,8 +275,14 @@ def execute(
             if model_id is not None:
                 tags["model_id"] = model_id
         # the results last, in one write: a run with metrics has everything else logged
-        tracker.log_results(_measured(deployed.metrics), tags=tags, params=deployed.compressed.params)
-    return trained, deployed
+        tracker.log_results(final, tags=tags, params=deployed.compressed.params)
+    except Exception as exc:
+        where = ctx.output_dir.resolve()
+        keep_unlogged(where, tracker, files=files, final=final, tags=tags, params=deployed.compressed.params)
+        raise ResultsNotLogged(
+            f"the tracking store did not take the results ({type(exc).__name__}: {' '.join(str(exc).split())[:300]});"
+            f" kept in {where}: log them later with python -m sweeper.tracking.upload {where}"
+        ) from exc
 
 
 def _measured(metrics: dict[str, float]) -> dict[str, float]:
