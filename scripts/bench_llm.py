@@ -11,8 +11,9 @@ the seeds drawing only the calibration windows (``--calibration`` windows of 256
 (weight-only, groups of ``--group-size`` input columns; the model's weights already sit on a 4-bit grid of
 groups of 32, so 4 bits there would look falsely lossless), pruning at 50 % and at 2:4. Each row: test perplexity
 mean [min, max] over seeds, the artifact's size, the time the method took (``compress_seconds``), the peak
-resident memory of the process, and the latency of a forward of one 256-token window (prefill; no packed kernel
-runs for low-bit or sparse weights: ``simulated``).
+resident memory of the process (its peak so far: rows run in one process), the latency of a forward of one
+256-token window, and generation at batch 1 with the KV cache: decode milliseconds per token and prefill tokens
+per second (no packed kernel runs for low-bit or sparse weights: ``simulated``, dequantized before the matmul).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def methods(bits: int, group: int) -> dict[str, list[str]]:
     for name in ("magnitude", "wanda", "sparsegpt"):
         rows[f"{name} 50%"] = [f"compression={name}", "compression.amount=0.5"]
         rows[f"{name} 2:4"] = [f"compression={name}", "compression.pattern=2:4"]
+    rows["lowrank rank 128"] = ["compression=lowrank", "compression.rank=128"]
     return rows
 
 
@@ -71,22 +73,22 @@ def main() -> None:
         rows = {k: v for k, v in rows.items() if any(k.startswith(p) for p in args.only.split(","))}
     lines = [
         "| method | test perplexity (mean [min, max]) | seeds | size (MiB) | x smaller | method time (s) | "
-        "peak RSS (MiB) | latency 256 tokens (ms) | latency kind |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "peak RSS (MiB) | latency 256 tokens (ms) | decode (ms/token) | prefill (tokens/s) | latency kind |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    dense = None
     with tempfile.TemporaryDirectory() as scratch:
         for name, overrides in rows.items():
             seeds = range(args.seeds) if overrides[0].split("=", 1)[1] in CALIBRATED else range(1)
             found = [trial(overrides, seed, args.calibration, Path(scratch)) for seed in seeds]
             scores = [m["test_score"] for m in found]
             size = statistics.fmean(m["size_bytes"] for m in found)
-            dense = dense or size
             spread = f" [{min(scores):.2f}, {max(scores):.2f}]" if len(scores) > 1 else ""
             line = (
                 f"| {name} | {statistics.fmean(scores):.2f}{spread} | {len(scores)} | {size / 2**20:.1f} | "
-                f"{dense / size:.2f} | {statistics.fmean(m['compress_seconds'] for m in found):.0f} | "
+                f"{statistics.fmean(m['compression_ratio'] for m in found):.2f} | {statistics.fmean(m['compress_seconds'] for m in found):.0f} | "
                 f"{max(m['peak_mib'] for m in found):.0f} | {statistics.median(m['latency_ms'] for m in found):.0f} | "
+                f"{statistics.median(m['decode_ms_per_token'] for m in found):.1f} | "
+                f"{statistics.median(m['prefill_tokens_per_s'] for m in found):.0f} | "
                 f"{found[0]['kind']} |"
             )
             lines.append(line)

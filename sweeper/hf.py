@@ -143,6 +143,12 @@ class HFCausalLM(nn.Module):
         logits: Tensor = self.model(input_ids=x, use_cache=False).logits
         return logits
 
+    def step(self, ids: Tensor, cache: Any = None) -> tuple[Tensor, Any]:
+        """Generation's unit: the logits of ``ids`` (a prompt, or the one token just chosen) and the KV cache that
+        the next step continues from (``cache``: the previous step's; None for a prompt)."""
+        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+        return out.logits, out.past_key_values
+
 
 def _quietly(load: Any) -> Any:
     """``load()`` without transformers' load report and progress bars."""

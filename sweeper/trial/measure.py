@@ -1,7 +1,8 @@
 """Measurement of the deployable artifact: the task's score after reloading, size on disk, latency.
 
 Latency is the median of repeated timings (``torch.utils.benchmark``, which warms up
-first) on one CPU thread, at batch 1 and per sample at a larger batch. A trial's own timing
+first) on one CPU thread, at batch 1 and per sample at a larger batch; a causal language model is
+also timed as it generates (prefill tokens/s, decode ms per token). A trial's own timing
 is an estimate (taken alone, at whatever speed the CPU runs then); the numbers users read come
 from the report's round, which times every network of a sweep side by side
 (:mod:`sweeper.report.latency_round`). So a trial times itself only when something reads it
@@ -11,6 +12,8 @@ before that round (:func:`trial_times_latency`), and once per network per proces
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,6 +21,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.utils.benchmark as benchmark
 from torch import Tensor, nn
+
+from sweeper.hf import HFCausalLM
 
 if TYPE_CHECKING:
     from sweeper.data import Task
@@ -27,6 +32,7 @@ __all__ = [
     "Latency",
     "count_params",
     "measure_artifact",
+    "measure_generation",
     "measure_latency",
     "trial_times_latency",
     "untouched_recurrent",
@@ -61,6 +67,32 @@ def measure_latency(model: nn.Module, example: Tensor, *, min_run_time: float = 
     result = timer.blocked_autorange(min_run_time=min_run_time)
     per_sample = 1000.0 / len(example)
     return Latency(median_ms=result.median * per_sample, iqr_ms=result.iqr * per_sample)
+
+
+def measure_generation(model: HFCausalLM, prompt: Tensor, *, new_tokens: int = 16, repeats: int = 3) -> dict[str, float]:
+    """A causal LM generating at batch 1 with its KV cache, greedy, one thread: the prompt's prefill in tokens per
+    second and the decode's milliseconds per generated token (medians of ``repeats`` after a warm-up)."""
+    model = model.eval().cpu()
+    prompt = prompt[:1].cpu()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    prefill, decode = [], []
+    try:
+        with torch.inference_mode():
+            for _ in range(repeats + 1):
+                start = time.perf_counter()
+                logits, cache = model.step(prompt)
+                prompted = time.perf_counter()
+                for _ in range(new_tokens):
+                    logits, cache = model.step(logits[:, -1:].argmax(-1), cache)
+                prefill.append(prompted - start)
+                decode.append((time.perf_counter() - prompted) / new_tokens)
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "prefill_tokens_per_s": prompt.shape[1] / statistics.median(prefill[1:]),
+        "decode_ms_per_token": 1000 * statistics.median(decode[1:]),
+    }
 
 
 def _weight_tensors(model: nn.Module) -> Iterator[Tensor]:
@@ -104,7 +136,8 @@ def untouched_recurrent(module: nn.Module) -> tuple[float, list[str]]:
     return (left / total if total else 0.0), sorted(set(kinds))
 
 
-_timed: dict[str, tuple[Latency, Latency]] = {}  # network key -> (batch 1, per sample at the batch), this process
+# network key -> (batch 1, per sample at the batch, a language model's generation), this process
+_timed: dict[str, tuple[Latency, Latency, dict[str, float]]] = {}
 _NOT_TIMED = Latency(math.nan, math.nan)
 
 
@@ -147,16 +180,18 @@ def measure_artifact(
     examples = task.inputs("test")
     batch = min(latency_batch, len(examples))
     key = f"{network}|{params}|{nonzero}|{task.input_shape}|{batch}|{latency_seconds}" if network else None
+    generation: dict[str, float]
     if not time_latency:
-        (latency, per_sample), how = (_NOT_TIMED, _NOT_TIMED), "not timed"
+        (latency, per_sample, generation), how = (_NOT_TIMED, _NOT_TIMED, {}), "not timed"
     elif key is not None and key in _timed:
-        (latency, per_sample), how = _timed[key], "reused estimate"
+        (latency, per_sample, generation), how = _timed[key], "reused estimate"
     else:
         latency = measure_latency(module, examples[:1], min_run_time=latency_seconds)
         per_sample = measure_latency(module, examples[:batch], min_run_time=latency_seconds)
         how = "estimate"
+        generation = measure_generation(module, examples[:1]) if isinstance(module, HFCausalLM) else {}
         if key is not None:
-            _timed[key] = latency, per_sample
+            _timed[key] = latency, per_sample, generation
     scores = {
         f"{split}_{name}": value for split in ("test", "val") for name, value in task.evaluate(module, split).items()
     }
@@ -167,6 +202,7 @@ def measure_artifact(
         "latency_ms": latency.median_ms,
         "latency_iqr_ms": latency.iqr_ms,
         "latency_ms_batch": per_sample.median_ms,
+        **generation,  # a causal LM: prefill_tokens_per_s, decode_ms_per_token
         "params": params,
         "nonzero_params": nonzero,
         "train_samples": len(task.x_train),  # after the validation carve

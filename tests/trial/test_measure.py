@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from sweeper.training import TrainResult
 from sweeper.trial.plan import plan_trial
@@ -86,3 +87,21 @@ def test_a_round_follows_a_multirun_job_only_when_its_report_will_time_it(report
     from sweeper.trial.context import _report_times
 
     assert _report_times(OmegaConf.create({"callbacks": {"report": report} if report else {}})) is follows
+
+
+def test_a_language_model_is_timed_as_it_generates_with_its_kv_cache(make_cfg, tmp_path, monkeypatch):
+    import sweeper.trial.measure
+
+    monkeypatch.setattr(sweeper.trial.measure, "_timed", {})
+    lm = ["data=lm_text", "model=tiny_llama", "data.length=32", "data.vocab_size=500", "data.eval_windows=4"]
+    plan = plan_trial(make_cfg(*lm, "compression=rtn", "compression.bits=4"))
+    deployed = deploy_stage(plan, Trained(TrainResult()), tmp_path / "lm.pt")
+    assert deployed.metrics["prefill_tokens_per_s"] > 0 and deployed.metrics["decode_ms_per_token"] > 0
+    model, prompt = deployed.module, plan.task.inputs("test")[:1]  # the reloaded low-bit artifact generates
+    with torch.inference_mode():
+        logits, cache = model.step(prompt[:, :-1])
+        stepped, _ = model.step(prompt[:, -1:], cache)  # the last token from the cache of the others
+        whole = model(prompt)
+    assert torch.allclose(stepped[:, -1], whole[:, -1], atol=1e-4)  # the cache changes the cost, not the answer
+    plan = plan_trial(make_cfg("model=mlp", "compression=none"))
+    assert "decode_ms_per_token" not in deploy_stage(plan, Trained(TrainResult()), tmp_path / "mlp.pt").metrics
