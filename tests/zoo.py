@@ -112,16 +112,19 @@ class SequenceCNN(nn.Module):
 
 
 class RowGRU(nn.Module):
-    """Image rows as a sequence through a GRU, the last hidden state classified (a layer torch-pruning cannot resize)."""
+    """Image rows as a sequence through a GRU (``cell="lstm"``: an LSTM), the last hidden state classified
+    (a layer torch-pruning cannot resize)."""
 
-    def __init__(self, *, input_shape: Sequence[int], num_classes: int, hidden: int = 32) -> None:
+    def __init__(self, *, input_shape: Sequence[int], num_classes: int, hidden: int = 32, cell: str = "gru") -> None:
         super().__init__()
-        self.gru = nn.GRU(int(input_shape[-1]), hidden, batch_first=True)
+        self.cell = cell
+        self.gru = {"gru": nn.GRU, "lstm": nn.LSTM}[cell](int(input_shape[-1]), hidden, batch_first=True)
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        _, last = self.gru(x.reshape(x.shape[0], -1, x.shape[-1]))
-        return self.head(last[-1])
+        _, state = self.gru(x.reshape(x.shape[0], -1, x.shape[-1]))
+        hidden = state[0] if self.cell == "lstm" else state  # an LSTM's state is (h, c)
+        return self.head(hidden[-1])
 
 
 def train_outside(path: Path, *, epochs: int = 3) -> float:

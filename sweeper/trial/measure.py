@@ -69,7 +69,9 @@ def measure_latency(model: nn.Module, example: Tensor, *, min_run_time: float = 
     return Latency(median_ms=result.median * per_sample, iqr_ms=result.iqr * per_sample)
 
 
-def measure_generation(model: HFCausalLM, prompt: Tensor, *, new_tokens: int = 16, repeats: int = 3) -> dict[str, float]:
+def measure_generation(
+    model: HFCausalLM, prompt: Tensor, *, new_tokens: int = 16, repeats: int = 3
+) -> dict[str, float]:
     """A causal LM generating at batch 1 with its KV cache, greedy, one thread: the prompt's prefill in tokens per
     second and the decode's milliseconds per generated token (medians of ``repeats`` after a warm-up)."""
     model = model.eval().cpu()

@@ -173,16 +173,17 @@ def test_distilled_student_is_the_trial_model_with_a_wider_teacher(trial_of, net
     assert trial.metrics["teacher_params"] > trial.dense_params
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("method", ["prune", "quantize", "qat"])
-def test_recurrent_weights_a_method_leaves_alone_are_counted_and_said(method, tmp_path, caplog):
+def test_recurrent_weights_a_method_leaves_alone_are_counted_and_said(method, cell, tmp_path, caplog):
     from sweeper.trial.context import JobContext
     from sweeper.trial.run import run
 
-    cfg = compose_config("model=row_gru", f"compression={method}", "strategy.epochs=1", zoo=True)
+    cfg = compose_config("model=row_gru", f"+model.cell={cell}", f"compression={method}", "strategy.epochs=1", zoo=True)
     with caplog.at_level("WARNING", logger="sweeper"):
         result = run(cfg, JobContext.standalone(tmp_path))
-    assert result.metrics["uncompressed_share"] > 0.5  # the GRU holds most of the weights
-    assert "left" in caplog.text and "GRU" in caplog.text
+    assert result.metrics["uncompressed_share"] > 0.5  # the recurrent layer holds most of the weights
+    assert "left" in caplog.text and cell.upper() in caplog.text
 
 
 def test_the_report_warns_of_a_partly_compressed_network(make_runs, tmp_path):

@@ -99,7 +99,7 @@ def test_a_language_model_is_timed_as_it_generates_with_its_kv_cache(make_cfg, t
     assert deployed.metrics["prefill_tokens_per_s"] > 0 and deployed.metrics["decode_ms_per_token"] > 0
     model, prompt = deployed.module, plan.task.inputs("test")[:1]  # the reloaded low-bit artifact generates
     with torch.inference_mode():
-        logits, cache = model.step(prompt[:, :-1])
+        _, cache = model.step(prompt[:, :-1])
         stepped, _ = model.step(prompt[:, -1:], cache)  # the last token from the cache of the others
         whole = model(prompt)
     assert torch.allclose(stepped[:, -1], whole[:, -1], atol=1e-4)  # the cache changes the cost, not the answer
