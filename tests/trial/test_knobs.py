@@ -53,23 +53,3 @@ def test_a_wrong_group_option_or_key_is_one_line_naming_it(override, message):
     with pytest.raises(ConfigError) as error:
         apply_option_knobs(cfg, choices, GROUPS)
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
-
-
-def test_a_grid_over_options_with_a_scoped_knob_trains_each_option(run_cli, tmp_path):
-    from sweeper.tracking.results import load_runs
-
-    proc = run_cli(
-        "-m",
-        "compression=none,qat",
-        "+options.compression.qat.bits=2",
-        "+options.compression.qat.finetune_epochs=1",
-        "data=synthetic",
-        "data.n_samples=300",
-        "model=mlp",
-        "strategy.epochs=1",
-        "measure.latency_seconds=0.01",
-    )
-    assert proc.returncode == 0, proc.stderr
-    runs = load_runs(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").set_index("compression")
-    assert runs.loc["qat", "compression.bits"] == 2 and runs.loc["qat", "compression.finetune_epochs"] == 1
-    assert runs.loc["qat", "size_bytes"] < runs.loc["none", "size_bytes"] / 4  # 2-bit weights, packed
