@@ -146,8 +146,12 @@ class HFCausalLM(nn.Module):
     def step(self, ids: Tensor, cache: Any = None) -> tuple[Tensor, Any]:
         """Generation's unit: the logits of ``ids`` (a prompt, or the one token just chosen) and the KV cache that
         the next step continues from (``cache``: the previous step's; None for a prompt)."""
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
-        return out.logits, out.past_key_values
+        import inspect
+
+        # transformers 5 names the cache `cache`; 4.x named it `past_key_values` (in the call and in the output)
+        key = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        out = self.model(input_ids=ids, use_cache=True, **{key: cache})
+        return out.logits, getattr(out, key)
 
 
 def _quietly(load: Any) -> Any:
