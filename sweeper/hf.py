@@ -8,6 +8,8 @@ compression method and the artifact reload drive it like any other ``nn.Module``
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -146,12 +148,14 @@ class HFCausalLM(nn.Module):
     def step(self, ids: Tensor, cache: Any = None) -> tuple[Tensor, Any]:
         """Generation's unit: the logits of ``ids`` (a prompt, or the one token just chosen) and the KV cache that
         the next step continues from (``cache``: the previous step's; None for a prompt)."""
-        import inspect
-
-        # transformers 5 names the cache `cache`; 4.x named it `past_key_values` (in the call and in the output)
-        key = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        key = self._cache_argument
         out = self.model(input_ids=ids, use_cache=True, **{key: cache})
         return out.logits, getattr(out, key)
+
+    @functools.cached_property
+    def _cache_argument(self) -> str:
+        """transformers 5 names the KV cache `cache`; 4.x named it `past_key_values` (in the call and the output)."""
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
 
 def _quietly(load: Any) -> Any:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from sweeper.data import Task
+from sweeper.hf import CHECKPOINT_CACHE
 
 __all__ = ["SOURCE", "lm_text", "next_token_loss", "split_documents"]
 
@@ -102,7 +103,7 @@ def lm_text(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     split_seed: int | None = None,
-    cache_dir: str = ".sweeper_cache/checkpoints",
+    cache_dir: str = CHECKPOINT_CACHE,
 ) -> Task:
     """Next-token prediction on ``pydoc_data.topics``, scored by perplexity (see the module docstring).
 
