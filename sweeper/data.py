@@ -6,19 +6,39 @@ arguments of its config plus ``seed`` and returns a :class:`Task`::
     def make_task(*, seed: int, n: int = 500) -> Task:
         x, y = ...                      # numpy arrays or tensors
         return Task.from_arrays(x, y, seed=seed, name="mine")
+
+A training split too large for memory is a *stream*: a ``torch.utils.data.Dataset`` of ``(x, y)``
+tensor pairs read lazily (:mod:`sweeper.streams`), trained through a ``DataLoader`` with workers::
+
+    def make_big_task(*, seed: int, path: str) -> Task:
+        stream = NpyStream(f"{path}/x_train.npy", f"{path}/y_train.npy")
+        return Task.streamed(stream, x_val, y_val, x_test, y_test, name="big")
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
-__all__ = ["Task", "stratified_split"]
+__all__ = [
+    "Items",
+    "StreamItemError",
+    "Task",
+    "check_stream",
+    "collate_items",
+    "read_items",
+    "stratified_split",
+    "stream_fingerprint",
+]
+
+SAMPLE = 1024  # items of a stream held in memory as x_train / y_train (calibration, checks, baselines)
 
 
 @dataclass(frozen=True)
@@ -28,6 +48,11 @@ class Task:
     Inputs are float32 features, or int64 token / item ids, with any per-sample shape
     (``input_shape``); labels are int64 class indices in ``[0, num_classes)``. Validation drives
     early stopping and search; test is only used for the final numbers.
+
+    ``train_stream``: the training split read lazily (see :meth:`streamed`); ``x_train`` / ``y_train`` then
+    hold its first items, an in-memory sample for calibration, shape checks and the baseline, while
+    validation and test stay in memory (keep them bounded: a few thousand samples), and ``stream_workers``
+    is the number of ``DataLoader`` worker processes that read it (0: the training process itself).
 
     ``metrics`` (keys of :data:`sweeper.scoring.METRICS`, the first one primary) say how the
     model's outputs are scored; accuracy by default. A ranking task's validation and test
@@ -50,6 +75,8 @@ class Task:
     baseline: str | None = "majority"
     source: str = ""
     loss: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None  # (logits, inputs, targets); cross-entropy
+    train_stream: Dataset[tuple[Tensor, Tensor]] | None = None  # items (x, y); x_train/y_train: its first ones
+    stream_workers: int = 2  # DataLoader worker processes reading train_stream
 
     def __post_init__(self) -> None:
         from sweeper.scoring import METRICS
@@ -73,6 +100,16 @@ class Task:
             candidates = split != "train" and ranking
             _check_inputs(split, x)
             _check_labels(split, y, x.shape[1] if candidates else self.num_classes, "candidate" if candidates else "")
+        if self.train_stream is not None:
+            workers = self.stream_workers
+            if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+                raise ValueError(f"Task.stream_workers={workers}: must be an integer >= 0")
+            check_stream(self.train_stream, self.x_train, self.y_train, num_classes=self.num_classes)
+
+    @property
+    def train_size(self) -> int:
+        """Samples in the training split: the stream's length, or the in-memory rows."""
+        return len(self.x_train) if self.train_stream is None else len(self.train_stream)  # type: ignore[arg-type]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -178,15 +215,190 @@ class Task:
         return cls._of(name, parts, int(max(y_tr.max(), y_te.max())) + 1, task_fields)
 
     @classmethod
+    def streamed(
+        cls,
+        stream: Dataset[tuple[Tensor, Tensor]],
+        x_val: np.ndarray | Tensor,
+        y_val: np.ndarray | Tensor,
+        x_test: np.ndarray | Tensor,
+        y_test: np.ndarray | Tensor,
+        *,
+        name: str = "custom",
+        sample: int = SAMPLE,
+        workers: int = 2,
+        **task_fields: Any,
+    ) -> Task:
+        """A task that trains from ``stream``, a dataset of ``(x, y)`` tensor pairs read lazily.
+
+        Its first ``sample`` items are read into ``x_train`` / ``y_train`` (so order the stream's items
+        randomly, or the sample is one class); validation and test are in memory, integer inputs kept as
+        int64 ids, anything else float32. ``num_classes`` defaults to the largest label seen plus one
+        (the sample's, validation's, test's). ``task_fields``: ``metrics``, ``baseline``, ``source``,
+        ``num_classes``, ``loss``.
+
+        Example:
+            >>> from torch.utils.data import TensorDataset
+            >>> stream = TensorDataset(torch.rand(5000, 4), torch.arange(5000) % 3)
+            >>> task = Task.streamed(stream, torch.rand(30, 4), torch.arange(30) % 3, torch.rand(30, 4),
+            ...                      torch.arange(30) % 3, sample=100)
+            >>> task.train_size, len(task.x_train), task.input_shape, task.num_classes
+            (5000, 100, (4,), 3)
+        """
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+            raise ValueError(f"Task.streamed: sample={sample}: must be an integer >= 1")
+        if len(stream) == 0:  # type: ignore[arg-type]
+            raise ValueError("Task.streamed: the stream holds no items")
+        x_train, y_train = read_items(stream, range(min(sample, len(stream))))  # type: ignore[arg-type]
+        (x_va, y_va), (x_te, y_te) = (
+            _as_tensors(x, y, split) for x, y, split in ((x_val, y_val, "val"), (x_test, y_test, "test"))
+        )
+        classes = 1 + max(int(y.max()) for y in (y_train, y_va, y_te))
+        fields = _fields(task_fields, classes)
+        return cls(
+            name, x_train, y_train, x_va, y_va, x_te, y_te, train_stream=stream, stream_workers=workers, **fields
+        )
+
+    def in_memory(self) -> Task:
+        """This task with its whole training split read into ``x_train`` / ``y_train`` (no stream)."""
+        if self.train_stream is None:
+            return self
+        x_train, y_train = read_items(self.train_stream, range(self.train_size))
+        return replace(self, x_train=x_train, y_train=y_train, train_stream=None)
+
+    @classmethod
     def _of(cls, name: str, parts: list[tuple[Tensor, Tensor]], num_classes: int, fields: dict[str, Any]) -> Task:
-        allowed = {"metrics", "baseline", "source", "num_classes", "loss"}
-        if set(fields) - allowed:
-            raise TypeError(f"Task: unknown field(s) {sorted(set(fields) - allowed)}; allowed: {sorted(allowed)}")
-        fields = {"num_classes": num_classes, **fields}
-        if "metrics" in fields:
-            fields["metrics"] = tuple(fields["metrics"])
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = parts
-        return cls(name, x_tr, y_tr, x_va, y_va, x_te, y_te, **fields)
+        return cls(name, x_tr, y_tr, x_va, y_va, x_te, y_te, **_fields(fields, num_classes))
+
+
+def _fields(fields: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """A task's optional fields as a plug-in passes them, with ``num_classes`` defaulted."""
+    allowed = {"metrics", "baseline", "source", "num_classes", "loss"}
+    if set(fields) - allowed:
+        raise TypeError(f"Task: unknown field(s) {sorted(set(fields) - allowed)}; allowed: {sorted(allowed)}")
+    fields = {"num_classes": num_classes, **fields}
+    if "metrics" in fields:
+        fields["metrics"] = tuple(fields["metrics"])
+    return fields
+
+
+def _as_tensors(x: np.ndarray | Tensor, y: np.ndarray | Tensor, split: str) -> tuple[Tensor, Tensor]:
+    """An in-memory split as tensors: integer inputs as int64 ids, others float32; integer labels as int64."""
+    x_t, y_t = torch.as_tensor(np.asarray(x)), torch.as_tensor(np.asarray(y))
+    if y_t.is_floating_point() or y_t.is_complex():
+        raise ValueError(f"Task.y_{split}: labels are {y_t.dtype}; need integer class ids")
+    return (x_t.float() if x_t.is_floating_point() or x_t.dtype == torch.bool else x_t.long()), y_t.long()
+
+
+class StreamItemError(ValueError):
+    """An item of a streamed training split that is malformed, in one line naming the item.
+
+    Raised in a ``DataLoader`` worker, it reaches the training process re-created from the worker's
+    traceback (``torch.utils.data`` re-raises it that way); its message is then cut back to its own line.
+    """
+
+    def __init__(self, message: str) -> None:
+        marker = f"{type(self).__name__}: "
+        last = message.rstrip().splitlines()[-1] if message.strip() else message
+        super().__init__(last.split(marker, 1)[1] if marker in last else last)
+
+
+class Items(list[tuple[Tensor, Tensor]]):
+    """A batch's items with the indices they were read at (a stream's ``__getitems__`` returns one), so
+    :func:`collate_items` names a malformed item by its index in the stream."""
+
+    def __init__(self, items: Sequence[tuple[Tensor, Tensor]], indices: Sequence[int]) -> None:
+        super().__init__(items)
+        self.indices = [int(i) for i in indices]
+
+
+def _pair(item: Any, index: object) -> tuple[Tensor, Tensor]:
+    if not (isinstance(item, tuple | list) and len(item) == 2 and all(isinstance(t, Tensor) for t in item)):
+        raise StreamItemError(
+            f"data: streamed training item {index} is a {type(item).__name__}; need an (x, y) tensor pair"
+        )
+    return item[0], item[1]
+
+
+def collate_items(
+    items: Sequence[tuple[Tensor, Tensor]], indices: Sequence[int] | None = None
+) -> tuple[Tensor, Tensor]:
+    """Stack a batch of ``(x, y)`` items into ``(inputs, targets)``: a ``DataLoader``'s ``collate_fn``.
+
+    An item whose ``x`` or ``y`` differs from the first one's shape or dtype raises :class:`StreamItemError`
+    (a ``ValueError``) in one line naming it by its index in the stream (``indices``, or those an
+    :class:`Items` batch carries), else by its place in the batch.
+    """
+    indices = indices if indices is not None else getattr(items, "indices", None)
+    names = list(indices) if indices is not None else [f"{k} of its batch" for k in range(len(items))]
+    pairs = [_pair(item, name) for item, name in zip(items, names, strict=True)]
+    if not pairs:
+        raise StreamItemError("data: an empty batch of streamed training items")
+    for key, column in (("x", 0), ("y", 1)):
+        first = pairs[0][column]
+        for name, pair in zip(names, pairs, strict=True):
+            _check_like(
+                pair[column], first.shape, first.dtype, f"data: streamed training item {name}: {key}", "the others"
+            )
+    return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
+
+
+def _check_like(t: Tensor, shape: torch.Size, dtype: torch.dtype, what: str, others: str) -> None:
+    if t.shape != shape:
+        raise StreamItemError(f"{what} has shape {tuple(t.shape)}, {others} {tuple(shape)}")
+    if t.dtype != dtype:
+        raise StreamItemError(f"{what} is {t.dtype}, {others} {dtype}")
+
+
+def read_items(stream: Dataset[tuple[Tensor, Tensor]], indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Items of ``stream`` read in this process and stacked (:func:`collate_items`)."""
+    getitems = getattr(stream, "__getitems__", None)
+    items = getitems(list(indices)) if getitems else [stream[i] for i in indices]
+    return collate_items(items, list(indices))
+
+
+def _probe_indices(n: int, count: int = 5, seed: int = 0) -> list[int]:
+    """The first item, the last one and ``count`` seeded-random ones of a stream of ``n`` (sorted, distinct)."""
+    rng = np.random.default_rng(seed)
+    return sorted({0, n - 1, *(int(i) for i in rng.integers(0, n, size=count))})
+
+
+def check_stream(
+    stream: Dataset[tuple[Tensor, Tensor]], x_sample: Tensor, y_sample: Tensor, *, num_classes: int | None = None
+) -> None:
+    """Read a few items of ``stream`` (first, last, seeded-random) and compare them with its in-memory sample.
+
+    Raises:
+        StreamItemError: an item whose ``x`` or ``y`` has another shape or dtype than the sample's, or a label
+            outside ``[0, num_classes)``, in one line naming the item; a stream shorter than its sample.
+    """
+    n = len(stream)  # type: ignore[arg-type]
+    if n < len(x_sample):
+        raise StreamItemError(f"data: the training stream holds {n} items, fewer than its sample's {len(x_sample)}")
+    for index in _probe_indices(n):
+        x, y = _pair(stream[index], index)
+        for key, t, like in (("x", x, x_sample), ("y", y, y_sample)):
+            _check_like(t, like.shape[1:], like.dtype, f"data: streamed training item {index}: {key}", "the sample's")
+        if num_classes is not None and bool(((y < 0) | (y >= num_classes)).any()):
+            label = int(y.reshape(-1)[((y < 0) | (y >= num_classes)).reshape(-1)][0])
+            raise StreamItemError(
+                f"data: streamed training item {index} holds label {label}, outside [0, num_classes={num_classes})"
+            )
+
+
+def stream_fingerprint(stream: Dataset[tuple[Tensor, Tensor]]) -> str:
+    """What tells one stream from another: its own ``fingerprint()`` (the streams of :mod:`sweeper.streams`:
+    their files' paths, sizes and modification times), else a digest of its length and probed items."""
+    own = getattr(stream, "fingerprint", None)
+    if callable(own):
+        return f"{type(stream).__qualname__}:{own()}"
+    n = len(stream)  # type: ignore[arg-type]
+    digest = hashlib.sha256(f"{type(stream).__qualname__}:{n}".encode())
+    for index in _probe_indices(n):
+        for t in _pair(stream[index], index):
+            digest.update(str((tuple(t.shape), t.dtype)).encode())
+            digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _check_fraction(key: str, value: float) -> None:

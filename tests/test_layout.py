@@ -12,7 +12,7 @@ PACKAGE = REPO_ROOT / "sweeper"
 
 # Bottom to top; a module imports its own floor or lower ones (README.md, "Architecture").
 FLOORS = [
-    {"errors", "configs", "metrics", "scoring", "data", "artifact", "models", "hf", "cache", "progress"},
+    {"errors", "configs", "metrics", "scoring", "data", "streams", "artifact", "models", "hf", "cache", "progress"},
     {"training", "tasks", "tracking"},
     {"compression"},
     {"search"},

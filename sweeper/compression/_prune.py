@@ -186,7 +186,7 @@ def cubic_sparsity(
 
 
 def _total_steps(ctx: CompressionContext) -> int:
-    n_train = len(ctx.task.x_train)
+    n_train = ctx.task.train_size
     return sum(math.ceil(n_train / ctx.strategy.batch_size_at(e, n_train)) for e in range(ctx.strategy.epochs))
 
 

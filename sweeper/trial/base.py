@@ -10,7 +10,8 @@ several sharing the directory, serialize on the entry's lock (:func:`sweeper.cac
 first trains, the others wait and load; a failed or interrupted training publishes nothing.
 
 The key is a SHA-256 of everything that shapes the trained weights: the data, model, optimizer and
-strategy configs as resolved, the task's tensors, the network's initial weights (a checkpoint's
+strategy configs as resolved, the task's tensors (and a streamed training split's fingerprint: its files'
+paths, sizes and modification times), the network's initial weights (a checkpoint's
 included), the seed, the device, the CPU threads, the torch version and the source of the training loop.
 """
 
@@ -29,6 +30,7 @@ from torch import Tensor
 import sweeper.training as training_package
 from sweeper.compression import TrainingHooks
 from sweeper.configs import plain_dict
+from sweeper.data import stream_fingerprint
 from sweeper.training import TrainResult, train
 from sweeper.training.loop import EpochHook
 from sweeper.trial.plan import TrialPlan
@@ -80,8 +82,10 @@ def base_key(plan: TrialPlan) -> str:
         "seed": plan.seed,
         "device": plan.device.type,
         "threads": cfg.get("threads"),
+        **({"nproc": plan.nproc} if plan.nproc > 1 else {}),  # data parallel: per-process batch statistics differ
         "torch": torch.__version__,
         "training_code": _training_code(),
+        "train_stream": None if plan.task.train_stream is None else stream_fingerprint(plan.task.train_stream),
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     task = plan.task
@@ -131,7 +135,19 @@ def obtain_base(
 
 
 def train_network(plan: TrialPlan, epoch_hook: EpochHook | None, hooks: TrainingHooks | None = None) -> TrainResult:
-    """Train ``plan.model`` in place by the plan's optimizer and strategy (with a method's training ``hooks``)."""
+    """Train ``plan.model`` in place by the plan's optimizer and strategy (with a method's training ``hooks``).
+
+    ``plan.nproc > 1``: data-parallel workers train it (:mod:`sweeper.trial.parallel`), and the epochs are
+    replayed through ``epoch_hook`` when they are done.
+    """
+    if plan.nproc > 1 and plan.strategy.epochs > 0:
+        from sweeper.trial.parallel import train_data_parallel
+
+        result = train_data_parallel(plan)
+        for epoch, metrics in enumerate(result.history):
+            if epoch_hook is not None:
+                epoch_hook(epoch, metrics)
+        return result
     return train(
         plan.model,
         plan.task,

@@ -207,7 +207,7 @@ def measure_artifact(
         **generation,  # a causal LM: prefill_tokens_per_s, decode_ms_per_token
         "params": params,
         "nonzero_params": nonzero,
-        "train_samples": len(task.x_train),  # after the validation carve
+        "train_samples": task.train_size,  # after the validation carve; a stream's whole length
         "val_samples": len(task.x_val),
         "test_samples": len(task.x_test),
     }, how
