@@ -222,7 +222,7 @@ class TokenWindows(Stream):
 
 def write_npy(
     path: str | os.PathLike[str], shape: Sequence[int], dtype: Any, chunks: Iterable[np.ndarray | bytes]
-) -> Path:
+) -> None:
     """Write a ``.npy`` file of ``shape`` and ``dtype`` from ``chunks`` of its C-ordered data, one at a time.
 
     Raises:
@@ -244,4 +244,3 @@ def write_npy(
             written += len(data)
     if written != expected:
         raise ValueError(f"{path}: wrote {written} bytes, a {tuple(shape)} {dtype} array needs {expected}")
-    return path

@@ -7,7 +7,8 @@ seeded shuffle, so no document is split across them. Each split's documents are 
 with the tokenizer's end-of-text token, and cut into windows of ``length + 1`` tokens: ``x`` is a
 window's first ``length`` tokens, ``y`` the next token of each position. The score is perplexity
 (lower is better) over every next token of the split; a unigram model of the training tokens is the
-baseline.
+baseline. The training windows stream from a token file (:class:`sweeper.streams.TokenWindows`), the
+validation and test windows are held in memory.
 
 The tokenizer is the model's own (``tokenizer``: a ``save_pretrained`` directory or a ``.gguf`` file,
 ``pkg://...`` for one inside an installed package; ``experiment=llm`` hands it ``model.checkpoint``);
@@ -16,14 +17,18 @@ without one, a byte-level BPE of ``vocab_size`` tokens is trained on the trainin
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sweeper.cache import compute_once
 from sweeper.data import Task
 from sweeper.hf import CHECKPOINT_CACHE
+from sweeper.streams import STREAM_CACHE, TokenWindows, write_npy
 
 __all__ = ["SOURCE", "lm_text", "next_token_loss", "split_documents"]
 
@@ -69,11 +74,16 @@ def _trained_tokenizer(texts: list[str], vocab_size: int) -> _Tokenizer:
     return _Tokenizer(lambda text: tokenizer.encode(text).ids, 0, tokenizer.get_vocab_size())
 
 
-def _windows(documents: list[str], tokenizer: _Tokenizer, length: int, limit: int | None) -> tuple[Tensor, Tensor]:
-    """The documents' tokens, joined by end-of-text, as windows: inputs and next-token targets."""
+def _tokens(documents: list[str], tokenizer: _Tokenizer) -> list[int]:
+    """The documents' tokens, each document followed by end-of-text."""
     ids: list[int] = []
     for text in documents:
         ids += [*tokenizer.encode(text), tokenizer.eos]
+    return ids
+
+
+def _windows(ids: list[int], length: int, limit: int | None) -> tuple[Tensor, Tensor]:
+    """Tokens as windows of ``length``: inputs and next-token targets (as :class:`TokenWindows` cuts them)."""
     count = (len(ids) - 1) // length
     if limit is not None:
         count = min(count, limit)
@@ -81,6 +91,13 @@ def _windows(documents: list[str], tokenizer: _Tokenizer, length: int, limit: in
         raise ValueError(f"data.length={length}: longer than a split's {len(ids)} tokens; lower it")
     tokens = torch.tensor(ids[: count * length + 1], dtype=torch.int64)
     return tokens[:-1].view(count, length), tokens[1:].view(count, length)
+
+
+def _token_file(ids: list[int], vocab: int, stream_dir: str) -> Path:
+    """``ids`` as a 1-D ``.npy`` in ``stream_dir``, named by its content (written once)."""
+    tokens = np.asarray(ids, dtype=np.min_scalar_type(vocab - 1))
+    name = f"tokens-{hashlib.sha256(tokens.tobytes() + str(tokens.dtype).encode()).hexdigest()[:24]}.npy"
+    return compute_once(Path(stream_dir) / name, lambda tmp: write_npy(tmp, tokens.shape, tokens.dtype, [tokens]))
 
 
 def split_documents(seed: int, val_fraction: float, test_fraction: float) -> tuple[list[str], list[str], list[str]]:
@@ -104,6 +121,9 @@ def lm_text(
     test_fraction: float = 0.15,
     split_seed: int | None = None,
     cache_dir: str = CHECKPOINT_CACHE,
+    stream: bool = True,
+    stream_workers: int = 2,
+    stream_dir: str = STREAM_CACHE,
 ) -> Task:
     """Next-token prediction on ``pydoc_data.topics``, scored by perplexity (see the module docstring).
 
@@ -119,6 +139,10 @@ def lm_text(
         split_seed: shuffles the documents instead of ``seed`` (fixed, the seeds of a sweep vary only what
             else they draw: a post-training method's calibration windows, a fine-tuning's order).
         cache_dir: where a ``.gguf`` tokenizer is kept once converted (as the model's weights are).
+        stream: the training windows stream from a token file in ``stream_dir`` (:class:`TokenWindows`, read by
+            ``stream_workers`` DataLoader workers); false: they are held in memory.
+        stream_workers: DataLoader worker processes reading the training windows.
+        stream_dir: where the training tokens are written, once per content.
     """
     if not (isinstance(length, int) and length >= 8):
         raise ValueError(f"data.length={length}: must be an integer >= 8")
@@ -131,9 +155,14 @@ def lm_text(
             raise ValueError(f"data.{key}={value}: must be in (0, 0.5)")
     train, val, test = split_documents(seed if split_seed is None else split_seed, val_fraction, test_fraction)
     words = _pretrained_tokenizer(tokenizer, cache_dir) if tokenizer else _trained_tokenizer(train, vocab_size)
-    x_tr, y_tr = _windows(train, words, length, None)
-    (x_va, y_va), (x_te, y_te) = (_windows(part, words, length, eval_windows) for part in (val, test))
-    return Task(
-        "lm_text", x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes=words.vocab,
-        metrics=("perplexity", "token_accuracy"), baseline="unigram", source=SOURCE, loss=next_token_loss,
-    )  # fmt: skip
+    ids = _tokens(train, words)
+    (x_va, y_va), (x_te, y_te) = (_windows(_tokens(part, words), length, eval_windows) for part in (val, test))
+    fields: dict[str, Any] = {
+        "num_classes": words.vocab, "metrics": ("perplexity", "token_accuracy"), "baseline": "unigram",
+        "source": SOURCE, "loss": next_token_loss,
+    }  # fmt: skip
+    if not stream:
+        return Task("lm_text", *_windows(ids, length, None), x_va, y_va, x_te, y_te, **fields)
+    _windows(ids, length, 1)  # a split too short for one window: the same error as in memory
+    windows = TokenWindows(_token_file(ids, words.vocab, stream_dir), length)
+    return Task.streamed(windows, x_va, y_va, x_te, y_te, name="lm_text", workers=stream_workers, **fields)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import pickle
+from collections.abc import Iterator
+from io import BufferedIOBase
 from pathlib import Path
 
 import numpy as np
 
-from sweeper.data import Task
+from sweeper.cache import compute_once
+from sweeper.data import Task, stratified_split
+from sweeper.streams import STREAM_CACHE, NpyArray, NpyStream, write_npy
 from sweeper.tasks._files import packaged_file
 
 __all__ = ["image_folder", "mnist"]
@@ -38,12 +44,12 @@ def mnist(*, seed: int, n_samples: int | None = None, val_fraction: float = 0.15
     )
 
 
-def _idx(path: Path) -> np.ndarray:
-    """An IDX file (MNIST's format: magic, dims, big-endian uint8 data), gzipped or not."""
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    dims = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+def _idx_shape(f: BufferedIOBase, path: Path) -> tuple[int, ...]:
+    """An IDX header (MNIST's format: zero, zero, type, dims, big-endian sizes), read up to the data."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] != 0x08:
+        raise ValueError(f"data.path: {path} is not an IDX file of unsigned bytes (MNIST's format)")
+    return tuple(int.from_bytes(f.read(4), "big") for _ in range(magic[3]))
 
 
 def _find(root: Path, stem: str) -> Path:
@@ -53,41 +59,99 @@ def _find(root: Path, stem: str) -> Path:
     raise FileNotFoundError(f"data.path={root}: no {stem}[.gz] there (IDX files as MNIST and Fashion-MNIST ship)")
 
 
-def _cifar(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
-        path = root / name
-        if not path.is_file():
-            raise FileNotFoundError(f"data.path={root}: no {name} there (CIFAR-10's python batches)")
-        with path.open("rb") as f:
-            entry = pickle.load(f, encoding="bytes")  # the dataset's own format; open only files you trust
-        return np.asarray(entry[b"data"]).reshape(-1, 3, 32, 32), np.asarray(entry[b"labels"])
-
-    train = [batch(f"data_batch_{i}") for i in range(1, 6)]
-    x_test, y_test = batch("test_batch")
-    return np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), x_test, y_test
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with path.open("rb") as f:
+        entry = pickle.load(f, encoding="bytes")  # the dataset's own format; open only files you trust
+    return np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(entry[b"labels"])
 
 
-def image_folder(*, seed: int, path: str, format: str = "idx", val_fraction: float = 0.1) -> Task:
+def _sources(root: Path, format: str) -> dict[str, list[Path]]:
+    """The files of each split, by the part they hold: ``{train,test}_{x,y}``."""
+    if format == "idx":
+        return {
+            f"{split}_{part}": [_find(root, f"{prefix}-{kind}-ubyte")]
+            for split, prefix in (("train", "train"), ("test", "t10k"))
+            for part, kind in (("x", "images-idx3"), ("y", "labels-idx1"))
+        }
+    if format == "cifar":
+        for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+            if not (root / name).is_file():
+                raise FileNotFoundError(f"data.path={root}: no {name} there (CIFAR-10's python batches)")
+        train = [root / f"data_batch_{i}" for i in range(1, 6)]
+        return {"train_x": train, "train_y": train, "test_x": [root / "test_batch"], "test_y": [root / "test_batch"]}
+    raise ValueError(f"data.format={format!r}: allowed: idx, cifar")
+
+
+def _convert(sources: dict[str, list[Path]], format: str, directory: Path) -> None:
+    """Write each part as ``<part>.npy`` (uint8 images ``(n, channels, h, w)``, int64 labels), a chunk at a time."""
+    directory.mkdir(parents=True)
+    for part, paths in sources.items():
+        target = directory / f"{part}.npy"
+        if format == "idx":
+            with (gzip.open if paths[0].suffix == ".gz" else open)(paths[0], "rb") as f:
+                shape = _idx_shape(f, paths[0])
+                shape = (shape[0], 1, *shape[1:]) if part.endswith("_x") else shape
+                write_npy(target, shape, np.uint8 if part.endswith("_x") else np.int64, _idx_chunks(f, part))
+        else:  # CIFAR: one batch in memory at a time; the first pass counts the rows
+            column = 0 if part.endswith("_x") else 1
+            n = sum(len(_cifar_batch(p)[1]) for p in paths)
+            shape, dtype = ((n, 3, 32, 32), np.uint8) if column == 0 else ((n,), np.int64)
+            write_npy(target, shape, dtype, (_cifar_batch(p)[column] for p in paths))
+
+
+def _idx_chunks(f: BufferedIOBase, part: str) -> Iterator[np.ndarray | bytes]:
+    """An IDX file's data after its header in chunks of 16 MB: images as bytes, labels as int64."""
+    for chunk in iter(lambda: f.read(1 << 24), b""):
+        yield chunk if part.endswith("_x") else np.frombuffer(chunk, dtype=np.uint8)
+
+
+def _converted(root: Path, format: str, stream_dir: str) -> Path:
+    """The directory of ``root``'s images as ``.npy`` files, converted once per version of its files."""
+    sources = _sources(root, format)
+    stamp = [
+        format,
+        *sorted({(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for ps in sources.values() for p in ps}),
+    ]
+    key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:24]
+    return compute_once(Path(stream_dir) / f"images-{key}", lambda tmp: _convert(sources, format, tmp))
+
+
+def image_folder(
+    *,
+    seed: int,
+    path: str,
+    format: str = "idx",
+    val_fraction: float = 0.1,
+    stream: bool = True,
+    stream_workers: int = 2,
+    stream_dir: str = STREAM_CACHE,
+) -> Task:
     """Images from ``path``: ``idx`` (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-*) or
-    ``cifar`` (data_batch_1..5, test_batch); the publisher's test split is kept, validation carved from train."""
+    ``cifar`` (data_batch_1..5, test_batch); the publisher's test split is kept, validation carved from train.
+
+    The files are converted once into ``stream_dir`` (uint8 ``.npy``, keyed by the files' paths, sizes and
+    modification times); the training split streams from there (``stream_workers`` DataLoader workers, pixels
+    scaled to [0, 1] as they are read), validation and test are read into memory. ``stream=false``: the
+    training split in memory too (faster for a small set such as MNIST).
+    """
     root = Path(path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"data.path={path}: not a directory")
-    if format == "idx":
-        x_train, y_train = _idx(_find(root, "train-images-idx3-ubyte")), _idx(_find(root, "train-labels-idx1-ubyte"))
-        x_test, y_test = _idx(_find(root, "t10k-images-idx3-ubyte")), _idx(_find(root, "t10k-labels-idx1-ubyte"))
-        x_train, x_test = x_train[:, None], x_test[:, None]
-    elif format == "cifar":
-        x_train, y_train, x_test, y_test = _cifar(root)
-    else:
-        raise ValueError(f"data.format={format!r}: allowed: idx, cifar")
-    return Task.from_splits(
-        x_train / 255.0,
-        y_train.astype(np.int64),
-        x_test / 255.0,
-        y_test.astype(np.int64),
-        seed=seed,
+    directory = _converted(root, format, stream_dir)
+    labels = np.load(directory / "train_y.npy")
+    train, val, _ = stratified_split(labels, val_fraction, 0.0, seed=seed)
+    images = NpyStream(directory / "train_x.npy", directory / "train_y.npy", rows=train, divide_by=255.0)
+    test = NpyArray(directory / "test_x.npy")
+    y_test = np.load(directory / "test_y.npy")
+    task = Task.streamed(
+        images,
+        images.inputs(images.x.take(val)),
+        labels[val],
+        images.inputs(test.read(0, len(test))),
+        y_test,
         name=f"images:{root.name}",
-        val_fraction=val_fraction,
+        num_classes=int(max(labels.max(), y_test.max())) + 1,
         source=str(root),
+        workers=stream_workers,
     )
+    return task if stream else task.in_memory()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_TASK, compose_config
 
+from sweeper.data import Task
+from sweeper.streams import NpyStream
 from sweeper.training import TrainingDiverged
 from sweeper.trial.base import base_key
 from sweeper.trial.context import JobContext
@@ -74,3 +79,22 @@ def test_a_reused_base_is_the_same_network_its_training_left(tmp_path):
     for name, tensor in first.deployed.module.state_dict().items():
         assert torch.equal(tensor, second.deployed.module.state_dict()[name]), name
     assert second.metrics["test_score"] == first.metrics["test_score"]
+
+
+def test_the_key_tells_apart_streams_whose_samples_are_the_same(tmp_path):
+    plan = plan_trial(_cfg(tmp_path))
+    x, y = plan.task.x_train.numpy(), plan.task.y_train.numpy()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "x_other.npy", np.concatenate([x[:-1], x[-1:] + 1]))  # the last row differs
+
+    def key(x_file: str) -> str:
+        task = Task.streamed(
+            NpyStream(tmp_path / x_file, tmp_path / "y.npy"),
+            *(plan.task.x_val, plan.task.y_val) * 2,
+            sample=len(x) // 2,
+        )
+        return base_key(replace(plan, task=task))
+
+    assert key("x.npy") == key("x.npy") != key("x_other.npy")
+    assert key("x.npy") != base_key(plan)  # the same config, in memory
