@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # bad budget, unknown sweep, missing store
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    print(plain(result.recommendation.sentence))
+    print(plain(result.answer))
     print(f"report: {result.out_dir / 'report.html'} ({len(result.files)} files in {result.out_dir})")
     for other in result.others:  # the sweep id held runs under other fixed overrides: reported apart
         print(f"another sweep under this sweep id: {other.out_dir / 'report.html'}")

@@ -12,12 +12,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from sweeper.report.families import BASELINE
-from sweeper.report.grouping import baseline_for, compare_configs, strength_columns
+from sweeper.report.families import UNCOMPRESSED
+from sweeper.report.grouping import compare_configs, strength_columns, uncompressed_for, with_score_names
 from sweeper.report.stats import SCORE, SELECT, Comparison, decide, mean_interval
 
 __all__ = [
-    "baseline_runs",
     "epochs_to_target",
     "family_summary",
     "learning_curves",
@@ -27,13 +26,14 @@ __all__ = [
     "ratio_curves",
     "strategy_summary",
     "target_accuracy",
+    "training_runs",
     "versus_first",
 ]
 
 
 def _best_per(table: pd.DataFrame, column: str) -> pd.DataFrame:
     """Each value of ``column``'s configuration with the best mean validation score."""
-    ranked = table[table["acc_mean"].notna()]
+    ranked = table[table["score_mean"].notna()]
     return ranked.sort_values("val_mean", ascending=False).groupby(column, sort=False).head(1)
 
 
@@ -46,20 +46,21 @@ def versus_first(table: pd.DataFrame, configs: list[str]) -> list[Comparison | N
 
 
 def family_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Each compression family's configuration with the best validation score against its `none` baseline.
+    """Each compression family's configuration with the best validation score against the uncompressed `none`.
 
-    Columns: ``family``, ``methods`` (options run), ``configs``, ``best``, ``baseline``,
-    ``size_ratio`` (baseline size / size: x smaller), ``latency_ratio`` (latency at batch 1 /
-    baseline's: > 1 is slower), ``accuracy_delta_pp`` (test), ``comparison`` (the test-score
-    comparison, Holm-adjusted over the families), ``tie``, ``epochs`` and ``baseline_epochs``
+    Columns: ``family``, ``methods`` (options run), ``configs``, ``best``, ``uncompressed``,
+    ``size_ratio`` (uncompressed size / size: x smaller), ``latency_ratio`` (latency at batch 1 /
+    uncompressed's: > 1 is slower), ``score_delta_pp`` (test), ``comparison`` (the test-score
+    comparison, Holm-adjusted over the families), ``significant``, ``epochs`` and ``uncompressed_epochs``
     (total epochs incl. fine-tuning and teacher). Empty when the sweep has no `none`
     configuration or nothing else.
     """
     rows = []
-    ranked = table[table["acc_mean"].notna()]
-    for family, group in ranked[ranked["compression"] != BASELINE].groupby("family", sort=True):
+    table = with_score_names(table)
+    ranked = table[table["score_mean"].notna()]
+    for family, group in ranked[ranked["compression"] != UNCOMPRESSED].groupby("family", sort=True):
         best = str(group["val_mean"].idxmax())
-        base = baseline_for(table, best)
+        base = uncompressed_for(table, best)
         if base is None:
             continue
         a, b = table.loc[best], table.loc[base]
@@ -69,31 +70,31 @@ def family_summary(table: pd.DataFrame) -> pd.DataFrame:
                 "methods": ", ".join(sorted(group["compression"].astype(str).unique())),
                 "configs": len(group),
                 "best": best,
-                "baseline": base,
+                "uncompressed": base,
                 "size_ratio": b["size_bytes"] / a["size_bytes"],
                 "latency_ratio": a["latency_ms"] / b["latency_ms"],
                 "latency_kind": a["latency_kind"],
-                "accuracy_delta_pp": 100 * (a["acc_mean"] - b["acc_mean"]),
+                "score_delta_pp": 100 * (a["score_mean"] - b["score_mean"]),
                 "comparison": compare_configs(table, best, base),
                 "epochs": a["total_epochs"],
-                "baseline_epochs": b["total_epochs"],
+                "uncompressed_epochs": b["total_epochs"],
             }
         )
     frame = pd.DataFrame(rows)
     if len(frame):
         frame["comparison"] = decide(list(frame["comparison"]))
-        frame["tie"] = [c.tie for c in frame["comparison"]]
+        frame["significant"] = [c.significant for c in frame["comparison"]]
     return frame
 
 
-def baseline_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def training_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Finished runs to compare training on: the uncompressed ones when the sweep has any.
 
     Returns the runs and a phrase saying which they are.
     """
     ok = runs[runs["outcome"] == "ok"]
-    if "compression" in ok and (ok["compression"] == BASELINE).any() and ok["compression"].nunique() > 1:
-        return ok[ok["compression"] == BASELINE], f"runs with compression={BASELINE}"
+    if "compression" in ok and (ok["compression"] == UNCOMPRESSED).any() and ok["compression"].nunique() > 1:
+        return ok[ok["compression"] == UNCOMPRESSED], f"runs with compression={UNCOMPRESSED}"
     return ok, "all finished runs"
 
 
@@ -147,8 +148,8 @@ def optimizer_summary(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
     """DeepOBS-style comparison, one row per optimizer.
 
     Columns: ``optimizer``, ``best`` (its configuration with the best mean validation
-    accuracy: the lr is selected on validation), ``lr`` of that one, ``acc_mean``,
-    ``acc_low``, ``acc_high``, ``acc_std`` (test, over seeds), ``n_seeds``, ``comparison``
+    accuracy: the lr is selected on validation), ``lr`` of that one, ``score_mean``,
+    ``score_low``, ``score_high``, ``score_std`` (test, over seeds), ``n_seeds``, ``comparison``
     (against the first row's optimizer, Holm-adjusted; None for the first),
     ``epochs_to_target`` (median over the best configuration's seeds; NaN if not reached),
     ``reached`` (seeds reaching it), ``lrs_tried`` and ``tunability`` (share of tried
@@ -182,10 +183,10 @@ def optimizer_summary(runs: pd.DataFrame, table: pd.DataFrame, history: pd.DataF
 def _accuracy(row: pd.Series, comparison: Comparison | None) -> dict[str, object]:
     """The test-accuracy columns of a summary row."""
     return {
-        "acc_mean": row["acc_mean"],
-        "acc_low": row["acc_low"],
-        "acc_high": row["acc_high"],
-        "acc_std": row["acc_std"],
+        "score_mean": row["score_mean"],
+        "score_low": row["score_low"],
+        "score_high": row["score_high"],
+        "score_std": row["score_std"],
         "n_seeds": row["n_seeds"],
         "comparison": comparison,
     }
@@ -194,8 +195,8 @@ def _accuracy(row: pd.Series, comparison: Comparison | None) -> dict[str, object
 def strategy_summary(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """Each training strategy's best configuration: accuracy and epochs run against planned.
 
-    Columns: ``strategy``, ``best`` (best mean validation accuracy), ``acc_mean``, ``acc_low``,
-    ``acc_high``, ``acc_std``, ``n_seeds``, ``comparison`` (as in :func:`optimizer_summary`), ``epochs_run``
+    Columns: ``strategy``, ``best`` (best mean validation accuracy), ``score_mean``, ``score_low``,
+    ``score_high``, ``score_std``, ``n_seeds``, ``comparison`` (as in :func:`optimizer_summary`), ``epochs_run``
     (mean), ``epochs_planned`` (``strategy.epochs``), ``saving`` (share of planned epochs not
     run, early stopping's saving), ``train_seconds`` (mean).
     """
@@ -203,7 +204,7 @@ def strategy_summary(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     bests = _best_per(table[table.index.isin(runs["config"])], "strategy")
     for (config, best), comparison in zip(bests.iterrows(), versus_first(table, list(bests.index)), strict=True):
         chosen = runs[runs["config"] == config]
-        # what the runs planned (an equal-budget baseline plans more than its strategy.epochs)
+        # what the runs planned (an equal-budget `none` plans more than its strategy.epochs)
         column = "epochs_planned" if "epochs_planned" in chosen and chosen["epochs_planned"].notna().any() else None
         column = column or ("strategy.epochs" if "strategy.epochs" in chosen else None)
         planned = chosen[column].astype(float).mean() if column else math.nan
@@ -245,7 +246,7 @@ def learning_curves(runs: pd.DataFrame, history: pd.DataFrame, configs: dict[str
 def ratio_curves(table: pd.DataFrame) -> pd.DataFrame:
     """Test accuracy against compression ratio per family, when the sweep varies a strength.
 
-    A point is a configuration (mean over seeds, 95 % t-interval); the `none` baseline is
+    A point is a configuration (mean over seeds, 95 % t-interval); the uncompressed `none` is
     the point at ratio 1 of every family's curve in the plot, not a family of its own.
     Empty unless the sweep varies a compression strength
     (:func:`sweeper.report.grouping.strength_columns`) and some family has configurations at
@@ -254,16 +255,17 @@ def ratio_curves(table: pd.DataFrame) -> pd.DataFrame:
     Columns: ``family``, ``config``, ``ratio``, ``mean``, ``low``, ``high``, ``n_seeds``.
     """
     columns = ["family", "config", "ratio", "mean", "low", "high", "n_seeds"]
-    ranked = table[table["acc_mean"].notna() & table["compression_ratio"].notna()]
-    ranked = ranked[ranked["compression"] != BASELINE]
+    table = with_score_names(table)
+    ranked = table[table["score_mean"].notna() & table["compression_ratio"].notna()]
+    ranked = ranked[ranked["compression"] != UNCOMPRESSED]
     frame = pd.DataFrame(
         {
             "family": ranked["family"],
             "config": ranked.index,
             "ratio": ranked["compression_ratio"],
-            "mean": ranked["acc_mean"],
-            "low": ranked["acc_low"],
-            "high": ranked["acc_high"],
+            "mean": ranked["score_mean"],
+            "low": ranked["score_low"],
+            "high": ranked["score_high"],
             "n_seeds": ranked["n_seeds"],
         },
         columns=columns,
@@ -282,16 +284,16 @@ def matched_ratios(curves: pd.DataFrame, points: int = 4) -> pd.DataFrame:
     evenly (in log) over the range every pair of families shares; no extrapolation.
 
     Returns:
-        Columns ``family_a``, ``family_b``, ``ratio``, ``acc_a``, ``acc_b``, ``delta_pp``
+        Columns ``family_a``, ``family_b``, ``ratio``, ``score_a``, ``score_b``, ``delta_pp``
         (A - B); empty when no two families overlap.
 
     Example:
         >>> curves = pd.DataFrame({"family": ["p", "p", "q", "q"], "ratio": [2.0, 8.0, 4.0, 8.0],
         ...                        "mean": [0.9, 0.7, 0.85, 0.8]})
-        >>> matched_ratios(curves, points=2)[["ratio", "acc_a", "acc_b"]].round(3).values.tolist()
+        >>> matched_ratios(curves, points=2)[["ratio", "score_a", "score_b"]].round(3).values.tolist()
         [[4.0, 0.8, 0.85], [8.0, 0.7, 0.8]]
     """
-    columns = ["family_a", "family_b", "ratio", "acc_a", "acc_b", "delta_pp"]
+    columns = ["family_a", "family_b", "ratio", "score_a", "score_b", "delta_pp"]
     per_family = {
         family: group.groupby("ratio")["mean"].mean().sort_index()
         for family, group in curves.groupby("family", sort=True)
@@ -306,16 +308,16 @@ def matched_ratios(curves: pd.DataFrame, points: int = 4) -> pd.DataFrame:
             if not low < high:
                 continue
             for ratio in np.geomspace(low, high, points):
-                acc_a = float(np.interp(np.log(ratio), np.log(a.index.to_numpy(float)), a.to_numpy(float)))
-                acc_b = float(np.interp(np.log(ratio), np.log(b.index.to_numpy(float)), b.to_numpy(float)))
+                score_a = float(np.interp(np.log(ratio), np.log(a.index.to_numpy(float)), a.to_numpy(float)))
+                score_b = float(np.interp(np.log(ratio), np.log(b.index.to_numpy(float)), b.to_numpy(float)))
                 rows.append(
                     {
                         "family_a": fa,
                         "family_b": fb,
                         "ratio": float(ratio),
-                        "acc_a": acc_a,
-                        "acc_b": acc_b,
-                        "delta_pp": 100 * (acc_a - acc_b),
+                        "score_a": score_a,
+                        "score_b": score_b,
+                        "delta_pp": 100 * (score_a - score_b),
                     }
                 )
     return pd.DataFrame(rows, columns=columns)

@@ -96,7 +96,7 @@ class ReportCallback(Callback):
             latency_rounds=self.latency_rounds,
             log_latency=self.log_to_mlflow,
         )
-        log.info("%s", plain(result.recommendation.sentence))
+        log.info("%s", plain(result.answer))
         log.info("report: %s", result.out_dir / "report.html")
         if self.log_to_mlflow:
             self._attach(config, uri, sweep_id, result)
@@ -113,7 +113,7 @@ class ReportCallback(Callback):
         assert run_id is not None  # tracking is on
         try:
             run = TrialRun.attach(writing_client(uri), run_id)
-            run.set_tags({"sweep_id": sweep_id, "mlflow.note.content": result.recommendation.sentence})
+            run.set_tags({"sweep_id": sweep_id, "mlflow.note.content": result.description})
             run.log_results(summary_metrics(result))
             run.log_artifacts(result.files)
             for other in result.others:  # the other sweeps of this sweep id, in their own folders
@@ -139,7 +139,7 @@ def summary_metrics(result: ReportResult) -> dict[str, float]:
         row = result.table.loc[best]
         metrics.update(
             {
-                "recommended_test_score": float(row["acc_mean"]),
+                "recommended_test_score": float(row["score_mean"]),
                 "recommended_val_score": float(row["val_mean"]),
                 "recommended_size_bytes": float(row["size_bytes"]),
                 "recommended_latency_ms": float(row["latency_ms"]),

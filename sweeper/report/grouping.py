@@ -14,14 +14,13 @@ from collections.abc import Sequence
 import pandas as pd
 
 from sweeper.metrics import GROUPS
-from sweeper.report.families import BASELINE, UNKNOWN
+from sweeper.report.families import UNCOMPRESSED, UNKNOWN
 from sweeper.report.stats import SCORE, SELECT, Comparison, compare_scores, mean_interval
 
 __all__ = [
     "FIXED_TAG",
     "REQUIRED_METRICS",
     "STRENGTH_SUFFIXES",
-    "baseline_for",
     "classify",
     "compare_configs",
     "config_labels",
@@ -31,6 +30,9 @@ __all__ = [
     "split_sweeps",
     "strength_columns",
     "total_epochs",
+    "uncompressed_for",
+    "value_key",
+    "with_score_names",
 ]
 
 REQUIRED_METRICS = (SCORE, "size_bytes", "latency_ms")
@@ -54,6 +56,28 @@ _MEANS = [
     "val_samples",
     "test_samples",
 ]
+
+
+OLD_NAMES = {  # columns of the per-configuration tables before they were named after the score
+    "acc_mean": "score_mean",
+    "acc_low": "score_low",
+    "acc_high": "score_high",
+    "acc_std": "score_std",
+    "accuracy_delta_pp": "score_delta_pp",
+    "acc_a": "score_a",
+    "acc_b": "score_b",
+}
+
+
+def with_score_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the former ``acc_*`` column names (an older CSV or notebook) read as ``score_*``.
+
+    Example:
+        >>> list(with_score_names(pd.DataFrame({"acc_mean": [0.9], "n_seeds": [3]})).columns)
+        ['score_mean', 'n_seeds']
+    """
+    old = {name: new for name, new in OLD_NAMES.items() if name in frame.columns and new not in frame.columns}
+    return frame.rename(columns=old) if old else frame
 
 
 def classify(runs: pd.DataFrame, required: Sequence[str] = REQUIRED_METRICS) -> pd.DataFrame:
@@ -84,7 +108,8 @@ def _untimed(runs: pd.DataFrame, i: object, missing: list[str]) -> str:
     return ""
 
 
-def _key(value: object) -> str:
+def value_key(value: object) -> str:
+    """A config value as a label reads it (floats to 4 significant digits; missing: ``""``)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
@@ -108,7 +133,7 @@ def config_labels(runs: pd.DataFrame) -> pd.Series:
     among runs with the same group choices (an override such as ``optimizer.lr=0.01``).
     Runs that differ only by seed get the same label.
     """
-    keys = pd.DataFrame({c: runs[c].map(_key) for c in _candidate_columns(runs)}, index=runs.index)
+    keys = pd.DataFrame({c: runs[c].map(value_key) for c in _candidate_columns(runs)}, index=runs.index)
     groups = [c for c in GROUPS if c in keys]
     varying = [c for c in keys if keys[c].nunique() > 1]
     named = [c for c in groups if c in varying]
@@ -213,9 +238,9 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         Index ``config``; columns ``rank`` (1 = best mean validation score; NaN when no run
-        finished), ``family``, the group choices, ``lr``, ``acc_mean`` (mean test score over
-        seeds), ``acc_low``, ``acc_high`` (its 95 % t-interval, clipped to [0, 1]; NaN for one seed), ``acc_std``
-        (sample std; NaN for one seed), ``accuracies`` (per seed), ``scores`` (``{seed: test
+        finished), ``family``, the group choices, ``lr``, ``score_mean`` (mean test score over
+        seeds), ``score_low``, ``score_high`` (its 95 % t-interval, clipped to [0, 1]; NaN for one seed), ``score_std``
+        (sample std; NaN for one seed), ``scores`` (``{seed: test
         score}``), ``val_mean`` (mean validation score, what ranks: the test score where a run
         has none), ``n_seeds`` (distinct seeds among the finished runs: an Optuna search that samples a
         configuration again with the same seed adds no spread), ``n_failed``, ``n_pruned``, ``latency_kind``
@@ -236,11 +261,11 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
             row[column] = _first(group[column]) if column in group else None
         row["family"] = (_first(group["family"]) if "family" in group else None) or UNKNOWN
         scores = _scores(ok, SCORE)
-        accuracies = list(scores.values())  # one per distinct seed: a repeated seed is no new evidence
-        row["accuracies"], row["scores"] = accuracies, scores
-        mean, low, high = mean_interval(accuracies)
-        row["acc_mean"], row["acc_low"], row["acc_high"] = mean, max(low, 0.0), min(high, 1.0)  # a fraction
-        row["acc_std"] = float(pd.Series(accuracies).std(ddof=1)) if len(accuracies) > 1 else math.nan
+        values = list(scores.values())  # one per distinct seed: a repeated seed is no new evidence
+        row["scores"] = scores
+        mean, low, high = mean_interval(values)
+        row["score_mean"], row["score_low"], row["score_high"] = mean, max(low, 0.0), min(high, 1.0)  # a fraction
+        row["score_std"] = float(pd.Series(values).std(ddof=1)) if len(values) > 1 else math.nan
         selection = ok[SELECT].astype(float).fillna(ok[SCORE].astype(float)) if SELECT in ok else ok[SCORE]
         row["val_mean"] = float(selection.mean()) if len(ok) else math.nan
         row["n_seeds"] = len(scores)
@@ -254,7 +279,7 @@ def group_configs(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows).set_index("config")
     table = table.sort_values(["val_mean", "size_bytes"], ascending=[False, True], na_position="last")
-    ranked = table["acc_mean"].notna()
+    ranked = table["score_mean"].notna()
     table["rank"] = pd.Series(range(1, int(ranked.sum()) + 1), index=table.index[ranked])
     return table
 
@@ -267,19 +292,21 @@ def compare_configs(table: pd.DataFrame, config: str, other: str) -> Comparison:
     return compare_scores(table.at[config, "scores"], table.at[other, "scores"])
 
 
-def baseline_for(table: pd.DataFrame, config: str) -> str | None:
-    """The `compression=none` configuration to compare ``config`` against, if the sweep has one.
+def uncompressed_for(table: pd.DataFrame, config: str) -> str | None:
+    """The uncompressed (`compression=none`) configuration to compare ``config`` against, if the sweep has one.
 
     Prefers the one trained the same way (same data, model, optimizer, strategy, lr), else
     the `none` configuration with the best validation score. ``table`` is :func:`group_configs` output.
     """
-    candidates = table[(table["compression"] == BASELINE) & table["acc_mean"].notna()]
+    candidates = table[(table["compression"] == UNCOMPRESSED) & table["score_mean"].notna()]
     candidates = candidates.sort_values("val_mean", ascending=False)
     if candidates.empty:
         return None
     row = table.loc[config]
     same = [c for c in [*GROUPS, "lr"] if c != "compression"]
-    match = candidates[[all(_key(candidates.at[i, c]) == _key(row[c]) for c in same) for i in candidates.index]]
+    match = candidates[
+        [all(value_key(candidates.at[i, c]) == value_key(row[c]) for c in same) for i in candidates.index]
+    ]
     return str((match if len(match) else candidates).index[0])
 
 
@@ -324,7 +351,7 @@ def differing_keys(parts: list[pd.DataFrame]) -> list[str]:
     columns = [c for c in _candidate_columns(parts[0]) if all(c in p for p in parts)]
     differing = []
     for column in columns:
-        values = [set(p[column].map(_key)) for p in parts]
+        values = [set(p[column].map(value_key)) for p in parts]
         if all(len(v) == 1 for v in values) and len(set().union(*values)) > 1:
             differing.append(column)
     return differing

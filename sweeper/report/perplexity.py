@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from sweeper.report.families import BASELINE
+from sweeper.report.families import UNCOMPRESSED
 from sweeper.report.recommend import Budget, Recommendation
-from sweeper.report.render import Image, Section, Table, render_html, render_markdown
+from sweeper.report.render import Block, Section, Table, render_html, render_markdown
 from sweeper.report.stats import SCORE, SELECT, compare_scores, mean_interval
 
 if TYPE_CHECKING:
@@ -72,9 +72,11 @@ def _versus(row: pd.Series, base: pd.Series | None) -> str:
     if base is None or row.name == base.name:
         return ""
     c = compare_scores(row["scores"], base["scores"])
+    if c.identical:
+        return f"{c.delta:+.2f} on each of {c.seeds} seeds (identical across seeds: no test)"
     if not c.testable:
-        return f"{c.delta:+.2f} (too few seeds to test)"
-    verdict = "significant" if not c.tie else f"not distinguishable with {c.seeds} seeds"
+        return f"{c.delta:+.2f} (single run: untested)"
+    verdict = "significant" if c.significant else f"no detectable difference with {c.seeds} seeds"
     return f"{c.delta:+.2f} [{c.low:+.2f}, {c.high:+.2f}], {verdict} (paired p = {c.p:.2g})"
 
 
@@ -87,7 +89,7 @@ def _recommend(table: pd.DataFrame, budget: Budget) -> Recommendation:
     if fits.empty:
         return Recommendation(budget, None, None, False, [], f"No configuration fits {budget.describe()}.")
     best = fits.iloc[0]
-    base = table.loc[table["compression"] == BASELINE]
+    base = table.loc[table["compression"] == UNCOMPRESSED]
     reference = base.iloc[0] if len(base) else None
     parts = [
         f"**Choose `{best.name}`**: test perplexity {_ppl(best['test'], best['low'], best['high'])} (lower is better)"
@@ -117,7 +119,7 @@ def write_lower_is_better(
     runs.to_csv(out / "runs.csv", index=False)
     table = _table(runs)
     rec = _recommend(table, budget)
-    base = table.loc[table["compression"] == BASELINE]
+    base = table.loc[table["compression"] == UNCOMPRESSED]
     reference = base.iloc[0] if len(base) else None
     counts = runs["outcome"].value_counts()
     header = [
@@ -146,7 +148,7 @@ def write_lower_is_better(
     ]
     failures = runs[runs["outcome"] == "failed"]
     sections = [
-        Section("Sweep", list[str | Table | Image](header)),
+        Section("Sweep", list[Block](header)),
         Section("Recommendation", [rec.sentence]),
         Section("Ranking", [Table(pd.DataFrame(rows), "By mean validation perplexity, lowest first")]),
         Section(
@@ -157,5 +159,5 @@ def write_lower_is_better(
     (out / "report.md").write_text(render_markdown(title, sections), encoding="utf-8")
     (out / "report.html").write_text(render_html(title, sections), encoding="utf-8")
     files = sorted(p for p in out.iterdir() if p.suffix in (".md", ".html", ".csv"))
-    summary = table.assign(acc_mean=table["test"], val_mean=table["val"], n_seeds=table["seeds"])
+    summary = table.assign(score_mean=table["test"], val_mean=table["val"], n_seeds=table["seeds"])
     return ReportResult(out, files, rec, summary, runs)

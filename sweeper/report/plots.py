@@ -14,6 +14,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from sweeper.report.families import UNCOMPRESSED
+from sweeper.report.grouping import with_score_names
 from sweeper.report.pareto import pareto_mask
 from sweeper.report.stats import score_label
 
@@ -46,16 +48,17 @@ def plot_tradeoff(table: pd.DataFrame, x: str, xlabel: str, path: Path) -> Path:
     Points are coloured by compression family; points on the accuracy-vs-``x`` front are
     joined by a step line and marked with their rank in the ranking table.
     """
-    ranked = table[table["acc_mean"].notna() & table[x].notna()]
+    table = with_score_names(table)
+    ranked = table[table["score_mean"].notna() & table[x].notna()]
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
     for family, group in ranked.groupby("family", sort=True):
-        yerr = _yerr(group["acc_mean"], group["acc_low"], group["acc_high"])
-        ax.errorbar(group[x], 100 * group["acc_mean"], yerr=yerr, fmt="o", ms=7, capsize=3, alpha=0.85, label=family)
+        yerr = _yerr(group["score_mean"], group["score_low"], group["score_high"])
+        ax.errorbar(group[x], 100 * group["score_mean"], yerr=yerr, fmt="o", ms=7, capsize=3, alpha=0.85, label=family)
     if len(ranked):
-        front = ranked[pareto_mask(np.column_stack([-ranked["acc_mean"], ranked[x]]))].sort_values(x)
-        ax.step(front[x], 100 * front["acc_mean"], where="post", color="black", lw=1.2, ls="--", label="Pareto front")
-        for i, (rank, xv, yv) in enumerate(zip(front["rank"], front[x], 100 * front["acc_mean"], strict=True)):
+        front = ranked[pareto_mask(np.column_stack([-ranked["score_mean"], ranked[x]]))].sort_values(x)
+        ax.step(front[x], 100 * front["score_mean"], where="post", color="black", lw=1.2, ls="--", label="Pareto front")
+        for i, (rank, xv, yv) in enumerate(zip(front["rank"], front[x], 100 * front["score_mean"], strict=True)):
             offset = (7, 5) if i % 2 == 0 else (7, -13)  # alternate sides: neighbours' labels do not collide
             ax.annotate(
                 f"#{int(rank)}",
@@ -97,6 +100,7 @@ def _label_log_axes(ax: Axes, xlabel: str, ylabel: str, title: str, legend: str)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    ax.set_ylim(top=min(ax.get_ylim()[1], 101.0))  # a score in % ends at 100, whatever an interval's arithmetic
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title=legend, fontsize=9)
 
@@ -121,17 +125,18 @@ def plot_ratio_curves(curves: pd.DataFrame, table: pd.DataFrame, path: Path) -> 
     configurations of ``table`` are drawn as stars at their ratio (1x).
     """
     fig, ax = _interval_curves(curves, "ratio", "family")
-    base = table[(table["family"] == "baseline") & table["acc_mean"].notna()]
+    table = with_score_names(table)
+    base = table[(table["compression"] == UNCOMPRESSED) & table["score_mean"].notna()]
     if len(base):
         ax.errorbar(
             base["compression_ratio"].fillna(1.0),
-            100 * base["acc_mean"],
-            yerr=_yerr(base["acc_mean"], base["acc_low"], base["acc_high"]),
+            100 * base["score_mean"],
+            yerr=_yerr(base["score_mean"], base["score_low"], base["score_high"]),
             fmt="*",
             ms=12,
             capsize=3,
             color="black",
-            label="none (baseline)",
+            label="none (uncompressed)",
         )
     _label_log_axes(
         ax,

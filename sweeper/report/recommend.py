@@ -1,10 +1,11 @@
 """The decision: the best configuration within the budgets (by validation score), the runner-up, and why.
 
 Budgets apply to the means over seeds: ``size_bytes`` (KiB = 1024 bytes), ``latency_ms``
-(per sample at batch 1) and ``test_accuracy``. Among the feasible configurations the one
-with the best mean validation score is chosen; its test score is reported. Differences
+(per sample at batch 1) and the validation score. Among the feasible configurations the one
+with the best mean validation score is chosen; its test score is reported. A difference
 that a paired (or Welch) t-test cannot support after Holm's correction over the
-recommendation's comparisons are ties (:mod:`sweeper.report.stats`), never wins.
+recommendation's comparisons is never a win (:mod:`sweeper.report.stats`); one that was not
+tested (a single seed) is said to be untested, never a tie.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from sweeper.report.grouping import baseline_for, compare_configs
+from sweeper.report.grouping import compare_configs, uncompressed_for, with_score_names
 from sweeper.report.stats import Comparison, decide, score_label
 
-__all__ = ["LATENCY_NOISE", "Budget", "Recommendation", "compare", "recommend"]
+__all__ = ["LATENCY_NOISE", "Budget", "Recommendation", "compare", "counterpart", "latency_words", "recommend"]
 
 LATENCY_NOISE = 1.25  # latency ratios below this are within timing noise on a shared CPU: no advantage
 
@@ -71,7 +72,12 @@ class Budget:
 
 @dataclass
 class Recommendation:
-    """What to choose under a budget and why; ``best`` is None when nothing is feasible."""
+    """What to choose under a budget and why; ``best`` is None when nothing is feasible.
+
+    ``tie``: the runner-up was tested against the best and the seeds cannot tell them apart
+    (False when untested: a single seed is no evidence either way). ``comparisons``: the
+    Holm-adjusted comparisons behind the sentence, ``{(a, b): a against b}``.
+    """
 
     budget: Budget
     best: str | None
@@ -81,6 +87,7 @@ class Recommendation:
     sentence: str
     closest: str | None = None
     relax: dict[str, tuple[float, float]] = field(default_factory=dict)
+    comparisons: dict[tuple[str, str], Comparison] = field(default_factory=dict)
 
 
 def _ratio(value: float, reference: float, *, above: str, below: str, same: str) -> str:
@@ -99,22 +106,26 @@ def compare(table: pd.DataFrame, config: str, other: str, comparison: Comparison
     """``config`` against ``other`` in words: size, accuracy (with its test), latency, training budget.
 
     ``comparison``: the accuracy comparison, Holm-adjusted by the caller (default: unadjusted).
-    Example: ``3.9x smaller, a tie on accuracy: -0.2 pp [-1.1, +0.7], not distinguishable with
+    Example: ``3.9x smaller, accuracy -0.2 pp [-1.1, +0.7], no detectable difference with
     3 seeds (about 40 needed; paired p = 0.4, Holm), P(A>B) = 0.33, 1.7x slower at batch 1``.
     """
     a, b = table.loc[config], table.loc[other]
     comparison = comparison or compare_configs(table, config, other)
-    accuracy = (f"a tie on {score_label()}: " if comparison.tie else f"{score_label()} ") + comparison.words()
     parts = [
-        _ratio(a["size_bytes"], b["size_bytes"], above="larger", below="smaller", same="same size"),
-        accuracy,
-        _latency_words(a, b) + " at batch 1" + (" (simulated)" if a["latency_kind"] == "simulated" else ""),
+        size_words(a, b),
+        f"{score_label()} {comparison.words()}",
+        latency_words(a, b) + " at batch 1" + (" (simulated)" if a["latency_kind"] == "simulated" else ""),
         _budget(a, b),
     ]
     return ", ".join(p for p in parts if p)
 
 
-def _latency_words(a: pd.Series, b: pd.Series) -> str:
+def size_words(a: pd.Series, b: pd.Series) -> str:
+    """``3.9x smaller`` (``a``'s artifact against ``b``'s), ``same size`` within 5 %."""
+    return _ratio(a["size_bytes"], b["size_bytes"], above="larger", below="smaller", same="same size")
+
+
+def latency_words(a: pd.Series, b: pd.Series) -> str:
     """``1.6x faster [1.5, 1.7]`` from the interleaved round (ratio of per-round times, 95 % interval);
     ``as fast, within measurement`` when that interval holds 1; the trials' own medians otherwise."""
     from sweeper.report.latency_round import ratio_interval
@@ -143,32 +154,32 @@ def _budget(a: pd.Series, b: pd.Series) -> str:
 
 
 def _describe(row: pd.Series) -> str:
-    if pd.isna(row["acc_low"]):
+    if pd.isna(row["score_low"]) or row["n_seeds"] < 2:
         spread = " (1 seed: no interval)"
     else:
         seeds = f"{int(row['n_seeds'])} seeds"
-        spread = f" (95 % CI {100 * row['acc_low']:.1f}–{100 * row['acc_high']:.1f}, {seeds})"
+        spread = f" (95 % CI {100 * row['score_low']:.1f}–{100 * row['score_high']:.1f}, {seeds})"
     return (
-        f"test {score_label()} {100 * row['acc_mean']:.1f} %{spread}, validation {100 * row['val_mean']:.1f} %, "
+        f"test {score_label()} {100 * row['score_mean']:.1f} %{spread}, validation {100 * row['val_mean']:.1f} %, "
         f"{row['size_bytes'] / 1024:.1f} KiB, "
         f"{row['latency_ms']:.3f} ms per sample at batch 1 ({row['latency_kind']})"
     )
 
 
-def _why(table: pd.DataFrame, best: str, runner_up: str | None) -> tuple[str, bool]:
+def _why(table: pd.DataFrame, best: str, runner_up: str | None) -> tuple[str, dict[tuple[str, str], Comparison]]:
     row = table.loc[best]
     text = f"Choose **{best}**: the best mean validation {score_label()} within the budget; {_describe(row)}."
-    baseline = baseline_for(table, best)
-    pairs = [(best, baseline)] if baseline is not None and baseline != best else []
+    uncompressed = uncompressed_for(table, best)
+    pairs = [(best, uncompressed)] if uncompressed is not None and uncompressed != best else []
     pairs += [(runner_up, best)] if runner_up is not None else []
     decided = dict(zip(pairs, decide([compare_configs(table, a, b) for a, b in pairs]), strict=True))  # Holm over these
-    if baseline is not None and baseline != best:
-        text += f" Against {baseline}: {compare(table, best, baseline, decided[best, baseline])}."
+    if uncompressed is not None and uncompressed != best:
+        text += f" Against {uncompressed} (uncompressed): {compare(table, best, uncompressed, decided[best, uncompressed])}."
     if runner_up is None:
-        return text + " It is the only configuration within the budget.", False
+        return text + " It is the only configuration within the budget.", decided
     other = table.loc[runner_up]
-    tie = decided[runner_up, best].tie
-    text += f" Runner-up **{runner_up}**: {compare(table, runner_up, best, decided[runner_up, best])}."
+    versus = decided[runner_up, best]
+    text += f" Runner-up **{runner_up}**: {compare(table, runner_up, best, versus)}."
     reasons = [
         name
         for name, better in (
@@ -177,12 +188,19 @@ def _why(table: pd.DataFrame, best: str, runner_up: str | None) -> tuple[str, bo
         )
         if better
     ]
-    if tie:
-        text += f" The two are tied on {score_label()}, so {best} wins only on the mean"
+    if not versus.significant:
+        why = (
+            "the seeds cannot tell the two apart"
+            if versus.tie
+            else "it was not tested (one seed each)"
+            if not versus.identical
+            else "the difference is the same on every seed but was not tested"
+        )
+        text += f" {best} leads on the mean {score_label()} only: {why}"
         text += f"; choose {runner_up} if {' or '.join(reasons)} matters." if reasons else "."
     elif reasons:
         text += f" Choose {runner_up} if {' or '.join(reasons)} matters more than {score_label()}."
-    return text, tie
+    return text, decided
 
 
 def recommend(table: pd.DataFrame, budget: Budget) -> Recommendation:
@@ -195,14 +213,16 @@ def recommend(table: pd.DataFrame, budget: Budget) -> Recommendation:
         table: :func:`sweeper.report.grouping.group_configs` output.
         budget: the limits.
     """
-    ranked = table[table["acc_mean"].notna()].sort_values(["val_mean", "size_bytes"], ascending=[False, True])
+    table = with_score_names(table)
+    ranked = table[table["score_mean"].notna()].sort_values(["val_mean", "size_bytes"], ascending=[False, True])
     if ranked.empty:
         return Recommendation(budget, None, None, False, [], "No configuration finished; nothing to recommend.")
     feasible = [str(c) for c in ranked.index if not budget.excess(ranked.loc[c])]
     if feasible:
         best, runner_up = feasible[0], (feasible[1] if len(feasible) > 1 else None)
-        sentence, tie = _why(ranked, best, runner_up)
-        return Recommendation(budget, best, runner_up, tie, feasible, sentence)
+        sentence, decided = _why(ranked, best, runner_up)
+        tie = runner_up is not None and decided[runner_up, best].tie
+        return Recommendation(budget, best, runner_up, tie, feasible, sentence, comparisons=decided)
 
     def distance(config: str) -> float:
         return sum(
@@ -218,6 +238,16 @@ def recommend(table: pd.DataFrame, budget: Budget) -> Recommendation:
         f"({_describe(ranked.loc[closest])}); to admit it, relax {changes}."
     )
     return Recommendation(budget, None, None, False, [], sentence, closest=str(closest), relax=relax)
+
+
+def counterpart(table: pd.DataFrame, rec: Recommendation) -> str | None:
+    """What the answer compares the choice with: the uncompressed `none` like it, else the runner-up."""
+    if rec.best is None:
+        return None
+    uncompressed = uncompressed_for(table, rec.best)
+    if uncompressed is not None and uncompressed != rec.best:
+        return uncompressed
+    return rec.runner_up
 
 
 def _needed(flag: str, value: float) -> str:

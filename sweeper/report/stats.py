@@ -7,7 +7,7 @@
   difference, the probability of improvement P(A > B) over seeds (Bouthillier et al. 2021)
   and the number of seeds a test at 80 % power would need to tell them apart.
 * :func:`holm`: Holm's (1979) step-down adjustment of the p-values of one table.
-* :func:`decide`: the comparisons of one table, Holm-adjusted: each a win, a loss or a tie.
+* :func:`decide`: the comparisons of one table, Holm-adjusted: each significant or not (or untested).
 
 The metric names live here (:data:`SCORE`, :data:`SELECT`), so the report reads one place.
 """
@@ -44,6 +44,7 @@ SELECT = "val_score"  # what every choice (best lr, best of a family, the recomm
 _SCORE_LABEL: ContextVar[str] = ContextVar("score_label", default="accuracy")
 LEVEL = 0.95  # the confidence level of every interval and test (alpha = 0.05)
 POWER = 0.8  # the power the seeds-needed estimate aims at
+NO_SPREAD = 1e-9  # a spread of scores (fractions) below this is rounding, not variation: no test
 
 
 def score_label() -> str:
@@ -141,8 +142,10 @@ class Comparison:
     """A against B over seeds; differences are A - B of the mean score.
 
     ``p`` is the raw two-sided p-value, ``p_holm`` the Holm-adjusted one within its table
-    (equal to ``p`` until :func:`decide` adjusts it); ``tie`` when the difference is not
-    significant at :data:`LEVEL` after adjustment, or cannot be tested (a single seed).
+    (equal to ``p`` until :func:`decide` adjusts it). Three honest edges have no p-value (NaN):
+    a single seed on a side (nothing to test), and a difference with no spread at all
+    (``identical``: the same difference on every seed, or every score the same on each side), which
+    is stated as it is rather than turned into a p-value.
     """
 
     delta: float
@@ -155,46 +158,95 @@ class Comparison:
     n_b: int
     needed: float
     p_holm: float = math.nan
+    identical: bool = False
 
     @property
     def testable(self) -> bool:
-        """Whether there are enough seeds for a test (>= 2 per side, or >= 2 common seeds paired)."""
+        """Whether a test was run (>= 2 seeds per side, or >= 2 common seeds paired, and some spread)."""
         return math.isfinite(self.p)
 
     @property
-    def tie(self) -> bool:
-        """Not significant after Holm (or untestable): the data cannot tell A from B."""
+    def significant(self) -> bool:
+        """The test tells A from B at :data:`LEVEL` after Holm's adjustment."""
         p = self.p_holm if math.isfinite(self.p_holm) else self.p
-        return not (math.isfinite(p) and p < 1 - LEVEL)
+        return math.isfinite(p) and p < 1 - LEVEL
+
+    @property
+    def tie(self) -> bool:
+        """Tested and not significant: the seeds cannot tell A from B. Never true without a test."""
+        return self.testable and not self.significant
 
     @property
     def seeds(self) -> int:
         """The seeds behind the comparison (the smaller side)."""
         return min(self.n_a, self.n_b)
 
+    def _seeds(self) -> str:
+        return f"{self.seeds} seed{'s' if self.seeds != 1 else ''}"
+
+    def certainty(self) -> str:
+        """How sure the difference is, in plain words (no numbers but the seeds).
+
+        Example:
+            >>> Comparison(0.004, -0.02, 0.028, 0.6, True, 0.67, 3, 3, 120).certainty()
+            'no detectable difference with 3 seeds; about 120 seeds would tell'
+        """
+        if self.identical:
+            return f"identical across seeds ({self._seeds()}: the same difference on each, so no test)"
+        if not self.testable:
+            return "single run: no evidence either way (run seed=0,1,2 to test it)"
+        if self.significant:
+            return f"clearly {'better' if self.delta > 0 else 'worse'} ({self._seeds()}, a test at 5 %)"
+        needed = f"; about {int(self.needed)} seeds would tell" if math.isfinite(self.needed) else ""
+        return f"no detectable difference with {self._seeds()}{needed}"
+
+    def difference(self) -> str:
+        """A - B in points with its 95 % interval when tested: ``+0.4 pp [-2.0, +2.8]``, else ``+7.0 pp``."""
+        text = f"{100 * self.delta:+.1f} pp"
+        return text + (f" [{100 * self.low:+.1f}, {100 * self.high:+.1f}]" if self.testable else "")
+
+    def flipped(self) -> Comparison:
+        """The same comparison read as B against A."""
+        return replace(
+            self, delta=-self.delta, low=-self.high, high=-self.low, p_improve=1 - self.p_improve, n_a=self.n_b,
+            n_b=self.n_a,
+        )  # fmt: skip
+
+    def short(self) -> str:
+        """A table cell: the difference (pp, its interval when tested) and the verdict in a few words.
+
+        Example:
+            >>> Comparison(-0.07, math.nan, math.nan, math.nan, False, 0.0, 1, 1, math.nan).short()
+            '-7.0 pp, single run: untested'
+        """
+        if self.identical:
+            return f"{self.difference()}, identical across seeds"
+        if not self.testable:
+            return f"{self.difference()}, single run: untested"
+        return f"{self.difference()}, {'significant' if self.significant else 'no detectable difference'}"
+
     def words(self) -> str:
         """The difference (A - B, pp) with its 95 % interval, the verdict, p and P(A>B), in words.
 
         Example:
             >>> Comparison(0.004, -0.02, 0.028, 0.6, True, 0.67, 3, 3, 120).words()
-            '+0.4 pp [-2.0, +2.8], not distinguishable with 3 seeds (about 120 needed; paired p = 0.6), P(A>B) = 0.67'
+            '+0.4 pp [-2.0, +2.8], no detectable difference with 3 seeds (about 120 needed; paired p = 0.6), P(A>B) = 0.67'
         """
+        difference = self.difference()
+        if self.identical:
+            return f"{difference} on each of {self._seeds()}: identical across seeds (no spread, so no test)"
         if not self.testable:
-            return (
-                f"{100 * self.delta:+.1f} pp, not distinguishable with {self.seeds} seed"
-                f"{'s' if self.seeds != 1 else ''} (1 seed: no interval)"
-            )
+            return f"{difference}, single run each: no evidence either way (one seed cannot tell noise from effect)"
         p = self.p_holm if math.isfinite(self.p_holm) else self.p
         test = (
             f"{'paired' if self.paired else 'Welch'} p {'< 0.001' if p < 0.001 else f'= {p:.2g}'}"
             f"{', Holm' if math.isfinite(self.p_holm) else ''}"
         )
-        difference = f"{100 * self.delta:+.1f} pp [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
-        if not self.tie:
+        if self.significant:
             verdict = f"significant ({test})"
         else:
             needed = f"about {int(self.needed)} needed; " if math.isfinite(self.needed) else ""
-            verdict = f"not distinguishable with {self.seeds} seeds ({needed}{test})"
+            verdict = f"no detectable difference with {self._seeds()} ({needed}{test})"
         return f"{difference}, {verdict}, P(A>B) = {self.p_improve:.2f}"
 
 
@@ -202,12 +254,13 @@ def compare_scores(a: Mapping[object, float], b: Mapping[object, float], level: 
     """Compare two configurations from their scores per seed (``{seed: score}``).
 
     Paired when both have the same seeds (at least two); Welch's unequal-variance t-test
-    otherwise (at least two seeds each). Fewer: an untestable comparison (p NaN, a tie).
+    otherwise (at least two seeds each). Fewer: an untestable comparison (p NaN, never a tie);
+    no spread at all: ``identical`` (p NaN).
 
     Example:
         >>> c = compare_scores({0: 0.92, 1: 0.93, 2: 0.94}, {0: 0.90, 1: 0.91, 2: 0.92})
-        >>> c.paired, round(100 * c.delta, 1), c.tie, c.p_improve
-        (True, 2.0, False, 1.0)
+        >>> c.paired, round(100 * c.delta, 1), c.identical, c.p_improve
+        (True, 2.0, True, 1.0)
     """
     x = np.array(list(a.values()), dtype=float)
     y = np.array(list(b.values()), dtype=float)
@@ -219,18 +272,19 @@ def compare_scores(a: Mapping[object, float], b: Mapping[object, float], level: 
         diff = xs - ys
         sd = float(diff.std(ddof=1))
         _, low, high = mean_interval(diff, level)
-        p = (1.0 if delta == 0 else 0.0) if sd == 0 else float(stats.ttest_rel(xs, ys).pvalue)
+        if sd <= NO_SPREAD:  # the same difference on every seed: said as it is, no p-value
+            return _comparison(delta, delta, delta, math.nan, xs, ys, paired=True, sd=math.nan, level=level, same=True)
+        p = float(stats.ttest_rel(xs, ys).pvalue)
         return _comparison(delta, low, high, p, xs, ys, paired=True, sd=sd, level=level)
     if x.size < 2 or y.size < 2:
         return _comparison(delta, math.nan, math.nan, math.nan, x, y, paired=False, sd=math.nan, level=level)
     va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
     se = math.sqrt(va + vb)
-    if se == 0:
-        p, low, high = (1.0 if delta == 0 else 0.0), delta, delta
-    else:
-        dof = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
-        half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
-        p, low, high = float(stats.ttest_ind(x, y, equal_var=False).pvalue), delta - half, delta + half
+    if se <= NO_SPREAD:  # every score the same on each side: no spread to test against
+        return _comparison(delta, delta, delta, math.nan, x, y, paired=False, sd=math.nan, level=level, same=True)
+    dof = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
+    p, low, high = float(stats.ttest_ind(x, y, equal_var=False).pvalue), delta - half, delta + half
     sd = math.sqrt((x.var(ddof=1) + y.var(ddof=1)) / 2)
     return _comparison(delta, low, high, p, x, y, paired=False, sd=sd, level=level)
 
@@ -246,10 +300,12 @@ def _comparison(
     paired: bool,
     sd: float,
     level: float,
+    same: bool = False,
 ) -> Comparison:
     """The :class:`Comparison` of score arrays ``a`` and ``b`` once its test is done (``sd`` NaN: none could be)."""
     needed = seeds_needed(delta, sd, paired=paired, level=level) if math.isfinite(sd) else math.nan
-    return Comparison(delta, low, high, p, paired, prob_improvement(a, b, paired=paired), len(a), len(b), needed)
+    improve = prob_improvement(a, b, paired=paired)
+    return Comparison(delta, low, high, p, paired, improve, len(a), len(b), needed, identical=same)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -20,15 +20,16 @@ from sweeper.report.recommend import Budget, recommend
 from sweeper.report.stats import compare_scores, holm, mean_interval
 
 EMPTY_HISTORY = pd.DataFrame(columns=["run_id", "metric", "epoch", "value"])
-SECTIONS = [
+SECTIONS = [  # a sweep that varies optimizer, strategy and compression, every run finished, no warning
+    "Answer",
     "Sweep",
-    "Recommendation",
+    "The choice in detail",
     "Ranking",
     "Pareto front",
-    "Per-family summary against none",
+    "Compression families against none",
     "Optimizer comparison",
     "Training strategies",
-    "Failed and pruned runs",
+    "Glossary",
 ]
 
 
@@ -85,10 +86,10 @@ def test_grouping_over_seeds_gives_mean_std_and_counts(make_runs):
     table = group_configs(runs)
     assert list(table.index) == ["optimizer=adam", "optimizer=sgd"]  # lr follows the optimizer: not named
     adam = table.iloc[0]
-    assert adam["acc_mean"] == pytest.approx(np.mean(accuracies))
-    assert adam["acc_std"] == pytest.approx(np.std(accuracies, ddof=1))
+    assert adam["score_mean"] == pytest.approx(np.mean(accuracies))
+    assert adam["score_std"] == pytest.approx(np.std(accuracies, ddof=1))
     assert (adam["n_seeds"], adam["n_failed"], adam["n_pruned"]) == (3, 2, 1)
-    assert math.isnan(table.iloc[1]["acc_std"]) and table.iloc[1]["rank"] == 2
+    assert math.isnan(table.iloc[1]["score_std"]) and table.iloc[1]["rank"] == 2
     reasons = runs.set_index("seed").loc[[3, 4], "reason"].tolist()
     assert reasons[0].startswith("TrainingDiverged") and reasons[1] == "missing metric(s): latency_ms"
 
@@ -96,7 +97,8 @@ def test_grouping_over_seeds_gives_mean_std_and_counts(make_runs):
 def test_labels_name_what_varies_besides_the_seed(make_runs):
     runs = prepare_runs(make_runs(dict(seed=0), dict(seed=1), dict(compression="quantize", seed=0)))
     assert runs["config"].tolist() == ["compression=none", "compression=none", "compression=quantize"]
-    assert runs["family"].tolist() == ["baseline", "baseline", "quantization"]  # as the methods declare it
+    # as the methods declare it; `none`'s "baseline" reads "uncompressed" (the task's baseline is another thing)
+    assert runs["family"].tolist() == ["uncompressed", "uncompressed", "quantization"]
 
 
 def test_a_method_is_filed_under_the_family_its_runs_carry_and_other_without_one(make_runs):
@@ -126,9 +128,9 @@ def test_two_pp_over_three_seeds_is_significant_with_small_spread_and_a_tie_with
 
     wide = _two_configs(make_runs, [0.95, 0.89, 0.92], [0.87, 0.93, 0.90])  # 2 pp apart, 3 pp spread
     rec = recommend(group_configs(prepare_runs(wide)), Budget())
-    assert rec.tie and "a tie on accuracy: " in rec.sentence
-    assert "not distinguishable with 3 seeds (about" in rec.sentence
-    assert "choose compression=quantize if size matters" in rec.sentence
+    assert rec.tie and "accuracy -2.0 pp [" in rec.sentence and "tie" not in rec.sentence
+    assert "no detectable difference with 3 seeds (about" in rec.sentence
+    assert "the seeds cannot tell the two apart; choose compression=quantize if size matters" in rec.sentence
 
 
 def test_welch_knows_the_number_of_seeds_and_unequal_spreads():
@@ -138,7 +140,8 @@ def test_welch_knows_the_number_of_seeds_and_unequal_spreads():
     assert not comparison.paired and 0.05 < comparison.p < 0.1 and comparison.tie
     assert comparison.p_improve == 1.0  # every seed pair favours adam: P(A>B) alone is no test
     single = compare_scores({0: 0.9}, {0: 0.8})
-    assert single.tie and "1 seed" in single.words()
+    assert not single.testable and not single.tie and not single.significant  # one seed: no test, never a tie
+    assert single.words().startswith("+10.0 pp, single run each: no evidence either way")
     assert math.isnan(mean_interval([0.9])[1])
 
 
@@ -169,12 +172,12 @@ def test_selection_uses_validation_even_when_another_lr_has_the_best_test(make_r
     table = group_configs(prepared)
     assert table.index[0] == "optimizer=adam optimizer.lr=0.001" and table.iloc[0]["rank"] == 1
     summary = optimizer_summary(prepared, table, EMPTY_HISTORY, target=0.8).set_index("optimizer")
-    assert summary.loc["adam", "lr"] == 0.001 and summary.loc["adam", "acc_mean"] == pytest.approx(0.901)
+    assert summary.loc["adam", "lr"] == 0.001 and summary.loc["adam", "score_mean"] == pytest.approx(0.901)
     assert list(summary.index) == ["adam", "sgd"]  # sgd's best test does not make it first
     assert recommend(table, Budget()).best == "optimizer=adam optimizer.lr=0.001"
     markdown = (write_report(runs, EMPTY_HISTORY, Budget(), tmp_path).out_dir / "report.md").read_text()
-    assert "made on the mean **validation** accuracy" in markdown and "[95 % CI]" in markdown
-    assert "tie: " in markdown or "significant" in markdown
+    assert "Every choice is made on validation accuracy" in markdown and "[95 % CI]" in markdown
+    assert "significant" in markdown or "no detectable difference" in markdown
 
 
 def test_a_sweep_dir_rerun_with_other_overrides_yields_two_sweeps(make_runs, tmp_path):
@@ -230,7 +233,7 @@ def test_budget_counts_fine_tuning_and_the_recommendation_says_so(make_runs, tmp
     rec = recommend(table, Budget())
     assert rec.best == "compression=prune" and "trained 8 epochs in all" in rec.sentence and "against 3" in rec.sentence
     summary = family_summary(table).set_index("family")
-    assert summary.loc["pruning", "epochs"] == 8 and summary.loc["pruning", "baseline_epochs"] == 3
+    assert summary.loc["pruning", "epochs"] == 8 and summary.loc["pruning", "uncompressed_epochs"] == 3
     markdown = (write_report(runs, EMPTY_HISTORY, Budget(), tmp_path).out_dir / "report.md").read_text()
     assert "8 vs 3 (more training)" in markdown and "epochs in all" in markdown
 
@@ -265,7 +268,9 @@ def test_families_are_compared_at_matched_compression_ratios(make_runs, tmp_path
     matched = matched.assign(ratio=matched["ratio"].round(6)).set_index("ratio")
     # at 8x, pruning interpolates between 4x (0.881) and 10x (0.801) in log ratio
     expected = 0.881 + (0.801 - 0.881) * math.log(8 / 4) / math.log(10 / 4)
-    assert matched.loc[8.0, "acc_a"] == pytest.approx(expected) and matched.loc[8.0, "acc_b"] == pytest.approx(0.861)
+    assert matched.loc[8.0, "score_a"] == pytest.approx(expected) and matched.loc[8.0, "score_b"] == pytest.approx(
+        0.861
+    )
     write_report(runs, EMPTY_HISTORY, Budget(), tmp_path)
     markdown = (tmp_path / "report.md").read_text()
     assert "## Accuracy against compression ratio" in markdown and (tmp_path / "accuracy_vs_ratio.png").is_file()
@@ -277,10 +282,10 @@ def test_header_shows_split_sizes_and_warns_on_small_training_data(make_runs, tm
     write_report(make_runs(dict(**sizes), dict(seed=1, **sizes)), EMPTY_HISTORY, Budget(), tmp_path)
     markdown = (tmp_path / "report.md").read_text()
     assert "Split sizes (samples): train 1,530, validation 270, test 450." in markdown
-    assert "**Warning**: 1,530 training samples" in markdown
+    assert "- **Small training set**: 1,530 training samples" in markdown
     large = dict(train_samples=5000, val_samples=900, test_samples=1000)
     write_report(make_runs(dict(**large)), EMPTY_HISTORY, Budget(), tmp_path / "large")
-    assert "Warning" not in (tmp_path / "large" / "report.md").read_text()
+    assert "Small training set" not in (tmp_path / "large" / "report.md").read_text()
 
 
 def _random_table(make_runs, seed: int) -> pd.DataFrame:
@@ -314,14 +319,14 @@ def test_recommendation_respects_every_budget(make_runs, seed):
         ok = (
             (table["size_bytes"] / 1024 <= budget.max_size_kb)
             & (table["latency_ms"] <= budget.max_latency_ms)
-            & (table["acc_mean"] >= budget.min_score)
+            & (table["score_mean"] >= budget.min_score)
         )
         rec = recommend(table, budget)
         if ok.any():
-            assert rec.best == table[ok]["acc_mean"].idxmax()
+            assert rec.best == table[ok]["score_mean"].idxmax()
             assert set(rec.feasible) == set(table.index[ok])
             if ok.sum() > 1:
-                assert rec.runner_up == table[ok]["acc_mean"].drop(rec.best).idxmax()
+                assert rec.runner_up == table[ok]["score_mean"].drop(rec.best).idxmax()
         else:
             assert rec.best is None and rec.closest in table.index and rec.relax
             relaxed = Budget(
@@ -380,9 +385,9 @@ def test_family_summary_against_none(make_runs):
     summary = family_summary(group_configs(prepare_runs(runs))).set_index("family")
     assert summary.loc["quantization", "size_ratio"] == pytest.approx(4.0)
     assert summary.loc["quantization", "latency_ratio"] == pytest.approx(1.5)
-    assert summary.loc["quantization", "accuracy_delta_pp"] == pytest.approx(-2.0)
+    assert summary.loc["quantization", "score_delta_pp"] == pytest.approx(-2.0)
     assert summary.loc["pruning", "size_ratio"] == pytest.approx(2.0)
-    assert "baseline" not in summary.index
+    assert "uncompressed" not in summary.index
 
 
 def test_optimizer_speed_and_tunability(make_runs):
@@ -432,16 +437,10 @@ def test_report_files_have_every_section(make_runs, tmp_path):
     result = write_report(runs, history, Budget(max_size_kb=20), tmp_path, sweep_id="multirun/x", experiment="e")
     markdown = (tmp_path / "report.md").read_text()
     page = (tmp_path / "report.html").read_text()
-    for title in SECTIONS:
-        assert f"## {title}" in markdown and f"<h2>{title}</h2>" in page
-    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert pngs == [
-        "accuracy_vs_latency.png",
-        "accuracy_vs_size.png",
-        "learning_curves.png",
-        "lr_sensitivity.png",
-        "optimizer_curves.png",
-    ]
+    assert [line[3:] for line in markdown.splitlines() if line.startswith("## ")] == SECTIONS
+    assert all(f"<h2>{title}</h2>" in page for title in SECTIONS)
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))  # one lr per optimizer: no learning-rate curve
+    assert pngs == ["accuracy_vs_latency.png", "accuracy_vs_size.png", "learning_curves.png", "optimizer_curves.png"]
     assert page.count("data:image/png;base64,") == len(pngs) and 'src="http' not in page
     assert len(pd.read_csv(tmp_path / "runs.csv")) == len(runs)
     assert result.recommendation.best is not None and "compression=quantize" in result.recommendation.best
@@ -456,7 +455,7 @@ def test_sweep_without_finished_runs_lists_the_failures(make_runs, tmp_path):
     result = write_report(runs, EMPTY_HISTORY, Budget(), tmp_path)
     markdown = (tmp_path / "report.md").read_text()
     assert result.finished == 0 and result.recommendation.best is None
-    assert "No run finished" in markdown and "## Failed and pruned runs" in markdown
+    assert "No run finished" in markdown and "## Failed and pruned runs" in markdown and "## Ranking" not in markdown
     assert markdown.count("ValueError: boom") == 2
 
 
