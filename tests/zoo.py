@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sweeper.data import Task
 from sweeper.tasks.builtin import DIGIT_LEVELS, digit_tokens  # noqa: F401  (zoo.digit_tokens: the token task)
 
 
@@ -194,3 +195,14 @@ class TinyMobileNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+def synthetic_failing_on_rank(*, seed: int, rank: int, **synthetic: object) -> Task:
+    """The synthetic task, except in data-parallel worker ``rank``, where reading its data fails."""
+    import os
+
+    from sweeper.tasks import make_synthetic
+
+    if os.environ.get("RANK") == str(rank):
+        raise OSError(f"worker {rank} cannot read its shard")
+    return make_synthetic(seed=seed, **synthetic)  # type: ignore[arg-type]

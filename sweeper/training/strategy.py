@@ -1,4 +1,5 @@
-"""Training-strategy settings: epochs, batch size, LR schedule, early stopping, noise, growth.
+"""Training-strategy settings: epochs, batch size, LR schedule, early stopping, noise, growth,
+precision, gradient accumulation and clipping.
 
 Each `strategy` preset in ``conf/strategy/`` sets these same fields, so any preset can be
 combined with overrides of the others' fields (``strategy=cosine
@@ -28,6 +29,7 @@ from torch.optim.lr_scheduler import (
 __all__ = ["BatchGrowth", "EarlyStopping", "GradNoise", "LRSchedule", "Strategy", "build_scheduler"]
 
 SCHEDULES = ("constant", "step", "exponential", "cosine", "warmup_cosine", "plateau")
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast's dtype (None: plain fp32)
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -143,8 +145,25 @@ class Strategy:
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     grad_noise: GradNoise = field(default_factory=GradNoise)
     batch_growth: BatchGrowth = field(default_factory=BatchGrowth)
+    precision: str = "32"  # 32 | bf16 | fp16: the forward and loss under autocast in that dtype (fp16: loss scaling)
+    accumulate_steps: int = 1  # micro-batches of batch_size per optimizer step (effective batch = their product)
+    clip_grad_norm: float | None = None  # the gradients' total L2 norm clipped to this before each step
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", str(self.precision))  # Hydra reads `32` as an integer
+        _require(self.precision in PRECISIONS, "precision", self.precision, f"one of {', '.join(PRECISIONS)}")
+        _require(
+            isinstance(self.accumulate_steps, int) and self.accumulate_steps >= 1,
+            "accumulate_steps",
+            self.accumulate_steps,
+            "an integer >= 1",
+        )
+        _require(
+            self.clip_grad_norm is None or self.clip_grad_norm > 0,
+            "clip_grad_norm",
+            self.clip_grad_norm,
+            "> 0, or null (no clipping)",
+        )
         _require(
             isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 0,
             "epochs",
@@ -181,6 +200,11 @@ class Strategy:
                 value = nested[key](**value)
             kwargs[key] = value
         return cls(**kwargs)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype the forward pass runs in under autocast (None: fp32, no autocast)."""
+        return PRECISIONS[self.precision]
 
     def batch_size_at(self, epoch: int, n_train: int) -> int:
         """Batch size used in ``epoch`` (0-based): full, fixed, or grown, capped at ``n_train``."""

@@ -82,6 +82,7 @@ def base_key(plan: TrialPlan) -> str:
         "seed": plan.seed,
         "device": plan.device.type,
         "threads": cfg.get("threads"),
+        **({"nproc": plan.nproc} if plan.nproc > 1 else {}),  # data parallel: per-process batch statistics differ
         "torch": torch.__version__,
         "training_code": _training_code(),
         "train_stream": None if plan.task.train_stream is None else stream_fingerprint(plan.task.train_stream),
@@ -134,7 +135,19 @@ def obtain_base(
 
 
 def train_network(plan: TrialPlan, epoch_hook: EpochHook | None, hooks: TrainingHooks | None = None) -> TrainResult:
-    """Train ``plan.model`` in place by the plan's optimizer and strategy (with a method's training ``hooks``)."""
+    """Train ``plan.model`` in place by the plan's optimizer and strategy (with a method's training ``hooks``).
+
+    ``plan.nproc > 1``: data-parallel workers train it (:mod:`sweeper.trial.parallel`), and the epochs are
+    replayed through ``epoch_hook`` when they are done.
+    """
+    if plan.nproc > 1 and plan.strategy.epochs > 0:
+        from sweeper.trial.parallel import train_data_parallel
+
+        result = train_data_parallel(plan)
+        for epoch, metrics in enumerate(result.history):
+            if epoch_hook is not None:
+                epoch_hook(epoch, metrics)
+        return result
     return train(
         plan.model,
         plan.task,

@@ -28,6 +28,7 @@ from sweeper.compression import (
     CompressionContext,
     CompressionMethod,
     MethodFacts,
+    TrainsWithHooks,
     UnsupportedLayer,
     facts_of,
 )
@@ -63,6 +64,7 @@ class TrialPlan:
     choices: dict[str, str]
     unsupported: UnsupportedLayer | None = None  # the compression method cannot handle this model: the trial fails
     checkpoint: str | None = None  # model.checkpoint: the weights the network starts from
+    nproc: int = 1  # processes training the network data-parallel (sweeper.trial.parallel)
 
     def context(self) -> CompressionContext:
         """What the compression method may use (no training hooks yet)."""
@@ -134,6 +136,30 @@ def _resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r}: CUDA is not available here; allowed: auto, cpu")
     return device
+
+
+def _check_precision(strategy: Strategy, device: torch.device) -> None:
+    """Mixed precision only where autocast runs it (bf16 on a CUDA device that has it)."""
+    dtype, precision = strategy.autocast_dtype, strategy.precision
+    if dtype is None:
+        return
+    if not torch.amp.is_autocast_available(device.type):
+        raise ConfigError(f"strategy.precision={precision}: autocast does not run on {device}; allowed: 32")
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"strategy.precision=bf16: {torch.cuda.get_device_name(device)} has no bf16; allowed: 32, fp16"
+        )
+
+
+def _check_nproc(nproc: Any, device: torch.device) -> int:
+    """Data-parallel processes: at most one per GPU, or per CPU core this process may use."""
+    import os
+
+    available = torch.cuda.device_count() if device.type == "cuda" else len(os.sched_getaffinity(0))
+    unit = "CUDA devices" if device.type == "cuda" else "CPU cores"
+    if not (isinstance(nproc, int) and not isinstance(nproc, bool) and 1 <= nproc <= available):
+        raise ConfigError(f"nproc={nproc!r}: must be an integer in [1, {available}] ({available} {unit} here)")
+    return nproc
 
 
 def _instantiate(group: str, node: DictConfig, **runtime: Any) -> Any:
@@ -292,6 +318,8 @@ def plan_trial(
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from exc
     strategy = _equal_budget(cfg, strategy, extra_epochs)
+    _check_precision(strategy, device)
+    nproc = _check_nproc(cfg.get("nproc", 1), device)
     lr = cfg.optimizer.get("lr")
     if lr is not None and not (isinstance(lr, int | float) and lr > 0):
         raise ConfigError(f"optimizer.lr={lr}: must be a number > 0")
@@ -317,7 +345,12 @@ def plan_trial(
     plan = TrialPlan(
         cfg, task, model, spec, optimizer_factory, strategy, compressor, device, seed, group_choices(cfg, choices)
     )
-    plan.checkpoint = checkpoint
+    plan.checkpoint, plan.nproc = checkpoint, nproc
+    if nproc > 1 and (facts_of(compressor).training == "in-training" or isinstance(compressor, TrainsWithHooks)):
+        raise ConfigError(
+            f"nproc={nproc}: compression={plan.choices['compression']} changes the training itself, and "
+            "data-parallel workers run the plain loop; allowed with it: nproc=1"
+        )
     if isinstance(compressor, ChecksModel):  # checks that need the model (layer widths, class counts), before training
         try:
             compressor.check(model, plan.context())

@@ -171,3 +171,71 @@ def test_pinned_losses_of_a_tiny_model_guard_the_loops_order_and_seeding():
     assert losses == pytest.approx([1.1525619, 1.0537580, 0.9385570], rel=1e-5)
     assert [row["val_score"] for row in result.history] == pytest.approx([0.4333333, 0.5, 0.5], abs=1e-6)
     assert result.steps == 15  # 140 training samples in batches of 32: 5 steps an epoch, the last one partial
+
+
+def _synthetic_mlp(seed: int = 0) -> tuple[Task, nn.Module]:
+    from sweeper.tasks import make_synthetic
+
+    task = make_synthetic(seed=0, n_samples=300, n_features=8, n_informative=4, n_classes=3)
+    torch.manual_seed(seed)
+    return task, make_mlp(input_shape=task.input_shape, num_classes=task.num_classes, hidden=[16])
+
+
+def test_accumulated_micro_batches_take_the_steps_of_the_large_batch():
+    """4 micro-batches of 16 accumulate the gradient of one batch of 64: same steps, same weights (to float error)."""
+    task, big = _synthetic_mlp()
+    _, accumulated = _synthetic_mlp()
+    sgd = partial(torch.optim.SGD, lr=0.1, momentum=0.9)
+    one = train(big, task, sgd, Strategy(epochs=3, batch_size=64), seed=0)
+    four = train(accumulated, task, sgd, Strategy(epochs=3, batch_size=16, accumulate_steps=4), seed=0)
+    assert four.steps == one.steps == 3 * math.ceil(len(task.x_train) / 64)
+    for a, b in zip(big.parameters(), accumulated.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert [r["train_loss"] for r in four.history] == pytest.approx([r["train_loss"] for r in one.history], rel=1e-5)
+    assert {r["batch_size"] for r in four.history} == {64}  # examples per optimizer step
+
+
+def test_gradient_clipping_bounds_the_norm_of_every_step():
+    task, model = _synthetic_mlp()
+    norms: list[float] = []
+
+    class Recording(torch.optim.SGD):
+        def step(self, closure=None):  # type: ignore[override]
+            norms.append(float(torch.cat([p.grad.flatten() for p in model.parameters()]).norm()))
+            return super().step(closure)
+
+    train(model, task, partial(Recording, lr=0.5), Strategy(epochs=2, batch_size=16, clip_grad_norm=0.05), seed=0)
+    assert norms and max(norms) == pytest.approx(0.05, rel=1e-4)  # clipped: the raw norms are far above
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs_the_forward_in_its_dtype_and_still_learns(precision):
+    task, model = _synthetic_mlp()
+    dtypes: set[torch.dtype] = set()
+    model[-1].register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
+    strategy = Strategy(epochs=5, batch_size=32, precision=precision)
+    result = train(model, task, partial(torch.optim.Adam, lr=1e-2), strategy, seed=0)
+    training_dtypes = dtypes - {torch.float32}  # validation runs in float32
+    assert training_dtypes == {strategy.autocast_dtype}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the master weights stay float32
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < losses[0] and result.best_val_score > 1 / 3 + 0.1
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("precision", "fp8", "one of 32, bf16, fp16"),
+        ("accumulate_steps", 0, "an integer >= 1"),
+        ("clip_grad_norm", 0.0, "> 0, or null"),
+        ("clip_grad_norm", -1.0, "> 0, or null"),
+    ],
+)
+def test_bad_precision_accumulation_and_clipping_name_the_key(key, value, allowed):
+    with pytest.raises(ValueError, match=rf"^strategy\.{key}={value!r}: must be {allowed}"):
+        Strategy(**{key: value})
+
+
+def test_precision_32_from_hydra_is_an_integer():
+    assert Strategy.from_dict({"precision": 32}).precision == "32"
+    assert Strategy.from_dict({"precision": 32}).autocast_dtype is None
