@@ -100,7 +100,7 @@ class _Batches:
             self.x, self.y = task.x_train.to(device), task.y_train.to(device)  # once, not every step
 
     def __len__(self) -> int:
-        return len(self.stream) if self.stream is not None else len(self.x)
+        return self.task.train_size
 
     def epoch(self, steps: list[_Step]) -> Iterator[tuple[Tensor, Tensor]]:
         """Each micro-batch of ``steps`` in order, as ``(inputs, targets)`` on the device."""
