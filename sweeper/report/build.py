@@ -34,7 +34,16 @@ from sweeper.report.sections.answer import card
 from sweeper.report.stats import scored_as
 from sweeper.scoring import metric_label
 
-__all__ = ["ReportResult", "generate", "load_sweep", "plain", "prepare_runs", "write_report"]
+__all__ = [
+    "ReportResult",
+    "analyse",
+    "generate",
+    "load_sweep",
+    "plain",
+    "prepare_runs",
+    "score_label_of",
+    "write_report",
+]
 
 
 @dataclass
@@ -98,24 +107,46 @@ def _configurations_csv(table: pd.DataFrame, path: Path) -> None:
     table.drop(columns=nested).to_csv(path)
 
 
+def score_label_of(runs: pd.DataFrame) -> str:
+    """How a report names the score of these runs: their task's metric (``accuracy``, ``macro-F1``, ...)."""
+    names = runs["score_metric"].dropna().unique() if "score_metric" in runs else []
+    return metric_label(names[0]) if len(names) == 1 else "score" if len(names) else "accuracy"
+
+
+def analyse(
+    runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: Path | str, **about: object
+) -> ReportInputs:
+    """What every section reads: the prepared runs, their configurations, the recommendation, its warnings.
+
+    Args:
+        runs: :func:`sweeper.tracking.results.load_runs` output (one sweep).
+        history: per-epoch curves (may be empty). budget: the recommendation's limits.
+        out: where the sections write their plots.
+        about: ``sweep_id``, ``experiment``, ``note``, ``read_table`` of :class:`ReportInputs`.
+    """
+    prepared = prepare_runs(runs)
+    table = group_configs(prepared)
+    rec = recommend(table, budget)
+    warnings = checks.collect(prepared, table, rec)
+    return ReportInputs(prepared, table, history, budget, rec, warnings, Path(out), **about)  # type: ignore[arg-type]
+
+
 def _write_one(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: Path, about: _About) -> ReportResult:
     """The report of one configuration space (see :func:`write_report`)."""
     out.mkdir(parents=True, exist_ok=True)
-    runs = prepare_runs(runs)
     if lower_is_better(runs):  # perplexity: a report of its own, every number as it is
         result = write_lower_is_better(
-            runs, budget, out, sweep_id=about.sweep_id, experiment=about.experiment, note=about.note
+            prepare_runs(runs), budget, out, sweep_id=about.sweep_id, experiment=about.experiment, note=about.note
         )
         result.answer = result.description = result.recommendation.sentence
         return result
+    inputs = analyse(
+        runs, history, budget, out, sweep_id=about.sweep_id, experiment=about.experiment, note=about.note,
+        read_table=about.read_table,
+    )  # fmt: skip
+    runs, table, rec, warnings = inputs.runs, inputs.table, inputs.recommendation, inputs.warnings
     runs.to_csv(out / "runs.csv", index=False)
-    table = group_configs(runs)
     _configurations_csv(table, out / "configurations.csv")
-    rec = recommend(table, budget)
-    warnings = checks.collect(runs, table, rec)
-    inputs = ReportInputs(
-        runs, table, history, budget, rec, warnings, out, about.sweep_id, about.experiment, about.note, about.read_table
-    )
     sections = build_sections(inputs)
     title = f"Which method to choose: sweep {about.sweep_id}" if about.sweep_id else "Which method to choose"
     (out / "report.md").write_text(render_markdown(title, sections), encoding="utf-8")
@@ -154,9 +185,7 @@ def write_report(
         read_table: reads a table a run's method measured (``(run_id, name) -> DataFrame | None``,
             :func:`sweeper.tracking.results.load_table`); None: such tables are not drawn.
     """
-    names = runs["score_metric"].dropna().unique() if "score_metric" in runs else []
-    label = metric_label(names[0]) if len(names) == 1 else "score" if len(names) else "accuracy"
-    with scored_as(label):  # every text names the task's metric
+    with scored_as(score_label_of(runs)):  # every text names the task's metric
         return _write_all(runs, history, budget, Path(out_dir), _About(sweep_id, experiment, read_table))
 
 

@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["Block", "Bullets", "Image", "Section", "Table", "render_description", "render_html", "render_markdown"]
+__all__ = [
+    "Block",
+    "Bullets",
+    "Image",
+    "Section",
+    "Table",
+    "markdown_block",
+    "render_description",
+    "render_html",
+    "render_markdown",
+]
 
 
 @dataclass
@@ -115,6 +125,11 @@ _MARKDOWN = _Format(
     bullets=lambda b: "\n".join(f"- {item}" for item in b.items),
     text=lambda text: text,
 )
+
+
+def markdown_block(block: Block) -> str:
+    """One block as the Markdown report writes it (a notebook displays the report's sections block by block)."""
+    return _MARKDOWN.block(block)
 
 
 def render_markdown(title: str, sections: list[Section]) -> str:
