@@ -12,7 +12,7 @@ import functools
 import inspect
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
@@ -82,19 +82,20 @@ def make_bert(
     layers: int = 2,
     heads: int = 2,
     intermediate: int = 128,
+    gradient_checkpointing: bool = False,
     **config: Any,
 ) -> HFClassifier:
     """``transformers.BertForSequenceClassification`` over ``(L,)`` token ids in ``[0, vocab)``.
 
     ``checkpoint``: a local ``save_pretrained`` directory (``model.checkpoint``: its architecture and
     weights, a new head; the task tokenizes with its tokenizer); otherwise a randomly initialised BERT
-    of this size. ``config``: other ``BertConfig`` keys.
+    of this size. ``gradient_checkpointing``: see :func:`checkpointed`. ``config``: other ``BertConfig`` keys.
     """
     if len(input_shape) != 1:
         raise ValueError(f"model=bert needs token ids shaped (L,); got {tuple(input_shape)}")
     length = int(input_shape[0])
     if checkpoint:
-        return _pretrained(checkpoint, num_classes, length)
+        return checkpointed(_pretrained(checkpoint, num_classes, length), gradient_checkpointing)
     if hidden % heads:
         raise ValueError(f"model.heads={heads}: must divide model.hidden={hidden}")
     from transformers import BertConfig, BertForSequenceClassification
@@ -106,7 +107,24 @@ def make_bert(
     }  # fmt: skip
     bert = BertConfig(**settings, **config)
     bert.num_labels = num_classes
-    return HFClassifier(BertForSequenceClassification(bert))
+    return checkpointed(HFClassifier(BertForSequenceClassification(bert)), gradient_checkpointing)
+
+
+Wrapped = TypeVar("Wrapped", bound=nn.Module)
+
+
+def checkpointed(wrapper: Wrapped, enabled: bool) -> Wrapped:
+    """``enabled``: activation (gradient) checkpointing in training: each layer's activations are recomputed
+    in the backward pass instead of kept, so memory holds about one layer's (transformers' activation
+    checkpointing, non-reentrant); at the cost of a second forward pass."""
+    if enabled:
+        model: Any = wrapper.model  # a transformers PreTrainedModel
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x; older: the old name
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return wrapper
 
 
 # ---- causal language models ----------------------------------------------------------------------------------
@@ -252,6 +270,7 @@ def make_causal_lm(
     kv_heads: int = 2,
     intermediate: int = 128,
     cache_dir: str = CHECKPOINT_CACHE,
+    gradient_checkpointing: bool = False,
     **config: Any,
 ) -> HFCausalLM:
     """A Llama-architecture causal language model over windows of ``input_shape[0]`` tokens of a vocabulary
@@ -259,12 +278,13 @@ def make_causal_lm(
 
     ``checkpoint``: a ``save_pretrained`` directory or a ``.gguf`` file (``pkg://...`` inside an installed
     package), loaded as float32 (a GGUF's weights dequantized once and cached under ``cache_dir``);
-    otherwise a random small Llama of this size (``model=tiny_llama``). ``config``: other ``LlamaConfig`` keys.
+    otherwise a random small Llama of this size (``model=tiny_llama``). ``gradient_checkpointing``: see
+    :func:`checkpointed`. ``config``: other ``LlamaConfig`` keys.
     """
     if len(input_shape) != 1:
         raise ValueError(f"model=causal_lm needs token windows shaped (L,); got {tuple(input_shape)}")
     if checkpoint:
-        return HFCausalLM(_pretrained_lm(checkpoint, cache_dir))
+        return checkpointed(HFCausalLM(_pretrained_lm(checkpoint, cache_dir)), gradient_checkpointing)
     if hidden % heads or heads % kv_heads:
         raise ValueError(f"model.heads={heads}, model.kv_heads={kv_heads}: heads must divide hidden and be a multiple")
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -274,4 +294,4 @@ def make_causal_lm(
         "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
         "max_position_embeddings": max(int(input_shape[0]), 128), "tie_word_embeddings": True,
     }  # fmt: skip
-    return HFCausalLM(LlamaForCausalLM(LlamaConfig(**settings, **config)))
+    return checkpointed(HFCausalLM(LlamaForCausalLM(LlamaConfig(**settings, **config))), gradient_checkpointing)
