@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 from test_conf import write_idx
+from torch.utils.data import Dataset
 
-from sweeper.data import read_items
+from sweeper.data import Task, read_items
+from sweeper.errors import ConfigError
 from sweeper.streams import NpyStream, TokenWindows
 from sweeper.tasks import image_folder, lm_text
+from sweeper.trial.context import JobContext
+from sweeper.trial.plan import plan_trial
+from sweeper.trial.run import run
 
 
 def _idx_dir(root, n: int):
@@ -106,3 +113,35 @@ def test_lm_text_streams_its_training_windows_as_the_in_memory_task_holds_them(l
     assert torch.equal(x, in_memory.x_train) and torch.equal(y, in_memory.y_train)
     assert torch.equal(streamed.x_train, x[:1024]) and torch.equal(streamed.x_val, in_memory.x_val)
     assert streamed.num_classes == in_memory.num_classes and streamed.loss is in_memory.loss
+
+
+def test_a_trial_on_a_streamed_task_trains_on_the_whole_stream(tmp_path):
+    root = _idx_dir(tmp_path / "idx", 1200)  # 1,080 training images: more than the 1,024 of the sample
+    data = ["data=image_folder", f"data.path={root}", f"data.stream_dir={tmp_path / 'cache'}", "data.stream_workers=1"]
+    cfg_tail = ["model=mlp", "strategy.epochs=2", "strategy.batch_size=64"]
+    result = run(compose_config(*data, *cfg_tail), JobContext.standalone(tmp_path / "run"))
+    assert result.metrics["train_samples"] == 1080 and result.trained is not None
+    assert result.trained.result.steps == 2 * math.ceil(1080 / 64)  # every streamed item, not the sample's 16 batches
+    in_memory = run(compose_config(*data, "data.stream=false", *cfg_tail), JobContext.standalone(tmp_path / "memory"))
+    assert in_memory.metrics["train_samples"] == 1080  # the same batches read from memory: the same network
+    assert result.metrics["test_score"] == in_memory.metrics["test_score"] > result.metrics["baseline_test_score"]
+
+
+def ragged_task(*, seed: int, **_: object) -> Task:
+    """A data plug-in whose stream's last item is a column short."""
+
+    class Ragged(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+        def __len__(self) -> int:
+            return 100
+
+        def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.zeros(1, 8, 7 if index == 99 else 8), torch.tensor(index % 2)
+
+    x, y = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(seed)), torch.arange(10) % 2
+    return Task.streamed(Ragged(), x, y, x, y, sample=16)
+
+
+def test_a_streamed_item_of_another_shape_is_one_line_before_training():
+    with pytest.raises(ConfigError) as error:
+        plan_trial(compose_config("data._target_=test_streamed.ragged_task"))
+    assert str(error.value) == "data: streamed training item 99: x has shape (1, 8, 7), the sample's (1, 8, 8)"
