@@ -159,7 +159,7 @@ section.answer h2 { border: none; margin-top: .6em; }
 section.warnings li { margin: .35em 0; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .88em; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: .3em .55em; text-align: left; vertical-align: top;
-         overflow-wrap: anywhere; }
+         overflow-wrap: break-word; }
 th { background: #f3f3f3; } td.num { text-align: right; white-space: nowrap; }
 caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: .3em; }
 figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }

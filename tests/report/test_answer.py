@@ -234,7 +234,7 @@ def test_tables_stay_narrow_and_the_mlflow_description_is_the_same_answer(make_r
     widest = max(line.count(" | ") + 1 for line in headers if not line.startswith("| term"))
     assert widest <= 10  # the ranking's other columns are in its details table
     page = (tmp_path / "report.html").read_text()
-    assert '<section class="answer">' in page and "overflow-wrap: anywhere" in page
+    assert '<section class="answer">' in page and "overflow-wrap: break-word" in page
     assert result.description.startswith("**Which method to choose: sweep multirun/t**")
     assert _section(markdown, "Answer").strip() in result.description
 
