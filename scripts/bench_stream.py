@@ -28,9 +28,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
 
 CLASSES = 10
 BATCH = 256
@@ -46,7 +50,7 @@ def write_dataset(directory: Path, megabytes: int, features: int, seed: int = 0)
     weights = rng.standard_normal((features, CLASSES)).astype(np.float32)
     labels: list[np.ndarray] = []
 
-    def chunks():  # one chunk in memory at a time
+    def chunks() -> Iterator[np.ndarray]:  # one chunk in memory at a time
         for begin in range(0, rows, CHUNK_ROWS):
             x = rng.standard_normal((min(CHUNK_ROWS, rows - begin), features), dtype=np.float32)
             labels.append((x @ weights).argmax(axis=1))
@@ -58,29 +62,28 @@ def write_dataset(directory: Path, megabytes: int, features: int, seed: int = 0)
     return rows
 
 
-class _Mapped:
+class _Mapped(Dataset[tuple[Tensor, Tensor]]):
     """Rows of ``x.npy`` / ``y.npy`` through ``np.memmap`` (touched pages count in the reader's RSS)."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory, self.x, self.y = directory, None, None
+        self.directory = directory
+        self.arrays: tuple[np.ndarray, np.ndarray] | None = None  # mapped in each process on its first read
 
     def __len__(self) -> int:
         return int(np.load(self.directory / "y.npy", mmap_mode="r").shape[0])
 
-    def __getitem__(self, index: int):
-        import torch
-
-        if self.x is None:
-            self.x, self.y = (np.load(self.directory / f, mmap_mode="r") for f in ("x.npy", "y.npy"))
-        return torch.from_numpy(np.array(self.x[index])), torch.tensor(int(self.y[index]))
-
-    def fingerprint(self) -> str:
-        return str(self.directory)
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        if self.arrays is None:
+            self.arrays = (
+                np.load(self.directory / "x.npy", mmap_mode="r"),
+                np.load(self.directory / "y.npy", mmap_mode="r"),
+            )
+        x, y = self.arrays
+        return torch.from_numpy(np.array(x[index])), torch.tensor(int(y[index]))
 
 
 def train_once(directory: Path, mode: str, workers: int) -> dict[str, float]:
     """One epoch of a 2-layer MLP on the dataset in ``directory``; run in a process of its own."""
-    import torch
     from torch import nn
 
     from sweeper.data import Task
@@ -96,14 +99,10 @@ def train_once(directory: Path, mode: str, workers: int) -> dict[str, float]:
     del x_head, y_head
     if mode == "in memory":
         x, y = np.load(directory / "x.npy"), np.load(directory / "y.npy")
-        task = Task(
-            "bench",
-            torch.from_numpy(x),
-            torch.from_numpy(y),
-            *(torch.from_numpy(a) for a in (x_val, y_val) * 2),
-            CLASSES,
-        )
+        val = (torch.from_numpy(x_val), torch.from_numpy(y_val))
+        task = Task("bench", torch.from_numpy(x), torch.from_numpy(y), *val, *val, num_classes=CLASSES)
     else:
+        stream: Dataset[tuple[Tensor, Tensor]]
         stream = NpyStream(directory / "x.npy", directory / "y.npy") if mode == "streamed" else _Mapped(directory)
         task = Task.streamed(stream, x_val, y_val, x_val, y_val, name="bench", workers=workers, num_classes=CLASSES)
     features = task.input_shape[0]
