@@ -30,15 +30,17 @@ def _report(runs: pd.DataFrame, tmp_path, budget: Budget | None = None) -> tuple
 
 
 def test_the_readme_first_sweep_one_seed_says_single_run_and_never_tie(make_runs, tmp_path):
+    one_network = dict(baseline_test_score=0.1, latency_rounds=[0.27, 0.28, 0.27], latency_source="interleaved")
     runs = make_runs(
-        dict(optimizer="adam", lr=0.003, test_score=0.964, val_score=0.985, baseline_test_score=0.1),
-        dict(optimizer="sgd", lr=0.1, test_score=0.894, val_score=0.911, baseline_test_score=0.1),
+        dict(optimizer="adam", lr=0.003, test_score=0.964, val_score=0.985, **one_network),
+        dict(optimizer="sgd", lr=0.1, test_score=0.894, val_score=0.911, **one_network),
     )
     markdown, result = _report(runs, tmp_path)
     assert not re.search(r"\bties?\b|\btied\b", markdown, re.IGNORECASE)  # 1 seed: no test, so no tie either
     answer = _section(markdown, "Answer")
     assert answer.startswith("Choose **optimizer=adam")
     assert "the runner-up `optimizer=sgd`" in answer and "test accuracy +7.0 pp:" in answer
+    assert "`optimizer=sgd`: the same deployed network (same size and speed)" in answer  # timed once in the round
     assert "**single run: no evidence either way (run seed=0,1,2 to test it)**" in answer
     assert "[" not in answer.split("Against")[1]  # no interval with one seed
     assert "-7.0 pp, single run: untested" in _section(markdown, "Ranking")

@@ -57,7 +57,12 @@ def card(inputs: ReportInputs) -> str:
         versus, theirs = _versus(inputs, rec.best, other), table.loc[other]
         compressed = row["compression"] != UNCOMPRESSED and theirs["compression"] == UNCOMPRESSED
         role = "the uncompressed" if compressed else "the runner-up"
-        costs = ", ".join(p for p in (size_words(row, theirs), latency_words(row, theirs) + " at batch 1") if p)
+        speed = latency_words(row, theirs)
+        costs = (
+            "the same deployed network (same size and speed)"
+            if speed.endswith("(the same network)")
+            else ", ".join(p for p in (size_words(row, theirs), speed + " at batch 1") if p)
+        )
         text += (
             f" Against {role} `{other}`: {costs}, test {score_label()} {versus.difference()}: **{versus.certainty()}**."
         )
