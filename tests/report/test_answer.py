@@ -247,3 +247,17 @@ def test_old_acc_names_stay_readable(make_runs):
     assert "acc_mean" in old and "score_mean" not in old
     assert with_score_names(old).columns.tolist() == table.columns.tolist()
     assert recommend(old, Budget()).best == recommend(table, Budget()).best == "compression=prune"
+
+
+def test_every_section_module_is_registered_once_in_order():
+    import importlib
+    import pkgutil
+
+    import sweeper.report.sections as package
+    from sweeper.report.sections import SECTIONS
+
+    modules = [m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
+    builders = {importlib.import_module(f"{package.__name__}.{name}").__dict__.get("build") for name in modules}
+    assert set(SECTIONS) == builders - {None} and len(SECTIONS) == len(set(SECTIONS))
+    assert [b.__module__.rsplit(".", 1)[1] for b in SECTIONS][:2] == ["answer", "warnings"]
+    assert SECTIONS[-1].__module__.endswith("glossary")  # it explains what the others used
