@@ -1,6 +1,7 @@
 """A sweep's parent run in MLflow: its trials are nested under it (tag ``mlflow.parentRunId``).
 
-The run (``sweep <sweep id>``, tag ``sweeper_role=sweep``) holds the sweep's command line, its
+The run (named by the time it started and its command line's overrides, then its sweep id:
+:func:`sweeper.tracking.names.sweep_run_name`; tag ``sweeper_role=sweep``) holds the sweep's command line, its
 config (params and ``config.yaml``) and later the report. The callbacks of :mod:`sweeper.sweep`
 open and close it; who publishes its id to the trials is their business.
 """
@@ -8,9 +9,11 @@ open and close it; who publishes its id to the trials is their business.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sweeper.configs import flatten
+from sweeper.tracking.names import sweep_run_name
 from sweeper.tracking.runs import ROLE_TAG, SWEEP_ROLE, TrialRun, experiment_id, source_tags, writing_client
 
 __all__ = ["close_sweep_run", "open_sweep_run"]
@@ -34,7 +37,8 @@ def open_sweep_run(
         tags = {ROLE_TAG: SWEEP_ROLE, "sweep_dir": sweep_dir, "command": command[:5000], **source_tags()}
         if sweep_id:
             tags["sweep_id"] = sweep_id
-        run_id = client.create_run(exp_id, run_name=f"sweep {sweep_id or sweep_dir}", tags=tags).info.run_id
+        name = sweep_run_name(command, sweep_id or sweep_dir, datetime.now())
+        run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
         run = TrialRun.attach(client, run_id)
         run.log_params(flatten(config))
         client.log_dict(run_id, dict(config), "config.yaml")

@@ -33,6 +33,7 @@ from sweeper.progress import TrialProgress
 from sweeper.search.objectives import check_directions, check_task_defines
 from sweeper.search.trial_context import TrialContext, is_pruned, open_trial
 from sweeper.tasks.baselines import baseline_scores
+from sweeper.tracking.names import trial_run_name
 from sweeper.tracking.runs import TrialRun, finished_trial, resolve_tracking_uri, source_tags, trial_key
 from sweeper.tracking.upload import keep_unlogged
 from sweeper.training import TrainResult
@@ -418,7 +419,7 @@ def run(cfg: DictConfig, ctx: JobContext | None = None) -> TrialResult:
             progress.skipped(previous[0], previous[1].get("val_score", previous[1].get("val_accuracy")))
             return TrialResult(plan, previous[1], run_id=previous[0], tags=tags)
     try:
-        tracker = TrialRun(uri, experiment, run_name=label, tags=tags)
+        tracker = TrialRun(uri, experiment, run_name=trial_run_name(label), tags=tags)
     except ConfigError:
         raise  # an unreachable or unwritable store: bad input, one line
     except Exception as exc:  # nothing is tracked yet: say it here, or the failure goes unseen

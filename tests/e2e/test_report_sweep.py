@@ -40,7 +40,8 @@ def test_multirun_writes_its_report_in_the_sweep_dir_and_in_mlflow(tiny_sweep):
     (parent,) = client.search_runs(
         [client.get_experiment_by_name("sweeper").experiment_id], filter_string=f"tags.{ROLE_TAG} = 'sweep'"
     )  # the report is on the parent run
-    assert parent.info.run_name == f"sweep {sweep_id}" and parent.data.tags["sweep_id"] == sweep_id
+    assert parent.info.run_name.endswith(f" · {sweep_id}") and parent.data.tags["sweep_id"] == sweep_id
+    assert trials["run_name"].str[:20].nunique() == 4  # seed=0 adam, ...: what differs first, as the UI shows it
     assert parent.info.status == "FINISHED" and set(trials["parent_run_id"]) == {parent.info.run_id}
     logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.md", "report.html", "runs.csv", "optimizer_curves.png", "config.yaml"} <= logged
