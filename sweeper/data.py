@@ -252,8 +252,17 @@ class Task:
         (x_va, y_va), (x_te, y_te) = (
             _as_tensors(x, y, split) for x, y, split in ((x_val, y_val, "val"), (x_test, y_test, "test"))
         )
+        from sweeper.scoring import METRICS
+
         classes = 1 + max(int(y.max()) for y in (y_train, y_va, y_te))
         fields = _fields(task_fields, classes)
+        primary = METRICS.get(fields["metrics"][0]) if fields.get("metrics") else None  # unknown: __post_init__ says
+        ranking = primary is not None and primary.ranking
+        for split, x in (("val", x_va), ("test", x_te)):
+            if not ranking and x.shape[1:] != x_train.shape[1:]:
+                raise ValueError(
+                    f"Task.x_{split}: samples of shape {tuple(x.shape[1:])}, the stream's {tuple(x_train.shape[1:])}"
+                )
         return cls(
             name, x_train, y_train, x_va, y_va, x_te, y_te, train_stream=stream, stream_workers=workers, **fields
         )

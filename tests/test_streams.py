@@ -147,6 +147,8 @@ def test_the_sample_is_the_streams_first_items_and_the_size_is_the_streams(rows)
     assert task.num_classes == 4 and task.stream_workers == 0
     whole = task.in_memory()
     assert whole.train_stream is None and whole.train_size == 300 and np.array_equal(whole.x_train.numpy(), x)
+    with pytest.raises(ValueError, match=r"^Task.x_val: samples of shape \(6,\), the stream's \(2, 3\)$"):
+        Task.streamed(task.train_stream, x[:8].reshape(8, 6), y[:8], x[8:16], y[8:16])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="stream_workers=-1"):
         Task.streamed(task.train_stream, x[:8], y[:8], x[8:16], y[8:16], workers=-1)  # type: ignore[arg-type]
 
