@@ -73,7 +73,10 @@ def test_a_tested_difference_says_how_sure_in_words(make_runs, tmp_path):
     assert "**clearly worse (3 seeds, a test at 5 %)**" in _section(markdown, "Answer")
     wide = make_runs(
         *[dict(compression="none", seed=s, test_score=v) for s, v in enumerate([0.95, 0.89, 0.92])],
-        *[dict(compression="prune", seed=s, test_score=v, size_bytes=10_000) for s, v in enumerate([0.87, 0.93, 0.9])],
+        *[
+            dict(compression="prune", seed=s, test_score=v, size_bytes=10_000, latency_kind="simulated")
+            for s, v in enumerate([0.87, 0.93, 0.9])
+        ],
     )
     markdown, _ = _report(wide, tmp_path / "wide", Budget(max_size_kb=20))
     answer = _section(markdown, "Answer")
@@ -82,6 +85,7 @@ def test_a_tested_difference_says_how_sure_in_words(make_runs, tmp_path):
         and "Against the uncompressed `compression=none`: 4.0x smaller" in answer
     )
     assert re.search(r"\*\*no detectable difference with 3 seeds; about \d+ seeds would tell\*\*", answer)
+    assert "(simulated: its kernels are dense, so no speed-up is real)" in answer
 
 
 # Each warning, on runs built to trigger it (and on the same runs without the trigger: silent).

@@ -63,6 +63,8 @@ def card(inputs: ReportInputs) -> str:
             if speed.endswith("(the same network)")
             else ", ".join(p for p in (size_words(row, theirs), speed + " at batch 1") if p)
         )
+        if row["latency_kind"] == "simulated" and row["compression"] != theirs["compression"]:
+            costs += " (simulated: its kernels are dense, so no speed-up is real)"
         text += (
             f" Against {role} `{other}`: {costs}, test {score_label()} {versus.difference()}: **{versus.certainty()}**."
         )
