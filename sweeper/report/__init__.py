@@ -1,8 +1,9 @@
-"""The report of a sweep: ranking, Pareto front, recommendation for a budget, plots.
+"""The report of a sweep: the answer for a budget, its warnings, the ranking, the Pareto front, plots.
 
 ``python -m sweeper.report`` writes it for a sweep in MLflow; every multirun writes it at
-its end through :class:`sweeper.report.callback.ReportCallback`. Heavy imports (pandas,
-matplotlib, MLflow) happen inside the functions, so importing this package is cheap.
+its end through :class:`sweeper.report.callback.ReportCallback`. :mod:`sweeper.report.build`
+orchestrates; each section is a module of :mod:`sweeper.report.sections`, registered in one list.
+Heavy imports (pandas, matplotlib, MLflow) happen inside the functions, so importing this package is cheap.
 """
 
 from __future__ import annotations
