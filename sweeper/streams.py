@@ -5,7 +5,8 @@ with worker processes, so memory stays flat however large the files:
 
 * :class:`NpyStream`: rows of an inputs ``.npy`` file and a labels ``.npy`` file (optionally a subset of
   rows, in a given order; integer pixels scaled to floats on the fly);
-* :class:`TokenWindows`: windows of ``length`` tokens over a 1-D token ``.npy``, each with its next tokens.
+* :class:`TokenWindows`: windows of ``length`` tokens over a 1-D token ``.npy``, each with its next tokens;
+* :class:`FileItems`: one file per item (``root/<class>/<item>.npy``, or any loader of a file).
 
 Rows are read with ``os.pread`` at the offsets the ``.npy`` header gives (:mod:`numpy.lib.format`), not
 through ``np.memmap``: the pages of a memory map that a process touches count in its resident memory, so
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from torch.utils.data import Dataset
 
 from sweeper.data import Items
 
-__all__ = ["STREAM_CACHE", "NpyArray", "NpyStream", "Stream", "TokenWindows", "write_npy"]
+__all__ = ["STREAM_CACHE", "FileItems", "NpyArray", "NpyStream", "Stream", "TokenWindows", "write_npy"]
 
 STREAM_CACHE = ".sweeper_cache/streams"  # built-in tasks' files converted once for streaming
 
@@ -218,6 +219,51 @@ class TokenWindows(Stream):
 
     def fingerprint(self) -> str:
         return f"{self.tokens.fingerprint()}|length={self.length}"
+
+
+class FileItems(Stream):
+    """One file per item: ``x`` loaded from ``files[i]`` by ``load`` (``np.load`` by default), ``y`` ``labels[i]``.
+
+    :meth:`from_folders` reads an ImageFolder-style tree, ``root/<class>/<item><suffix>``. ``load`` must be
+    a module-level function (the workers receive it pickled); ``divide_by`` as in :class:`NpyStream`.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str | os.PathLike[str]],
+        labels: Sequence[int] | np.ndarray,
+        *,
+        load: Callable[[Path], np.ndarray] = np.load,
+        divide_by: float | None = None,
+    ) -> None:
+        if len(files) != len(labels) or not files:
+            raise ValueError(f"FileItems: {len(files)} files and {len(labels)} labels; need as many, > 0")
+        self.files = [Path(f).expanduser().resolve() for f in files]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.load, self.divide_by = load, divide_by
+
+    @classmethod
+    def from_folders(cls, root: str | os.PathLike[str], *, suffix: str = ".npy", **kwargs: Any) -> FileItems:
+        """Every ``root/<class>/*<suffix>``, classes numbered in their names' sorted order, files sorted."""
+        folders = sorted(d for d in Path(root).expanduser().iterdir() if d.is_dir())
+        pairs = [(f, label) for label, d in enumerate(folders) for f in sorted(d.glob(f"*{suffix}"))]
+        if not pairs:
+            raise FileNotFoundError(f"{root}: no <class>/*{suffix} files there")
+        return cls([f for f, _ in pairs], [label for _, label in pairs], **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return _tensor(np.asarray(self.load(self.files[index])), self.divide_by), torch.tensor(self.labels[index])
+
+    def fingerprint(self) -> str:
+        """Every file's path, size and modification time, and the labels (one ``stat`` per file)."""
+        digest = hashlib.sha256(self.labels.tobytes() + f"{self.load.__module__}.{self.load.__qualname__}".encode())
+        for path in self.files:
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return f"{digest.hexdigest()}|divide_by={self.divide_by}"
 
 
 def write_npy(

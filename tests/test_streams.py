@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import sweeper.streams
 from sweeper.data import Task, check_stream, collate_items, stream_fingerprint
-from sweeper.streams import NpyArray, NpyStream, Stream, TokenWindows, write_npy
+from sweeper.streams import FileItems, NpyArray, NpyStream, Stream, TokenWindows, write_npy
 
 
 def test_docstring_examples_run():
@@ -161,3 +161,22 @@ def test_fingerprints_tell_streams_apart(rows, tmp_path):
     np.save(tmp_path / "x2.npy", x[::-1])
     assert stream_fingerprint(stream) != stream_fingerprint(NpyStream(tmp_path / "x2.npy", root / "y.npy"))
     assert stream_fingerprint(_Pairs(1)) == stream_fingerprint(_Pairs(1)) != stream_fingerprint(_Pairs(1, at=49))
+
+
+def test_files_in_class_folders_are_items_labelled_by_their_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    written = {}
+    for label, name in enumerate(["cat", "dog"]):
+        (tmp_path / name).mkdir()
+        for k in range(3):
+            written[(label, k)] = rng.integers(0, 256, (1, 4, 4), dtype=np.uint8)
+            np.save(tmp_path / name / f"{k}.npy", written[(label, k)])
+    items = FileItems.from_folders(tmp_path, divide_by=255.0)
+    assert len(items) == 6 and [int(items[i][1]) for i in range(6)] == [0, 0, 0, 1, 1, 1]
+    assert torch.equal(items[4][0], torch.from_numpy(written[(1, 1)]).float() / 255)
+    loader = DataLoader(items, batch_sampler=[[5, 0], [1, 2, 3, 4]], num_workers=1, collate_fn=collate_items)
+    (x, y), _ = list(loader)
+    assert y.tolist() == [1, 0] and torch.equal(x[1], items[0][0])
+    before = stream_fingerprint(items)
+    np.save(tmp_path / "dog" / "2.npy", np.zeros((1, 4, 4), dtype=np.uint8) + 7)
+    assert stream_fingerprint(items) != before
