@@ -234,8 +234,8 @@ def latency_spread(runs: pd.DataFrame, table: pd.DataFrame, rec: Recommendation)
     return ReportWarning(
         "latency_spread",
         "Latency too noisy to rank",
-        f"{where} {widest:.1f}x: the host was busy while timing, so the latencies cannot rank these networks. Run "
-        "`python -m sweeper.report --latency-rounds 10` on an idle machine.",
+        f"{where} {widest:.1f}x: the host was busy while timing. Rank by latency only where a ratio's interval is "
+        "narrow, or run `python -m sweeper.report --latency-rounds 10` on an idle machine.",
     )
 
 
