@@ -104,6 +104,11 @@ class Task:
             workers = self.stream_workers
             if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
                 raise ValueError(f"Task.stream_workers={workers}: must be an integer >= 0")
+            if self.x_train.dtype not in (torch.float32, torch.int64) or self.y_train.dtype != torch.int64:
+                raise ValueError(
+                    f"data: streamed training items are ({self.x_train.dtype}, {self.y_train.dtype}); need x float32 "
+                    "features or int64 ids, y int64"
+                )
             check_stream(self.train_stream, self.x_train, self.y_train, num_classes=self.num_classes)
 
     @property

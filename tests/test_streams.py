@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import sweeper.streams
 from sweeper.data import Task, check_stream, collate_items, stream_fingerprint
@@ -133,6 +133,9 @@ def test_a_label_outside_the_classes_or_a_non_pair_is_one_line():
         ValueError, match=r"^data: streamed training item 49 holds label 7, outside \[0, num_classes=2\)$"
     ):
         Task.streamed(_Pairs(7, at=49), *_splits(), sample=4)
+    doubles = TensorDataset(torch.rand(20, 3, 4, 4, dtype=torch.float64), torch.arange(20) % 2)
+    with pytest.raises(ValueError, match=r"^data: streamed training items are \(torch.float64, torch.int64\); need x"):
+        Task.streamed(doubles, *_splits())
     with pytest.raises(ValueError, match="item 0 is a Tensor; need an"):
         check_stream([torch.zeros(3)], torch.zeros(1, 3), torch.zeros(1, dtype=torch.long))  # type: ignore[arg-type]
 
