@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from sweeper.artifact import ModelSpec, dense_payload
 from sweeper.cache import compute_once
 from sweeper.compression._base import Compressed, CompressionContext, MethodFacts, TrainingHooks
-from sweeper.data import Task
+from sweeper.data import Task, stream_fingerprint
 from sweeper.training import Strategy, train
 from sweeper.training.loop import LossFn
 
@@ -60,6 +60,8 @@ def _task_digest(task: Task) -> str:
     for tensor in (task.x_train, task.y_train, task.x_val, task.y_val):
         digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    if task.train_stream is not None:  # x_train is then its sample: the stream itself tells training sets apart
+        digest.update(stream_fingerprint(task.train_stream).encode())
     return digest.hexdigest()
 
 

@@ -116,7 +116,7 @@ class _Batches:
         workers = self.task.stream_workers
         loader = DataLoader(
             self.stream,
-            batch_sampler=[chunk.tolist() for chunk in chunks],
+            batch_sampler=_ChunkSampler(chunks),
             num_workers=workers,
             collate_fn=collate_items,
             pin_memory=self.device.type == "cuda",
@@ -124,6 +124,19 @@ class _Batches:
         )
         for inputs, targets in loader:
             yield inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+
+
+class _ChunkSampler:
+    """The micro-batches' indices, listed one batch at a time (not millions of Python ints held up front)."""
+
+    def __init__(self, chunks: list[Tensor]) -> None:
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (chunk.tolist() for chunk in self.chunks)
 
 
 def _world() -> tuple[int, int]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -78,43 +77,41 @@ def train_data_parallel(plan: Any, strategy: Strategy | None = None) -> TrainRes
 
 
 def _worker(job: dict[str, Any]) -> None:
-    """One rank: plan the trial, start from the trial's initial weights, train in the process group."""
+    """One rank: join the process group, plan the trial, start from the trial's initial weights, train."""
     from torch import distributed as dist
 
     from sweeper.training import train
     from sweeper.trial.plan import plan_trial
 
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    cfg = OmegaConf.create(job["cfg"])
+    cuda = str(cfg.device).startswith("cuda") or (str(cfg.device) == "auto" and torch.cuda.is_available())
+    dist.init_process_group("nccl" if cuda else "gloo")  # rank and world from the launcher
+    rank = dist.get_rank()  # one machine: the local rank too
     folder = Path(job["folder"])
     try:
-        cfg = OmegaConf.create(job["cfg"])
         if cfg.get("threads") is not None:
             torch.set_num_threads(int(cfg.threads))
         torch.use_deterministic_algorithms(True, warn_only=True)
         plan = plan_trial(cfg, choices=job["choices"])
-        cuda = plan.device.type == "cuda"
-        device = torch.device("cuda", local_rank) if cuda else plan.device
+        device = torch.device("cuda", rank) if cuda else plan.device
         if cuda:
             torch.cuda.set_device(device)
         plan.model.load_state_dict(torch.load(folder / _INITIAL, map_location="cpu", weights_only=True))
-        dist.init_process_group("nccl" if cuda else "gloo")
-        try:
-            result = train(
-                plan.model, plan.task, plan.optimizer_factory, job["strategy"], seed=plan.seed, device=device
-            )
-        finally:
-            dist.destroy_process_group()
+        result = train(plan.model, plan.task, plan.optimizer_factory, job["strategy"], seed=plan.seed, device=device)
         if rank == 0:
             state = {k: v.detach().cpu() for k, v in plan.model.state_dict().items()}
             torch.save({"state_dict": state, "result": asdict(result)}, folder / _WEIGHTS)
     except BaseException as exc:
         (folder / f"rank{rank}.error").write_text(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
         raise
+    finally:
+        dist.destroy_process_group()
 
 
 def _first_error(folder: Path, exc: Exception) -> str:
-    """The failing rank's error as one line (the lowest rank that wrote one), else the launcher's."""
-    for path in sorted(folder.glob("rank*.error"), key=lambda p: int(p.stem.removeprefix("rank"))):
+    """The failing rank's error as one line (the first written: the others may be its consequences), else the
+    launcher's."""
+    for path in sorted(folder.glob("rank*.error"), key=lambda p: p.stat().st_mtime_ns):
         return f"data-parallel rank {path.stem.removeprefix('rank')} failed: {path.read_text()}"
     return f"data-parallel training failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
