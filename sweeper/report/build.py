@@ -114,21 +114,32 @@ def score_label_of(runs: pd.DataFrame) -> str:
 
 
 def analyse(
-    runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: Path | str, **about: object
+    runs: pd.DataFrame,
+    history: pd.DataFrame,
+    budget: Budget,
+    out: Path | str,
+    *,
+    sweep_id: str = "",
+    experiment: str = "",
+    note: str = "",
+    read_table: TableReader | None = None,
 ) -> ReportInputs:
     """What every section reads: the prepared runs, their configurations, the recommendation, its warnings.
 
     Args:
         runs: :func:`sweeper.tracking.results.load_runs` output (one sweep).
-        history: per-epoch curves (may be empty). budget: the recommendation's limits.
+        history: per-epoch curves (may be empty).
+        budget: the recommendation's limits.
         out: where the sections write their plots.
-        about: ``sweep_id``, ``experiment``, ``note``, ``read_table`` of :class:`ReportInputs`.
+        sweep_id: experiment: note: read_table: as :class:`sweeper.report.inputs.ReportInputs` keeps them.
     """
     prepared = prepare_runs(runs)
     table = group_configs(prepared)
     rec = recommend(table, budget)
     warnings = checks.collect(prepared, table, rec)
-    return ReportInputs(prepared, table, history, budget, rec, warnings, Path(out), **about)  # type: ignore[arg-type]
+    return ReportInputs(
+        prepared, table, history, budget, rec, warnings, Path(out), sweep_id, experiment, note, read_table
+    )
 
 
 def _write_one(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: Path, about: _About) -> ReportResult:

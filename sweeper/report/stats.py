@@ -208,9 +208,14 @@ class Comparison:
     def flipped(self) -> Comparison:
         """The same comparison read as B against A."""
         return replace(
-            self, delta=-self.delta, low=-self.high, high=-self.low, p_improve=1 - self.p_improve, n_a=self.n_b,
+            self,
+            delta=-self.delta,
+            low=-self.high,
+            high=-self.low,
+            p_improve=1 - self.p_improve,
+            n_a=self.n_b,
             n_b=self.n_a,
-        )  # fmt: skip
+        )
 
     def short(self) -> str:
         """A table cell: the difference (pp, its interval when tested) and the verdict in a few words.

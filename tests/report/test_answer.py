@@ -265,3 +265,10 @@ def test_every_section_module_is_registered_once_in_order():
     assert set(SECTIONS) == builders - {None} and len(SECTIONS) == len(set(SECTIONS))
     assert [b.__module__.rsplit(".", 1)[1] for b in SECTIONS][:2] == ["answer", "warnings"]
     assert SECTIONS[-1].__module__.endswith("glossary")  # it explains what the others used
+
+
+def test_a_comparison_read_the_other_way_round():
+    comparison = compare_scores({0: 0.9, 1: 0.92, 2: 0.95}, {0: 0.85, 1: 0.9, 2: 0.91})
+    back = comparison.flipped()
+    assert back.delta == -comparison.delta and (back.low, back.high) == (-comparison.high, -comparison.low)
+    assert back.p == comparison.p and back.p_improve == 1 - comparison.p_improve
