@@ -42,6 +42,7 @@ __all__ = [
     "plain",
     "prepare_runs",
     "score_label_of",
+    "time_side_by_side",
     "write_report",
 ]
 
@@ -225,9 +226,12 @@ def _write_all(runs: pd.DataFrame, history: pd.DataFrame, budget: Budget, out: P
     return main
 
 
-def _interleaved_latency(runs: pd.DataFrame, tracking_uri: str | None, rounds: int, log: bool) -> pd.DataFrame:
-    """``runs`` with the latencies of the end-of-sweep round (the networks timed side by side);
-    ``log``: also on the MLflow runs whose trials left their latency to it."""
+def time_side_by_side(
+    runs: pd.DataFrame, tracking_uri: str | None, rounds: int = 5, *, log: bool = False
+) -> pd.DataFrame:
+    """``runs`` with the latencies of the latency round (every distinct network reloaded and timed side by
+    side, :mod:`sweeper.report.latency_round`): medians and per-round times, which the answer's latency
+    ratios and their intervals read. ``log``: also on the MLflow runs whose trials left their latency to it."""
     from sweeper.report.latency_round import apply_round, interleaved_round, load_networks, log_round
 
     runs = runs.reset_index(drop=True)
@@ -266,7 +270,7 @@ def generate(
 
     runs, sweep_id = load_sweep(experiment, sweep_id, tracking_uri)
     if latency_rounds > 0:
-        runs = _interleaved_latency(runs, tracking_uri, latency_rounds, log_latency)
+        runs = time_side_by_side(runs, tracking_uri, latency_rounds, log=log_latency)
     finished = prepare_runs(runs)
     ids = finished.loc[finished["outcome"] == "ok", "run_id"].astype(str).tolist()
     history = (
