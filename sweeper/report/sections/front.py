@@ -61,11 +61,11 @@ def build(inputs: ReportInputs) -> Section | None:
     else:
         section.blocks.append("No configuration is dominated.")
     kib = ranked.assign(size_kib=ranked["size_bytes"] / 1024)
-    for frame, column, label, name in (
-        (kib, "size_kib", "artifact size (KiB, log scale)", "accuracy_vs_size.png"),
-        (ranked, "latency_ms", "latency per sample at batch 1 (ms, log scale)", "accuracy_vs_latency.png"),
+    for frame, column, label, what, name in (
+        (kib, "size_kib", "artifact size (KiB, log scale)", "size", "accuracy_vs_size.png"),
+        (ranked, "latency_ms", "latency per sample at batch 1 (ms, log scale)", "latency", "accuracy_vs_latency.png"),
     ):
         path = plots.plot_tradeoff(frame, column, label, inputs.out / name)
-        what = label.split(" (")[0]
-        section.blocks.append(Image(path, f"Test {score_label()} vs {what}; dashed: the {score_label()}-{what} front"))
+        caption = f"Test {score_label()} vs {label.split(' (')[0]}; dashed: the {score_label()}-{what} front"
+        section.blocks.append(Image(path, caption))
     return section

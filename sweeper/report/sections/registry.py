@@ -47,7 +47,8 @@ SUMMARY = (answer.TITLE, warnings.TITLE)  # the sections the MLflow description 
 
 
 def build_sections(inputs: ReportInputs) -> list[Section]:
-    """Every section that applies to this sweep, in order."""
+    """Every section that applies to this sweep, in order (also kept in ``inputs.written``)."""
+    inputs.written.clear()
     for builder in SECTIONS:
         section = builder(inputs)
         if section is not None:
