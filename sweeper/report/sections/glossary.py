@@ -56,8 +56,8 @@ def entries() -> list[tuple[str, tuple[str, ...], str]]:
         (
             "P(A>B)",
             ("P(A>B)",),
-            "The share of seed pairs where A scores higher than B (ties count one half; Bouthillier et al. 2021): "
-            "0.5 means no tendency either way. Shown beside the test, which decides.",
+            "The share of seed pairs where A scores higher than B (equal scores count one half; Bouthillier et al. "
+            "2021): 0.5 means no tendency either way. Shown beside the test, which decides.",
         ),
         (
             "x smaller",
