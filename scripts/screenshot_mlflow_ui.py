@@ -3,7 +3,8 @@
 Runs a small grid (2 optimizers x 2 seeds on the built-in digits, the recommended model
 registered) in a scratch directory, starts ``mlflow ui`` on its store, and captures:
 
-* ``docs/img/mlflow_runs.png``: the experiment's runs, the sweep's parent run expanded over its trials;
+* ``docs/img/mlflow_runs.png``: the experiment's runs as a fresh browser profile opens them from the address
+  the sweep printed (model training, sweeper's view: score, size, latency), the parent run expanded;
 * ``docs/img/mlflow_sweep_run.png``: the parent run: the recommendation as its description, the report;
 * ``docs/img/mlflow_trial_run.png``: one trial: its datasets, its logged model, its metrics;
 * ``docs/img/mlflow_trial_metrics.png``: that trial's charts (curves of the per-epoch metrics).
@@ -16,7 +17,9 @@ Needs Chromium (``apt-get install chromium``) and Playwright (``pip install -e "
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +29,9 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from sweeper.tracking.ui import runs_page
 
 SWEEP = ["-m", "optimizer=adam,sgd", "seed=0,1", "strategy.epochs=5", "report.register=true"]
 
@@ -43,23 +49,34 @@ def mlflow_ui(store: Path) -> Iterator[str]:
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{store}", "--port", str(port)],
         cwd=store.parent,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job workers: GenAI judges only
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: its workers end with it
     )
     address = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
+        deadline = time.monotonic() + 300  # a busy machine starts it slowly
+        while True:
             try:
                 with urllib.request.urlopen(f"{address}/health", timeout=1):
                     break
             except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow ui did not answer on {address}") from None
                 time.sleep(0.5)
-        else:
-            raise RuntimeError(f"mlflow ui did not answer on {address}")
         yield address
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def _check_runs_page(page: Any) -> None:
+    """The runs page a fresh profile opens from that address: model training, score, size and latency as columns."""
+    headers = {h.inner_text().strip() for h in page.locator("[role=columnheader]").all()}
+    missing = {"test_score", "size_bytes", "latency_ms"} - headers
+    if missing or page.get_by_text("Evaluation runs", exact=True).count():  # GenAI's sidebar has it
+        raise RuntimeError(f"the runs page is not sweeper's view (columns missing: {sorted(missing)}; {page.url})")
 
 
 def capture(address: str, experiment_id: str, sweep_run: str, trial_run: str, out: Path, chromium: str) -> list[Path]:
@@ -69,20 +86,19 @@ def capture(address: str, experiment_id: str, sweep_run: str, trial_run: str, ou
     shots = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1500, "height": 700})
-        page.goto(f"{address}/#/experiments/{experiment_id}/runs")
+        page = browser.new_context(viewport={"width": 1500, "height": 700}).new_page()  # a fresh browser profile
+        page.goto(runs_page(address, experiment_id))  # the address a multirun prints at its end
         page.wait_for_timeout(4000)
-        page.get_by_text("Model training", exact=True).first.click()  # the sidebar of model training, not GenAI
-        page.wait_for_timeout(1500)
         page.locator("[aria-label*='Close' i]").first.click()  # the assistant's panel
         page.wait_for_timeout(500)
+        _check_runs_page(page)
         page.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # expand the sweep's run
         page.wait_for_timeout(1500)
         shots.append(out / "mlflow_runs.png")
         page.screenshot(path=shots[-1])
         page.set_viewport_size({"width": 1500, "height": 1500})  # run pages scroll inside their own panel
         for run_id, name in ((sweep_run, "mlflow_sweep_run.png"), (trial_run, "mlflow_trial_run.png")):
-            page.goto(f"{address}/#/experiments/{experiment_id}/runs/{run_id}")
+            page.goto(f"{address}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning")
             page.wait_for_timeout(4000)
             shots.append(out / name)
             page.screenshot(path=shots[-1])

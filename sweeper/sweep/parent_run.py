@@ -101,6 +101,20 @@ def close_sweep_run(status: str = "FINISHED") -> None:
     close(retract_parent_run(), status)
 
 
+def _point_to_the_ui(run_id: str, uri: str) -> None:
+    """One line: the address of the experiment's runs in MLflow's UI, in model-training mode and sweeper's
+    view (score, size and latency as columns: :mod:`sweeper.tracking.ui`), and how to start the UI."""
+    from sweeper.tracking.runs import writing_client
+    from sweeper.tracking.ui import runs_page
+
+    try:
+        experiment_id = writing_client(uri).get_run(run_id).info.experiment_id
+    except Exception:  # the store went away: the trials said where they are
+        return
+    served = uri.startswith(("http://", "https://"))
+    log.info("MLflow: %s%s", runs_page(uri, experiment_id), "" if served else f" (mlflow ui --backend-store-uri {uri})")
+
+
 class SweepRunCallback(Callback):
     """Opens the sweep's parent run at the start of a multirun and closes it at the end.
 
@@ -130,6 +144,7 @@ class SweepRunCallback(Callback):
             log.warning("sweep run %s not summarized: %s: %s", run_id, type(exc).__name__, exc)
         finally:
             close_sweep_run()
+        _point_to_the_ui(run_id, where[0])
 
     @staticmethod
     def _summarize(run_id: str, config: DictConfig, uri: str) -> None:

@@ -48,8 +48,6 @@ _NOT_IDENTITY = ("tracking", "fail_fast", "resume", "report", "options")  # opti
 DEFAULT_EXPERIMENT = "sweeper"
 ROLE_TAG = "sweeper_role"  # set on runs that are not trials: a sweep's parent run has sweeper_role=sweep
 SWEEP_ROLE = "sweep"
-# MLflow 3's UI opens an experiment of this kind on its runs, not on the GenAI overview
-_EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -106,18 +104,19 @@ def _create_sqlite_store_atomically(uri: str) -> None:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """Id of experiment ``name``, created on first use."""
+    """Id of experiment ``name``, created on first use with the runs view of :mod:`sweeper.tracking.ui`."""
     from mlflow.exceptions import MlflowException
+
+    from sweeper.tracking.ui import experiment_tags
 
     found = client.get_experiment_by_name(name)
     if found is not None:
-        if "mlflow.experimentKind" not in found.tags:  # an older or foreign experiment: open it on runs too
-            client.set_experiment_tag(
-                found.experiment_id, "mlflow.experimentKind", _EXPERIMENT_TAGS["mlflow.experimentKind"]
-            )
+        for key, value in experiment_tags().items():  # an older or foreign experiment: its runs' view too
+            if key not in found.tags:
+                client.set_experiment_tag(found.experiment_id, key, value)
         return str(found.experiment_id)
     try:
-        return str(client.create_experiment(name, tags=_EXPERIMENT_TAGS))
+        return str(client.create_experiment(name, tags=experiment_tags()))
     except MlflowException:  # created meanwhile by a concurrent trial
         found = client.get_experiment_by_name(name)
         if found is None:

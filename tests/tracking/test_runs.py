@@ -68,6 +68,11 @@ def test_the_console_shows_one_line_per_trial_with_time_left_and_no_library_chat
     lines = [line for line in console.splitlines() if line.startswith("trial ")]
     assert len(lines) == 4 and "| 4/4 done" in lines[-1] and "best val" in lines[-1]
     assert "left" in lines[0] and "registered: models:/sweeper/1" in console
+    # where to look next: the runs in model-training mode, score, size and latency as columns
+    assert (
+        "MLflow: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=sweeper (mlflow ui --backend-store-uri sqlite:///"
+        in console
+    )
 
 
 def test_source_tags_name_the_commit_of_the_working_directory(tmp_path, monkeypatch):
