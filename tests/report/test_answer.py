@@ -40,7 +40,7 @@ def test_the_readme_first_sweep_one_seed_says_single_run_and_never_tie(make_runs
     answer = _section(markdown, "Answer")
     assert answer.startswith("Choose **optimizer=adam")
     assert "the runner-up `optimizer=sgd`" in answer and "test accuracy +7.0 pp:" in answer
-    assert "`optimizer=sgd`: the same deployed network (same size and speed)" in answer  # timed once in the round
+    assert "`optimizer=sgd`: the same architecture and size (same speed)" in answer  # timed once in the round
     assert "**single run: no evidence either way (run seed=0,1,2 to test it)**" in answer
     assert "[" not in answer.split("Against")[1]  # no interval with one seed
     assert "-7.0 pp, single run: untested" in _section(markdown, "Ranking")

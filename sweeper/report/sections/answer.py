@@ -59,7 +59,7 @@ def card(inputs: ReportInputs) -> str:
         role = "the uncompressed" if compressed else "the runner-up"
         speed = latency_words(row, theirs)
         costs = (
-            "the same deployed network (same size and speed)"
+            "the same architecture and size (same speed)"
             if speed.endswith("(the same network)")
             else ", ".join(p for p in (size_words(row, theirs), speed + " at batch 1") if p)
         )
