@@ -6,7 +6,9 @@ validation perplexity within the size and latency budgets, and each configuratio
 ``compression=none`` over the seeds they share (for post-training methods the seed draws the
 calibration data): the difference of test perplexity (A - none; negative is better) with its 95 %
 interval, a paired t-test, and the seeds a test at 80 % power would need when it cannot tell them
-apart. ``--min-score`` (a fraction of a higher-is-better score) does not apply and is said so.
+apart. ``--min-score`` (a fraction of a higher-is-better score) does not apply and is said so. The answer
+comes first, then the warnings (a perplexity near the task's baseline, failed runs, a single seed, simulated
+latency), then the ranking.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import pandas as pd
 
 from sweeper.report.families import UNCOMPRESSED
 from sweeper.report.recommend import Budget, Recommendation
-from sweeper.report.render import Block, Section, Table, render_html, render_markdown
+from sweeper.report.render import Block, Bullets, Section, Table, render_html, render_markdown
 from sweeper.report.stats import SCORE, SELECT, compare_scores, mean_interval
 
 if TYPE_CHECKING:
     from sweeper.report.build import ReportResult
 
-__all__ = ["lower_is_better", "write_lower_is_better"]
+__all__ = ["NEAR_BASELINE", "lower_is_better", "write_lower_is_better"]
+
+NEAR_BASELINE = 0.9  # a recommended perplexity above this fraction of the task's baseline (unigram) perplexity
 
 
 def lower_is_better(runs: pd.DataFrame) -> bool:
@@ -109,6 +113,30 @@ def _recommend(table: pd.DataFrame, budget: Budget) -> Recommendation:
     return Recommendation(budget, str(best.name), runner_up, False, [str(n) for n in fits.index], sentence)
 
 
+def _warnings(runs: pd.DataFrame, table: pd.DataFrame, rec: Recommendation) -> list[str]:
+    """What a reader must know before trusting the answer, most important first."""
+    found = []
+    best = table.loc[rec.best] if rec.best is not None else None
+    baseline = runs["baseline_test_score"].dropna() if "baseline_test_score" in runs else pd.Series(dtype=float)
+    if best is not None and len(baseline) and best["test"] >= NEAR_BASELINE * float(baseline.mean()):
+        found.append(
+            f"**Near the baseline**: test perplexity {best['test']:.2f} is within "
+            f"{100 * (1 - NEAR_BASELINE):.0f} % of the task's baseline ({float(baseline.mean()):.2f}): "
+            "the model has learnt little of this text."
+        )
+    failed = int((runs["outcome"] == "failed").sum())
+    if failed:
+        found.append(f"**Failed runs**: {failed} run(s) failed and are missing from the comparison (Failures below).")
+    if best is not None and best["seeds"] == 1:
+        found.append("**Single seed**: one run per configuration cannot tell noise from effect: run seed=0,1,2.")
+    if best is not None and best["latency_kind"] == "simulated":
+        found.append(
+            f"**Simulated latency**: `{best.name}` runs dense float kernels here, so its latency shows no speed-up "
+            "its format may have in a runtime with packed kernels."
+        )
+    return found
+
+
 def write_lower_is_better(
     runs: pd.DataFrame, budget: Budget, out: Path, *, sweep_id: str, experiment: str, note: str = ""
 ) -> ReportResult:
@@ -147,12 +175,16 @@ def write_lower_is_better(
         for name, row in table.iterrows()
     ]
     failures = runs[runs["outcome"] == "failed"]
+    warnings = _warnings(runs, table, rec)
     sections = [
+        Section("Answer", [rec.sentence + (f" {warnings[0]}" if warnings else "")]),
+        *([Section("Warnings", [Bullets(warnings)])] if warnings else []),
         Section("Sweep", list[Block](header)),
-        Section("Recommendation", [rec.sentence]),
         Section("Ranking", [Table(pd.DataFrame(rows), "By mean validation perplexity, lowest first")]),
-        Section(
-            "Failures", [Table(failures[["config", "seed", "reason"]], "Failed runs")] if len(failures) else ["None."]
+        *(
+            [Section("Failures", [Table(failures[["config", "seed", "reason"]], "Failed runs")])]
+            if len(failures)
+            else []
         ),
     ]
     title = f"Which method to choose: sweep {sweep_id}" if sweep_id else "Which method to choose"

@@ -39,3 +39,23 @@ def test_under_a_size_budget_the_recommendation_speaks_perplexity(make_runs, tmp
     sentence = result.recommendation.sentence
     assert result.recommendation.best == "compression=gptq" and result.recommendation.runner_up == "compression=rtn"
     assert "test perplexity 10.73" in sentence and "(lower is better)" in sentence and "6.8x smaller" in sentence
+
+
+def test_the_answer_comes_first_and_warnings_fire_only_when_their_case_is_there(make_runs, tmp_path):
+    write_report(_runs(make_runs), NO_HISTORY, Budget(), tmp_path / "clean", sweep_id="s")
+    clean = (tmp_path / "clean" / "report.md").read_text()
+    assert clean.index("## Answer") < clean.index("## Sweep") < clean.index("## Ranking")
+    assert "## Warnings" not in clean and "## Failures" not in clean
+    one_seed = make_runs(
+        dict(compression="none", seed=0, test_score=95.0, val_score=95.3, size_bytes=SIZES["none"],
+             score_metric="perplexity", score_direction="minimize", baseline_test_score=100.0, family=None),
+        dict(compression="rtn", seed=0, status="FAILED", failure_reason="RuntimeError: boom", test_score=None,
+             val_score=None, score_metric="perplexity", score_direction="minimize", family=None),
+    )  # fmt: skip
+    write_report(one_seed, NO_HISTORY, Budget(), tmp_path / "warned", sweep_id="s")
+    warned = (tmp_path / "warned" / "report.md").read_text()
+    warnings = warned[warned.index("## Warnings") : warned.index("## Sweep")]
+    for title in ("Near the baseline", "Failed runs", "Single seed"):
+        assert f"**{title}**" in warnings, title
+    assert "**Near the baseline**" in warned[: warned.index("## Warnings")]  # the first one in the answer too
+    assert "## Failures" in warned
