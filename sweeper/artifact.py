@@ -24,7 +24,15 @@ import torch
 from hydra.utils import get_object
 from torch import Tensor, nn
 
-__all__ = ["ModelSpec", "load_artifact", "register_loader", "save_artifact", "serialized_size"]
+__all__ = [
+    "ModelSpec",
+    "dense_payload",
+    "load_artifact",
+    "load_state",
+    "register_loader",
+    "save_artifact",
+    "serialized_size",
+]
 
 FORMAT = "sweeper-artifact/1"
 Loader = Callable[["ModelSpec", dict[str, Any]], nn.Module]
@@ -125,21 +133,37 @@ def load_artifact(path: Path) -> nn.Module:
     return loader(ModelSpec(**document["model"]), document["payload"]).eval()
 
 
-@register_loader("dense")
-def _load_dense(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
-    model = spec.build()
-    model.load_state_dict(payload["state_dict"])
+def load_state(model: nn.Module, state: dict[str, Any]) -> nn.Module:
+    """Load a freshly read or decoded ``state`` into a just-built ``model``: tensors of the dtype the model
+    holds are taken as they are (``assign``), so the weights are not held twice (the built network's plus the
+    state's) while a large network loads; the model's own tensors are given up. Returns ``model``."""
+    own = model.state_dict()
+    assign = all(
+        not isinstance(value, Tensor) or key not in own or own[key].dtype == value.dtype for key, value in state.items()
+    )
+    model.load_state_dict(state, assign=assign)
     return model
 
 
-def dense_payload(model: nn.Module) -> dict[str, Any]:
+@register_loader("dense")
+def _load_dense(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
+    return load_state(spec.build(), payload["state_dict"])
+
+
+def dense_payload(model: nn.Module, *, copy: bool = True) -> dict[str, Any]:
     """Payload of a ``dense`` artifact: the fp32 state dict, detached, on the CPU. Tensors the model ties
-    (a language model's input and output embeddings) stay one tensor, stored once."""
+    (a language model's input and output embeddings) stay one tensor, stored once.
+
+    ``copy=False``: the payload shares the model's tensors (no second copy of a large network), for a payload
+    written before the model changes (a size); a tensor that is a view into a larger storage is still
+    copied, so the bytes written are the same either way."""
     copies: dict[tuple[int, torch.Size, torch.dtype], Tensor] = {}
     state = {}
     for key, value in model.state_dict().items():
         tie = (value.data_ptr(), value.shape, value.dtype)
         if tie not in copies:
-            copies[tie] = value.detach().cpu().clone()
+            tensor = value.detach().cpu()
+            exact = tensor.storage_offset() == 0 and tensor.untyped_storage().nbytes() == tensor.nbytes
+            copies[tie] = tensor if not copy and exact and tensor.is_contiguous() else tensor.clone()
         state[key] = copies[tie]
     return {"state_dict": state}

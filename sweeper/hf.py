@@ -215,7 +215,10 @@ def _gguf_as_float(path: Path, cache_dir: str | Path) -> dict[str, Any]:
         state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
         torch.save({"config": config, "state_dict": state}, tmp)
 
-    entry = torch.load(compute_once(Path(cache_dir) / f"{_gguf_digest(path)}.pt", convert), weights_only=True)
+    # memory-mapped: the weights are read from the file as they are used, never held twice
+    entry = torch.load(
+        compute_once(Path(cache_dir) / f"{_gguf_digest(path)}.pt", convert), weights_only=True, mmap=True
+    )
     return dict(entry)
 
 
@@ -246,17 +249,33 @@ def _pretrained_lm(location: str, cache_dir: str | Path) -> nn.Module:
         entry = _gguf_as_float(path, cache_dir)
         settings = dict(entry["config"])
         config = AutoConfig.for_model(settings.pop("model_type"), **settings)
-        model: Any = AutoModelForCausalLM.from_config(config)
-        model.load_state_dict(entry["state_dict"], strict=False)  # tied output weights are one tensor
-        model.tie_weights()
-        float_model: nn.Module = model.float()
-        return float_model
+        return _assigned(config, entry["state_dict"], location)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model.checkpoint={location}: neither a .gguf file nor a save_pretrained directory")
     from transformers import AutoModelForCausalLM
 
     loaded: nn.Module = _quietly(lambda: AutoModelForCausalLM.from_pretrained(path, local_files_only=True))
     return loaded.float()
+
+
+def _assigned(config: Any, state: dict[str, Any], location: str) -> nn.Module:
+    """The causal LM of ``config`` holding ``state``'s tensors themselves (memory-mapped from the cache file):
+    its parameters are built empty (no random initialisation, no memory) and then take the loaded tensors,
+    so the weights exist once, not as the loaded copy plus the model's own. Buffers computed from the config
+    (rotary frequencies) are built as usual."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights():  # parameters on the meta device, buffers on the CPU
+        model: Any = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(state, strict=False, assign=True)  # tied output weights are one tensor
+    model.tie_weights()
+    empty = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    if empty:
+        raise ValueError(f"model.checkpoint={location}: no weights for {', '.join(empty[:5])}")
+    float_model: nn.Module = model.float() if any(p.dtype != torch.float32 for p in model.parameters()) else model
+    return float_model
 
 
 def make_causal_lm(

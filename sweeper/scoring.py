@@ -165,17 +165,40 @@ def evaluate_scores(
     return {name: METRICS[name].compute(logits, y) for name in metrics}
 
 
+LOGITS_BYTES = 64 * 2**20  # a language model is scored on at most this many bytes of float32 logits at once
+
+
+def sequence_batch(length: int, vocabulary: int, *, most: int = 8, budget: int = LOGITS_BYTES) -> int:
+    """Windows a language model is scored on at once: at most ``most``, and as many as keep their float32
+    logits within ``budget`` bytes (at least one).
+
+    Example:
+        >>> sequence_batch(256, 49_152), sequence_batch(64, 512)
+        (1, 8)
+    """
+    return max(1, min(most, budget // max(1, 4 * length * vocabulary)))
+
+
 @torch.no_grad()
 def _sequence_scores(
-    model: nn.Module, x: Tensor, y: Tensor, metrics: tuple[str, ...], batch: int = 8
+    model: nn.Module, x: Tensor, y: Tensor, metrics: tuple[str, ...], batch: int | None = None
 ) -> dict[str, float]:
-    """A language model's metrics over all tokens of the split, summed batch by batch (logits of a whole
-    split of a 49k-token vocabulary would not fit in memory)."""
+    """A language model's metrics over all tokens of the split, summed batch by batch: the logits of a whole
+    split of a 49k-token vocabulary would not fit in memory, and those of 8 windows of 256 tokens take 400 MB
+    (twice that with the softmax). ``batch`` None: the first window is scored alone and its logits decide how
+    many windows the next batches hold (:func:`sequence_batch`: one at a time for such a model)."""
     nll = correct = 0.0
     tokens = 0
-    for start in range(0, len(x), batch):
-        part_nll, part_correct, part_tokens = _token_sums(model(x[start : start + batch]), y[start : start + batch])
+    start = 0
+    while start < len(x):
+        size = batch if batch is not None else 1
+        logits = model(x[start : start + size])
+        part_nll, part_correct, part_tokens = _token_sums(logits, y[start : start + size])
+        if batch is None:
+            batch = sequence_batch(logits.shape[1], logits.shape[-1])
+        del logits
         nll, correct, tokens = nll + part_nll, correct + part_correct, tokens + part_tokens
+        start += size
     totals = {"perplexity": math.exp(nll / tokens), "token_accuracy": correct / tokens}
     unknown = [name for name in metrics if name not in totals]
     if unknown:

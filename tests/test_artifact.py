@@ -110,3 +110,32 @@ def test_a_spec_with_recorded_sizes_builds_the_smaller_network():
 def test_save_refuses_a_kind_without_a_loader(tmp_path):
     with pytest.raises(ValueError, match="artifact kind 'mystery' has no loader"):
         save_artifact(tmp_path / "m.pt", "mystery", ModelSpec("sweeper.models.make_mlp"), {})
+
+
+def test_a_dense_payload_without_a_copy_shares_the_weights_and_writes_the_same_bytes(tmp_path):
+    from sweeper.artifact import dense_payload
+
+    spec = ModelSpec("sweeper.models.make_mlp", {"input_shape": [8], "num_classes": 3})
+    model = spec.build()
+    copied, shared = dense_payload(model), dense_payload(model, copy=False)
+    weights = {k: v.data_ptr() for k, v in model.state_dict().items()}
+    assert all(shared["state_dict"][k].data_ptr() == ptr for k, ptr in weights.items())
+    assert all(copied["state_dict"][k].data_ptr() != ptr for k, ptr in weights.items())
+    sizes = [save_artifact(tmp_path / f"{i}.pt", "dense", spec, p) for i, p in enumerate((copied, shared))]
+    assert sizes[0] == sizes[1]
+    reloaded = load_artifact(tmp_path / "1.pt")
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(reloaded(x), model.eval()(x))
+
+
+def test_a_reloaded_artifact_holds_the_loaded_tensors_themselves():
+    from sweeper.artifact import load_state
+
+    spec = ModelSpec("sweeper.models.make_mlp", {"input_shape": [8], "num_classes": 3})
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in spec.build().state_dict().items()}
+    model = load_state(spec.build(), state)
+    assert all(v.data_ptr() == state[k].data_ptr() for k, v in model.state_dict().items())  # no second copy
+    assert all(p.requires_grad for p in model.parameters())
+    double = {k: v.double() for k, v in state.items()}  # another dtype: copied into the model's own tensors
+    model = load_state(spec.build(), double)
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())

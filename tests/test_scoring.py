@@ -48,3 +48,22 @@ def test_labels_name_the_metric():
         0 <= METRICS[m].compute(torch.randn(50, 2), torch.randint(0, 2, (50,))) <= 1 for m in ("accuracy", "auc")
     )
     assert np.isnan(METRICS["auc"].compute(torch.randn(4, 2), torch.ones(4, dtype=torch.long)))  # one class: undefined
+
+
+def test_a_language_model_scored_window_by_window_gets_the_perplexity_of_one_pass():
+    from sweeper.scoring import _sequence_scores, sequence_batch
+
+    torch.manual_seed(0)
+    vocabulary, length = 50, 12
+    model = torch.nn.Sequential(torch.nn.Embedding(vocabulary, 16), torch.nn.Linear(16, vocabulary)).eval()
+    x = torch.randint(0, vocabulary, (7, length))
+    y = torch.randint(0, vocabulary, (7, length))
+    with torch.no_grad():
+        logits = model(x)
+    expected = {name: METRICS[name].compute(logits, y) for name in ("perplexity", "token_accuracy")}
+    for batch in (None, 1, 3, 7):
+        got = _sequence_scores(model, x, y, ("perplexity", "token_accuracy"), batch=batch)
+        assert got["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-6)
+        assert got["token_accuracy"] == expected["token_accuracy"]
+    assert sequence_batch(256, 49_152) == 1  # SmolLM2's windows: 48 MiB of logits each, one at a time
+    assert sequence_batch(length, vocabulary) == 8

@@ -386,6 +386,8 @@ def _chained(model: nn.Module, blocks: nn.ModuleList, batch: Any) -> bool:
     def after(index: int) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             state["last"], state["next"] = _main_output(output), index + 1
+            if index + 1 == len(blocks):
+                raise _Stop  # nothing after the stack is needed (a language model's logits: 800 MB for 16 windows)
 
         return hook
 
@@ -395,6 +397,8 @@ def _chained(model: nn.Module, blocks: nn.ModuleList, batch: Any) -> bool:
         _run(model, batch)
     except _NoHidden:
         return False
+    except _Stop:
+        pass
     finally:
         for handle in handles:
             handle.remove()

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from sweeper.artifact import ModelSpec, register_loader
+from sweeper.artifact import ModelSpec, load_state, register_loader
 from sweeper.compression._base import Compressed, CompressionContext, MethodFacts
 from sweeper.compression._calibration import LinearStats
 from sweeper.compression._posttraining import LinearMethod
@@ -198,5 +198,4 @@ def _load_lowrank(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
         assert isinstance(layer, nn.Linear)
         a, b = torch.zeros(layer.out_features, rank), torch.zeros(rank, layer.in_features)
         _replace(model, name, LowRankLinear(a, b, None if layer.bias is None else torch.zeros(layer.out_features)))
-    model.load_state_dict(decode_state(payload["state"]))
-    return model
+    return load_state(model, decode_state(payload["state"]))

@@ -14,4 +14,5 @@ class NoCompression:
     facts: ClassVar[MethodFacts] = MethodFacts("baseline", "post-training")
 
     def compress(self, model: nn.Module, ctx: CompressionContext) -> Compressed:
-        return Compressed(module=model, kind="dense", payload=dense_payload(model))
+        # the payload shares the network's tensors: nothing changes them after (no second copy of a large network)
+        return Compressed(module=model, kind="dense", payload=dense_payload(model, copy=False))

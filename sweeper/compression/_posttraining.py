@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sweeper.artifact import ModelSpec, register_loader
+from sweeper.artifact import ModelSpec, load_state, register_loader
 from sweeper.compression._base import Compressed, CompressionContext, UnsupportedLayer
 from sweeper.compression._calibration import LinearStats, calibrate_and_apply
 from sweeper.compression._lowbit import LowBitWeight, pack_codes, unpack_codes
@@ -260,8 +260,7 @@ def _load_lowbit(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
     state = decode_state(tree["rest"])
     for name, layer in tree["layers"].items():
         state[f"{name}.weight"] = _weight(layer)
-    model.load_state_dict(state)
-    return model
+    return load_state(model, state)
 
 
 # ---- the two kinds of method: low-bit weights, pruned weights ----------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, cast
 import torch
 from torch import Tensor, nn
 
-from sweeper.artifact import ModelSpec, register_loader
+from sweeper.artifact import ModelSpec, load_state, register_loader
 from sweeper.compression._base import (
     Compressed,
     CompressionContext,
@@ -102,8 +102,7 @@ def sparse_compressed(model: nn.Module, selection: WeightSelection | None = None
 @register_loader("sparse")
 def _load_sparse(spec: ModelSpec, payload: dict[str, Any]) -> nn.Module:
     model = spec.build()
-    model.load_state_dict(decode_state(payload))
-    return model
+    return load_state(model, decode_state(payload))
 
 
 class _UnstructuredPruning:

@@ -68,7 +68,7 @@ def _value_bytes(count: int, tensor: Tensor, bits: int | None) -> int:
 
 def _encode_values(values: Tensor, bits: int | None) -> Tensor:
     if bits is None:
-        return values.clone()
+        return values  # not copied here: pack_tree copies every tensor of a payload into its blob
     return pack_bits(values.to(torch.int64) + 2 ** (bits - 1), bits)  # signed codes -> unsigned
 
 

@@ -110,7 +110,7 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path, *, time
     """
     cfg, task, result = plan.cfg, plan.task, trained.result
     model = plan.model.cpu().eval()
-    dense_bytes = serialized_size("dense", plan.spec, dense_payload(model))  # the fp32 baseline
+    dense_bytes = serialized_size("dense", plan.spec, dense_payload(model, copy=False))  # the fp32 baseline
 
     runtimes = list(cfg.measure.get("runtimes", ["torch"]))
     float_source = _float_source(plan, model) if "onnxruntime" in runtimes else None
