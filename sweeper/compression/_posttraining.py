@@ -21,6 +21,7 @@ Artifacts:
 from __future__ import annotations
 
 import fnmatch
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,13 +47,16 @@ def check_positive(value: object, key: str) -> int:
 
 
 def output_layer(model: nn.Module, example: Tensor) -> nn.Module | None:
-    """The Linear whose output the model returns (its logits), else the last Linear that ran; None without one."""
-    ran: list[tuple[nn.Module, Any]] = []
-    handles = [
-        m.register_forward_hook(lambda module, _i, out: ran.append((module, out)))
-        for m in model.modules()
-        if isinstance(m, nn.Linear)
-    ]
+    """The Linear whose output the model returns (its logits), else the last Linear that ran; None without one.
+
+    Outputs are watched through weak references: the layers' outputs are not kept alive (every Linear's
+    output of a language model is hundreds of MB)."""
+    ran: list[tuple[nn.Module, Callable[[], Any]]] = []
+
+    def watch(module: nn.Module, _inputs: Any, out: Any) -> None:
+        ran.append((module, weakref.ref(out) if isinstance(out, Tensor) else lambda: None))
+
+    handles = [m.register_forward_hook(watch) for m in model.modules() if isinstance(m, nn.Linear)]
     try:
         with torch.no_grad():
             output = model.eval()(example)
@@ -60,7 +64,7 @@ def output_layer(model: nn.Module, example: Tensor) -> nn.Module | None:
         for handle in handles:
             handle.remove()
     logits = getattr(output, "logits", output)
-    return next((module for module, out in reversed(ran) if out is logits), ran[-1][0] if ran else None)
+    return next((module for module, out in reversed(ran) if out() is logits), ran[-1][0] if ran else None)
 
 
 def linear_targets(

@@ -106,7 +106,10 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path, *, time
     """Compress the trained model, write the artifact, reload it and measure the reloaded module.
 
     ``time_latency=False``: the latencies are left NaN, for the report's end-of-sweep round to time
-    (:func:`sweeper.trial.measure.trial_times_latency` decides).
+    (:func:`sweeper.trial.measure.trial_times_latency` decides). ``measure.release_network=true``: the
+    trained and compressed network is given up once its artifact is written (its tensors go to the meta
+    device, the payload is dropped) and ``compressed.module`` is the reloaded artifact, so a large network is
+    not held twice while it is measured.
     """
     cfg, task, result = plan.cfg, plan.task, trained.result
     model = plan.model.cpu().eval()
@@ -118,8 +121,13 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path, *, time
     compressed = plan.compressor.compress(model, replace(plan.context(), hooks=trained.hooks))
     compress_seconds = time.perf_counter() - start
     size_bytes = save_artifact(artifact_path, compressed.kind, compressed.spec or plan.spec, compressed.payload)
+    release = bool(cfg.measure.get("release_network", False))
+    if release:
+        _release(compressed, model)
 
     deployed = load_artifact(artifact_path)  # every number below is of the reloaded artifact
+    if release:
+        compressed.module = deployed  # what the in-memory network computed, as the artifact (checked by the tests)
     spec = compressed.spec or plan.spec
     network = f"{spec.target}|{sorted(spec.kwargs.items())}|{spec.resized}|{compressed.kind}|{size_bytes}|{plan.device}"
     measured, how = measure_artifact(
@@ -168,6 +176,14 @@ def deploy_stage(plan: TrialPlan, trained: Trained, artifact_path: Path, *, time
         tags.update(onnx_tags)
     check_final_metrics(metrics)
     return Deployed(compressed, artifact_path, deployed, metrics, tags)
+
+
+def _release(compressed: Compressed, model: nn.Module) -> None:
+    """Give up the trained and compressed network's tensors (moved to the meta device: shapes without memory)
+    and the artifact's payload, once the artifact is written."""
+    compressed.payload = {}
+    for network in {id(m): m for m in (model, compressed.module)}.values():
+        network.to("meta")
 
 
 def _times_latency(cfg: DictConfig, ctx: JobContext) -> bool:

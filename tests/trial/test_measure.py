@@ -105,3 +105,21 @@ def test_a_language_model_is_timed_as_it_generates_with_its_kv_cache(make_cfg, t
     assert torch.allclose(stepped[:, -1], whole[:, -1], atol=1e-4)  # the cache changes the cost, not the answer
     plan = plan_trial(make_cfg("model=mlp", "compression=none"))
     assert "decode_ms_per_token" not in deploy_stage(plan, Trained(TrainResult()), tmp_path / "mlp.pt").metrics
+
+
+@pytest.mark.parametrize("method", ["none", "sparsegpt"])
+def test_a_released_network_is_measured_as_its_artifact_with_the_same_numbers(make_cfg, tmp_path, method):
+    lm = ["data=lm_text", "model=tiny_llama", "data.length=32", "data.vocab_size=500", "data.eval_windows=4"]
+    found = {}
+    for release in (False, True):
+        cfg = make_cfg(*lm, f"compression={method}", f"measure.release_network={release}")
+        plan = plan_trial(cfg)
+        deployed = deploy_stage(plan, Trained(TrainResult()), tmp_path / f"{release}.pt", time_latency=False)
+        found[release] = deployed.metrics
+        weights = [p.is_meta for p in plan.model.parameters()]
+        assert all(weights) if release else not any(weights)  # given up once the artifact is written, or kept
+        assert (deployed.compressed.module is deployed.module) == release
+        assert (deployed.compressed.payload == {}) == release
+        assert not any(p.is_meta for p in deployed.module.parameters())
+    for key in ("test_score", "val_score", "size_bytes", "compression_ratio", "nonzero_params"):
+        assert found[True][key] == found[False][key], key
