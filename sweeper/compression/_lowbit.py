@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from sweeper.compression._storage import pack_groups, unpack_groups
+
 __all__ = [
     "LowBitWeight",
     "dequantize_codes",
@@ -297,11 +299,7 @@ def pack_codes(codes: Tensor, bits: int) -> Tensor:
     flat = flat.to(torch.uint8)
     if bits == 8:
         return flat.clone()
-    shifts = torch.arange(bits, dtype=torch.uint8, device=flat.device)
-    stream = ((flat.unsqueeze(1) >> shifts) & 1).reshape(-1)  # one byte per bit, code after code
-    stream = torch.nn.functional.pad(stream, (0, (-stream.numel()) % 8))
-    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.int32, device=flat.device)
-    return (stream.reshape(-1, 8).to(torch.int32) * weights).sum(dim=1).to(torch.uint8)
+    return pack_groups(flat, bits)
 
 
 def unpack_codes(packed: Tensor, bits: int, count: int) -> Tensor:
@@ -325,10 +323,7 @@ def unpack_codes(packed: Tensor, bits: int, count: int) -> Tensor:
         raise ValueError(f"{packed.numel()} bytes hold fewer than {count} codes of {bits} bits")
     if bits == 8:
         return packed[:count].clone()
-    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
-    stream = ((packed.unsqueeze(1) >> shifts) & 1).reshape(-1)[: count * bits]
-    weights = (2 ** torch.arange(bits, device=packed.device)).to(torch.int32)
-    return (stream.reshape(count, bits).to(torch.int32) * weights).sum(dim=1).to(torch.uint8)
+    return unpack_groups(packed, bits, count)
 
 
 def check_nm(n: int, m: int, in_features: int | None = None) -> None:

@@ -46,20 +46,48 @@ def pack_bits(values: Tensor, bits: int) -> Tensor:
     """
     if not 1 <= bits <= 8:
         raise ValueError(f"bits={bits}: must be in 1..8")
-    values = values.flatten().to(torch.int64)
+    values = values.flatten()
     if values.numel() and (values.min() < 0 or values.max() >= 2**bits):
         raise ValueError(f"values must lie in [0, {2**bits}) to be packed at {bits} bits")
-    shifts = torch.arange(bits, dtype=torch.int64)
-    stream = ((values.unsqueeze(1) >> shifts) & 1).flatten()
-    stream = torch.cat([stream, stream.new_zeros(-len(stream) % 8)])
-    return (stream.view(-1, 8) << torch.arange(8, dtype=torch.int64)).sum(dim=1).to(torch.uint8)
+    values = values.to(torch.uint8)
+    return values.clone() if bits == 8 else pack_groups(values, bits)
 
 
 def unpack_bits(packed: Tensor, bits: int, count: int) -> Tensor:
     """Inverse of :func:`pack_bits`: the first ``count`` integers, as int64."""
-    stream = ((packed.to(torch.int64).unsqueeze(1) >> torch.arange(8, dtype=torch.int64)) & 1).flatten()
-    stream = stream[: count * bits].view(count, bits)
-    return (stream << torch.arange(bits, dtype=torch.int64)).sum(dim=1)
+    packed = packed.reshape(-1).to(torch.uint8)
+    codes = packed[:count].clone() if bits == 8 else unpack_groups(packed, bits, count)
+    return codes.to(torch.int64)
+
+
+def pack_groups(flat: Tensor, bits: int) -> Tensor:
+    """Eight codes of ``bits`` bits fill ``bits`` bytes: byte ``k`` of a group collects the bits ``8k .. 8k+7`` of
+    the codes laid end to end. Built column by column, so the work takes a few bytes a code (a bit stream of a
+    byte a bit, widened to int32, took 80 bytes a 4-bit code and fragmented the heap over a model's layers)."""
+    count = flat.numel()
+    groups = torch.nn.functional.pad(flat, (0, (-count) % 8)).view(-1, 8).to(torch.int16)
+    out = torch.zeros(groups.shape[0], bits, dtype=torch.int16, device=flat.device)
+    for i in range(8):
+        for k in range(bits):
+            shift = i * bits - 8 * k  # where code i's lowest bit lands in byte k
+            if -bits < shift < 8:
+                part = groups[:, i] << shift if shift >= 0 else groups[:, i] >> -shift
+                out[:, k] |= part & 255
+    return out.to(torch.uint8).reshape(-1)[: (count * bits + 7) // 8].clone()
+
+
+def unpack_groups(packed: Tensor, bits: int, count: int) -> Tensor:
+    """Inverse of :func:`pack_groups`: the first ``count`` codes, as ``uint8``."""
+    groups = (count + 7) // 8
+    padded = torch.nn.functional.pad(packed[: groups * bits], (0, groups * bits - min(packed.numel(), groups * bits)))
+    data = padded.view(groups, bits).to(torch.int16)
+    codes = torch.zeros(groups, 8, dtype=torch.int16, device=packed.device)
+    for i in range(8):
+        for k in range(bits):
+            shift = i * bits - 8 * k
+            if -bits < shift < 8:
+                codes[:, i] |= data[:, k] >> shift if shift >= 0 else data[:, k] << -shift
+    return (codes & (2**bits - 1)).to(torch.uint8).reshape(-1)[:count].clone()
 
 
 def _value_bytes(count: int, tensor: Tensor, bits: int | None) -> int:
