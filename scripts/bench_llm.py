@@ -91,8 +91,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trial:
-        found = trial_here(json.loads(args.trial), args.seed, args.calibration, args.work)
-        print(json.dumps({k: v for k, v in found.items() if isinstance(v, int | float | str)}))
+        measured = trial_here(json.loads(args.trial), args.seed, args.calibration, args.work)
+        print(json.dumps({k: v for k, v in measured.items() if isinstance(v, int | float | str)}))
         return
     rows = methods(args.bits, args.group_size)
     if args.only:
