@@ -181,14 +181,18 @@ def pack_tree(tree: Any) -> dict[str, Any]:
 
 
 def unpack_tree(packed: dict[str, Any]) -> Any:
-    """Inverse of :func:`pack_tree`."""
+    """Inverse of :func:`pack_tree`. The tensors are views into the blob where their offset is aligned for their
+    type (no second copy of a large payload while it is decoded), fresh copies otherwise."""
     blob = packed["blob"]
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict) and _REF in node:
             start, length = node[_REF]
-            data = blob[start : start + length].clone()  # a fresh, aligned storage
-            return data.view(getattr(torch, node["dtype"])).reshape(node["shape"])
+            dtype = getattr(torch, node["dtype"])
+            data = blob[start : start + length]
+            if start % dtype.itemsize:  # not aligned for its type: a fresh storage (an aligned one is a view)
+                data = data.clone()
+            return data.view(dtype).reshape(node["shape"])
         if isinstance(node, dict):
             return {key: walk(value) for key, value in node.items()}
         if isinstance(node, list):
