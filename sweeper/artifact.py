@@ -142,7 +142,22 @@ def load_state(model: nn.Module, state: dict[str, Any]) -> nn.Module:
         not isinstance(value, Tensor) or key not in own or own[key].dtype == value.dtype for key, value in state.items()
     )
     model.load_state_dict(state, assign=assign)
+    if assign:
+        _retie(model)
     return model
+
+
+def _retie(model: nn.Module) -> None:
+    """Parameters that ``assign`` loaded from one tensor (weights the network ties, such as a language model's
+    embedding and output layer) become one parameter again, as they were when the artifact was written."""
+    first: dict[tuple[int, tuple[int, ...], tuple[int, ...], torch.dtype], nn.Parameter] = {}
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is None or param.is_meta:
+                continue
+            tied = first.setdefault((param.data_ptr(), tuple(param.shape), param.stride(), param.dtype), param)
+            if tied is not param:
+                module._parameters[name] = tied
 
 
 @register_loader("dense")

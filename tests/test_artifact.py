@@ -139,3 +139,14 @@ def test_a_reloaded_artifact_holds_the_loaded_tensors_themselves():
     double = {k: v.double() for k, v in state.items()}  # another dtype: copied into the model's own tensors
     model = load_state(spec.build(), double)
     assert all(v.dtype == torch.float32 for v in model.state_dict().values())
+
+
+def test_tied_weights_stay_one_parameter_through_the_artifact(tmp_path):
+    from sweeper.artifact import dense_payload
+
+    spec = ModelSpec("sweeper.hf.make_causal_lm", {"input_shape": [16], "num_classes": 200})  # ties its embeddings
+    model = spec.build()
+    save_artifact(tmp_path / "lm.pt", "dense", spec, dense_payload(model))
+    reloaded = load_artifact(tmp_path / "lm.pt")
+    assert reloaded.model.lm_head.weight is reloaded.model.model.embed_tokens.weight
+    assert sum(p.numel() for p in reloaded.parameters()) == sum(p.numel() for p in model.parameters())
