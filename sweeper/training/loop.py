@@ -107,7 +107,8 @@ class _Batches:
         chunks = [chunk for step in steps for chunk in step.chunks]
         if self.stream is None:
             for chunk in chunks:
-                yield self.x[chunk.to(self.device)], self.y[chunk.to(self.device)]
+                index = chunk.to(self.device)
+                yield self.x[index], self.y[index]
             return
         from torch.utils.data import DataLoader
 

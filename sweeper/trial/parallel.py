@@ -118,11 +118,11 @@ def _first_error(folder: Path, exc: Exception) -> str:
 
 @contextlib.contextmanager
 def _quiet_launcher() -> Iterator[None]:
-    """The launcher's INFO/WARNING lines (rendezvous, worker groups) are not the user's business; errors are."""
+    """The launcher's lines (rendezvous, worker groups, its multi-line failure dump) are not the user's business."""
     loggers = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.distributed.launcher")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.ERROR)
+        logger.setLevel(logging.CRITICAL)  # a rank's error is reported once, as the trial's
     try:
         yield
     finally:

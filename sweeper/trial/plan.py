@@ -151,6 +151,26 @@ def _check_precision(strategy: Strategy, device: torch.device) -> None:
         )
 
 
+def _probe_autocast(model: nn.Module, task: Task, strategy: Strategy, device: torch.device) -> None:
+    """Mixed precision: the model's forward on two training samples under autocast, before any training (some
+    kernels have no such variant on some devices: an LSTM in bf16 on a CPU without bf16 instructions)."""
+    dtype = strategy.autocast_dtype
+    if dtype is None or strategy.epochs == 0:
+        return
+    was_training = model.training
+    try:
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype):
+            model.eval().to(device)(task.x_train[:2].to(device))
+    except RuntimeError as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigError(
+            f"strategy.precision={strategy.precision}: the model's forward fails under autocast on {device} "
+            f"({reason}); allowed here: 32"
+        ) from exc
+    finally:
+        model.train(was_training)
+
+
 def _check_nproc(nproc: Any, device: torch.device) -> int:
     """Data-parallel processes: at most one per GPU, or per CPU core this process may use."""
     import os
@@ -334,6 +354,7 @@ def plan_trial(
         )
     torch.manual_seed(seed)  # the initialisation of the weights derives from the seed
     model, spec, checkpoint = _build_model(cfg, task, str(group_choices(cfg, choices)["model"]))
+    _probe_autocast(model, task, strategy, device)
     optimizer_factory = _instantiate("optimizer", cfg.optimizer)
     try:  # torch checks its own hyper-parameters when an optimizer is built
         build_optimizers(optimizer_factory, model)

@@ -239,3 +239,26 @@ def test_bad_precision_accumulation_and_clipping_name_the_key(key, value, allowe
 def test_precision_32_from_hydra_is_an_integer():
     assert Strategy.from_dict({"precision": 32}).precision == "32"
     assert Strategy.from_dict({"precision": 32}).autocast_dtype is None
+
+
+def test_a_model_that_cannot_run_under_autocast_here_is_one_line_before_training():
+    """An LSTM in bf16 has no oneDNN kernel on a CPU without bf16 instructions: planned, not trained, it says so."""
+    from conftest import compose_config
+    from zoo import RowGRU
+
+    from sweeper.errors import ConfigError
+    from sweeper.trial.plan import plan_trial
+
+    lstm = RowGRU(input_shape=(8, 8), num_classes=10, cell="lstm").eval()
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.rand(2, 8, 8))
+        runs_here = True
+    except RuntimeError:
+        runs_here = False
+    cfg = compose_config("~model", "+model._target_=zoo.RowGRU", "+model.cell=lstm", "strategy.precision=bf16")
+    if runs_here:
+        assert plan_trial(cfg).strategy.precision == "bf16"
+    else:
+        with pytest.raises(ConfigError, match=r"^strategy\.precision=bf16: the model's forward fails under autocast"):
+            plan_trial(cfg)
